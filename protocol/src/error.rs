@@ -1,0 +1,113 @@
+//! The error body of every failed REST call, and the codes it may carry.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes. The HTTP status for each is fixed by the relay and listed
+/// in `docs/PROTOCOL.md`; WebSocket `error` frames use the same codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not JSON (400).
+    MalformedJson,
+    /// The JSON has the wrong shape: a missing field, a wrong type (400).
+    InvalidRequest,
+    /// A binary field is not valid base64 (400).
+    InvalidBase64,
+    /// `phone_hash` is not 64 lowercase hex characters (400).
+    InvalidPhoneHash,
+    /// A key has the wrong length or type byte, or an id is out of range (400).
+    InvalidKey,
+    /// A signature does not verify (400).
+    BadSignature,
+    /// A prekey id appears twice in one request (400).
+    DuplicateKeyId,
+    /// Too many one-time prekeys in one upload or in storage (400).
+    TooManyPrekeys,
+    /// A registration nonce is unknown, used, expired or for another phone hash (401).
+    InvalidNonce,
+    /// Authentication failed: no or bad token, or a failed token request (401).
+    Unauthorized,
+    /// No such user (404).
+    NotFound,
+    /// The phone hash is already registered (409).
+    AlreadyRegistered,
+    /// The decoded payload is over the limit (413).
+    PayloadTooLarge,
+    /// The request body is not `application/json` (415).
+    UnsupportedMediaType,
+    /// Too many requests from this address (429).
+    RateLimited,
+    /// Unknown WebSocket frame type (WebSocket only).
+    UnknownFrameType,
+    /// The relay has no TURN configuration (503).
+    TurnNotConfigured,
+    /// The relay is at its connection limit (503).
+    TooManyConnections,
+    /// The database is unreachable or the relay is shutting down (503).
+    Unavailable,
+    /// Anything else; details are in the relay's log, not the response (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidBase64 => "invalid_base64",
+            Self::InvalidPhoneHash => "invalid_phone_hash",
+            Self::InvalidKey => "invalid_key",
+            Self::BadSignature => "bad_signature",
+            Self::DuplicateKeyId => "duplicate_key_id",
+            Self::TooManyPrekeys => "too_many_prekeys",
+            Self::InvalidNonce => "invalid_nonce",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::AlreadyRegistered => "already_registered",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::UnknownFrameType => "unknown_frame_type",
+            Self::TurnNotConfigured => "turn_not_configured",
+            Self::TooManyConnections => "too_many_connections",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"error": code, "message": human text}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub error: ErrorCode,
+    /// Human-readable explanation; never contains secrets or payloads.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_matches_serde_name() {
+        for code in [
+            ErrorCode::MalformedJson,
+            ErrorCode::BadSignature,
+            ErrorCode::AlreadyRegistered,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnknownFrameType,
+            ErrorCode::TurnNotConfigured,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

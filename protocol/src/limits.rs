@@ -1,0 +1,58 @@
+//! Every limit of the protocol, named once.
+
+/// Largest decoded message payload the relay accepts (64 KiB).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Largest WebSocket text frame the relay reads: a base64 payload plus JSON framing.
+pub const MAX_WS_FRAME_BYTES: usize = 96 * 1024;
+/// Largest REST request body the relay reads (a prekey upload with the maximum key count fits).
+pub const MAX_REST_BODY_BYTES: usize = 512 * 1024;
+
+/// Length of an authentication nonce in bytes.
+pub const NONCE_LEN: usize = 32;
+/// Seconds an authentication nonce stays valid.
+pub const NONCE_TTL_SECS: u64 = 60;
+/// Seconds an access token stays valid (30 minutes).
+pub const TOKEN_TTL_SECS: u64 = 30 * 60;
+
+/// Length of a phone hash: SHA-256 as lowercase hex.
+pub const PHONE_HASH_LEN: usize = 64;
+/// Serialized EC public key: type byte `0x05` followed by 32 bytes.
+pub const EC_PUBLIC_KEY_LEN: usize = 33;
+/// Type byte of a serialized Curve25519 public key.
+pub const EC_KEY_TYPE_DJB: u8 = 0x05;
+/// Serialized Kyber1024 public key: type byte `0x08` followed by 1568 bytes.
+pub const KYBER1024_PUBLIC_KEY_LEN: usize = 1569;
+/// Type byte of a serialized Kyber1024 public key.
+pub const KEM_KEY_TYPE_KYBER1024: u8 = 0x08;
+/// XEdDSA signature length.
+pub const SIGNATURE_LEN: usize = 64;
+/// Largest valid registration id (libsignal uses 14 bits).
+pub const MAX_REGISTRATION_ID: u32 = 0x3FFF;
+/// Largest prekey id (libsignal uses 24-bit ids).
+pub const MAX_PREKEY_ID: u32 = 0x00FF_FFFF;
+
+/// Most one-time prekeys one request may upload.
+pub const MAX_ONE_TIME_PREKEYS_PER_UPLOAD: usize = 200;
+/// Most unused one-time prekeys the relay keeps for one user.
+pub const MAX_STORED_ONE_TIME_PREKEYS: u64 = 1000;
+
+/// Days an undelivered message is kept before it is deleted.
+pub const MESSAGE_RETENTION_DAYS: u64 = 30;
+/// Days a claimed one-time prekey is kept before it is deleted.
+pub const USED_PREKEY_RETENTION_DAYS: u64 = 7;
+/// Days the relay remembers a delivered message's (sender, client id) to drop resends.
+pub const DELIVERED_ID_RETENTION_DAYS: u64 = 7;
+
+/// Default cap on concurrent WebSocket connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Messages delivered but not yet acknowledged on one connection, at most.
+pub const DELIVERY_WINDOW: usize = 256;
+/// Messages read from storage per page while flushing a backlog.
+pub const DELIVERY_PAGE: usize = 128;
+
+/// WebSocket close code: another connection of the same user replaced this one.
+pub const CLOSE_CONNECTED_ELSEWHERE: u16 = 4409;
+/// WebSocket close code: the server is shutting down (standard "going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: the server is at its connection limit (standard "try again later").
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;

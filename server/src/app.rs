@@ -1,0 +1,203 @@
+//! Builds the router and runs the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use privcomm_protocol::limits::MAX_REST_BODY_BYTES;
+use privcomm_protocol::ErrorCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, RouteLabels};
+use crate::rate_limit::RateLimits;
+use crate::routes;
+use crate::state::AppState;
+use crate::store::SqlStore;
+use crate::tokens::{load_or_create_secret, TokenIssuer};
+use crate::ws::registry::ConnectionRegistry;
+use crate::{maintenance, ws};
+
+/// Every route of the relay.
+pub fn router(state: AppState) -> Router {
+    let request_ids = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        );
+    Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/metrics", get(routes::metrics::metrics))
+        .route("/auth/challenge", post(routes::auth::challenge))
+        .route("/auth/token", post(routes::auth::token))
+        .route("/api/v1/register", post(routes::register::register))
+        .route("/keys/{phone_hash}", get(routes::keys::bundle))
+        .route("/api/v1/prekeys/count", get(routes::keys::count))
+        .route("/api/v1/prekeys", put(routes::keys::upload))
+        .route("/api/v1/messages", post(routes::messages::send))
+        .route("/api/v1/turn-credentials", get(routes::turn::credentials))
+        .route("/ws", get(ws::ws_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track_latency))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REST_BODY_BYTES))
+        .layer(request_ids)
+        .with_state(state)
+}
+
+/// The span of one request: its id, method and route template. Never the URI, which may
+/// carry a phone hash or a token.
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    tracing::info_span!("request", request_id, method = %req.method(), route)
+}
+
+async fn track_latency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let labels = RouteLabels {
+        method: req.method().to_string(),
+        route: req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+    };
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .request_latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+/// A running relay.
+pub struct RelayServer {
+    addr: SocketAddr,
+    state: AppState,
+    store: SqlStore,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl RelayServer {
+    /// Opens storage, binds `config.bind` and starts serving.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)
+            .context("loading the JWT secret")?;
+        let store = SqlStore::connect(&config.effective_database_url(), config.database_pool)
+            .await
+            .context("opening the database")?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            store: Arc::new(store.clone()),
+            clock,
+            tokens: Arc::new(TokenIssuer::new(
+                &secret,
+                privcomm_protocol::limits::TOKEN_TTL_SECS,
+            )),
+            connections: Arc::new(ConnectionRegistry::new(config.max_connections)),
+            metrics: Arc::new(Metrics::new()),
+            rate_limits: Arc::new(RateLimits::new(
+                config.register_per_hour,
+                config.token_per_minute,
+                config.challenge_per_minute,
+            )),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config: Arc::new(config),
+        };
+        let maintenance = tokio::spawn(maintenance::run_periodically(
+            state.clone(),
+            Duration::from_secs(state.config.maintenance_interval_secs),
+        ));
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let shutdown = state.shutdown.clone();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        });
+        tracing::info!(%addr, "relay listening");
+        Ok(Self {
+            addr,
+            state,
+            store,
+            serve,
+            maintenance,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shared state (tests use it to reach storage and the clock-driven maintenance).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that is cancelled when shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Stops accepting, closes every WebSocket with 1001 after its current frame, waits for
+    /// them, and closes storage. Nothing acknowledged as stored is lost.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+        let served = self.serve.await.context("server task panicked")?;
+        let _ = self.maintenance.await;
+        self.store.close().await;
+        served.context("server failed")?;
+        Ok(())
+    }
+
+    /// Resolves when the server task ends by itself (an I/O error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.serve).await.context("server task panicked")??;
+        Ok(())
+    }
+}

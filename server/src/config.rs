@@ -1,0 +1,97 @@
+//! Relay configuration, read from the command line or `PRIVCOMM_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Privcomm relay: stores and forwards end-to-end encrypted messages it cannot read.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "privcomm-server", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PRIVCOMM_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    /// Directory for the SQLite database and the generated JWT secret.
+    #[arg(long, env = "PRIVCOMM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://path` or `postgres://…`. Default: SQLite in the data dir.
+    #[arg(long, env = "PRIVCOMM_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Database connection pool size.
+    #[arg(long, env = "PRIVCOMM_DATABASE_POOL", default_value_t = 8)]
+    pub database_pool: u32,
+
+    /// Secret for signing access tokens (at least 32 bytes). Default: generated once and kept
+    /// in `<data dir>/jwt_secret`.
+    #[arg(long, env = "PRIVCOMM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it the
+    /// turn-credentials endpoint answers 503.
+    #[arg(long, env = "PRIVCOMM_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Comma-separated TURN/STUN URLs handed to clients.
+    #[arg(long, env = "PRIVCOMM_TURN_URLS", value_delimiter = ',', default_value = "")]
+    pub turn_urls: Vec<String>,
+
+    /// Seconds a TURN credential is valid.
+    #[arg(long, env = "PRIVCOMM_TURN_TTL", default_value_t = 3600)]
+    pub turn_ttl: u64,
+
+    /// Most concurrent WebSocket connections; more are refused.
+    #[arg(long, env = "PRIVCOMM_MAX_CONNECTIONS", default_value_t = privcomm_protocol::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Registrations allowed per IP address per hour.
+    #[arg(long, env = "PRIVCOMM_REGISTER_PER_HOUR", default_value_t = 10)]
+    pub register_per_hour: u32,
+
+    /// Token requests allowed per IP address per minute.
+    #[arg(long, env = "PRIVCOMM_TOKEN_PER_MINUTE", default_value_t = 10)]
+    pub token_per_minute: u32,
+
+    /// Challenge requests allowed per IP address per minute.
+    #[arg(long, env = "PRIVCOMM_CHALLENGE_PER_MINUTE", default_value_t = 60)]
+    pub challenge_per_minute: u32,
+
+    /// Seconds between maintenance runs (retention clean-up).
+    #[arg(long, env = "PRIVCOMM_MAINTENANCE_INTERVAL", default_value_t = 300)]
+    pub maintenance_interval_secs: u64,
+
+    /// Seconds between WebSocket pings; a connection silent for three intervals is dropped.
+    #[arg(long, env = "PRIVCOMM_PING_INTERVAL", default_value_t = 30)]
+    pub ping_interval_secs: u64,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "PRIVCOMM_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Configuration with every default, for embedding and tests.
+    pub fn with_defaults(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["privcomm-server"]);
+        config.data_dir = data_dir.into();
+        config.database_url = None;
+        config.jwt_secret = None;
+        config.turn_secret = None;
+        config.turn_urls = Vec::new();
+        config
+    }
+
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("privcomm.db").display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Errors of the REST API and their JSON form `{"error": code, "message": text}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use privcomm_protocol::{Base64Error, ErrorBody, ErrorCode, PhoneHashError};
+
+use crate::store::StoreError;
+
+/// A failed request: a code, its HTTP status and a human message without secrets.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable text.
+    pub message: String,
+    /// Seconds to wait before retrying (rate limits).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The generic 401: deliberately says nothing about which check failed.
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, "authentication failed")
+    }
+
+    /// HTTP status for a code.
+    pub fn status(code: ErrorCode) -> StatusCode {
+        match code {
+            ErrorCode::MalformedJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidBase64
+            | ErrorCode::InvalidPhoneHash
+            | ErrorCode::InvalidKey
+            | ErrorCode::BadSignature
+            | ErrorCode::DuplicateKeyId
+            | ErrorCode::TooManyPrekeys
+            | ErrorCode::UnknownFrameType => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidNonce | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyRegistered => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TurnNotConfigured
+            | ErrorCode::TooManyConnections
+            | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<Base64Error> for ApiError {
+    fn from(err: Base64Error) -> Self {
+        Self::new(ErrorCode::InvalidBase64, err.to_string())
+    }
+}
+
+impl From<PhoneHashError> for ApiError {
+    fn from(err: PhoneHashError) -> Self {
+        Self::new(ErrorCode::InvalidPhoneHash, err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Self::new(ErrorCode::Internal, "unexpected conflict"),
+            StoreError::MissingReference => Self::new(ErrorCode::NotFound, "no such user"),
+            StoreError::TooManyPrekeys => Self::new(
+                ErrorCode::TooManyPrekeys,
+                "the relay would hold more one-time prekeys than allowed",
+            ),
+            StoreError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                if matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+                ) {
+                    Self::new(ErrorCode::Unavailable, "database unavailable")
+                } else {
+                    Self::new(ErrorCode::Internal, "internal error")
+                }
+            }
+            StoreError::Setup(e) => {
+                tracing::error!(error = %e, "storage setup error");
+                Self::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = Self::status(self.code);
+        let retry_after = self.retry_after;
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.code,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

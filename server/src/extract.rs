@@ -1,0 +1,74 @@
+//! Request extractors that turn bad input into typed `ApiError`s.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use privcomm_protocol::ErrorCode;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// JSON body whose rejections are `malformed_json`, `invalid_request`, `payload_too_large`
+/// or `unsupported_media_type` instead of axum's plain-text errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::new(ErrorCode::MalformedJson, format!("body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::new(ErrorCode::InvalidRequest, e.body_text())
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+        }
+        other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
+    }
+}
+
+/// The user a valid bearer token names.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthUser(pub Uuid);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        match state.tokens.verify(token, state.clock.now_secs()) {
+            Ok(user) => Ok(Self(user)),
+            Err(_) => {
+                state.metrics.auth_failures.inc();
+                Err(ApiError::unauthorized())
+            }
+        }
+    }
+}

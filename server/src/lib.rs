@@ -1,0 +1,24 @@
+//! Privcomm relay: a blind store-and-forward server. It authenticates clients by a signature
+//! challenge, hands out prekey bundles, stores opaque end-to-end encrypted payloads until
+//! their recipient acknowledges them, and issues TURN credentials. It never sees plaintext.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod logging;
+pub mod maintenance;
+pub mod messaging;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod tokens;
+pub mod ws;
+
+pub use app::RelayServer;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;

@@ -1,0 +1,57 @@
+//! Retention: deletes old messages, used prekeys, expired nonces and old delivery records.
+
+use std::time::Duration;
+
+use privcomm_protocol::limits::{
+    DELIVERED_ID_RETENTION_DAYS, MESSAGE_RETENTION_DAYS, USED_PREKEY_RETENTION_DAYS,
+};
+
+use crate::state::AppState;
+use crate::store::{PurgeCutoffs, PurgeReport, StoreResult};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+fn days_ms(days: u64) -> i64 {
+    i64::try_from(days).unwrap_or(i64::MAX / DAY_MS).saturating_mul(DAY_MS)
+}
+
+/// Cut-offs for `now` under the retention rules.
+pub fn cutoffs(now: i64) -> PurgeCutoffs {
+    PurgeCutoffs {
+        now,
+        messages_before: now.saturating_sub(days_ms(MESSAGE_RETENTION_DAYS)),
+        used_prekeys_before: now.saturating_sub(days_ms(USED_PREKEY_RETENTION_DAYS)),
+        delivered_before: now.saturating_sub(days_ms(DELIVERED_ID_RETENTION_DAYS)),
+    }
+}
+
+/// One maintenance pass at the relay clock's current time.
+pub async fn run_once(state: &AppState) -> StoreResult<PurgeReport> {
+    let report = state.store.purge(cutoffs(state.clock.now_ms())).await?;
+    state.rate_limits.shrink();
+    if report != PurgeReport::default() {
+        tracing::info!(
+            messages = report.messages,
+            used_prekeys = report.used_prekeys,
+            nonces = report.nonces,
+            delivered = report.delivered,
+            "maintenance purged expired rows"
+        );
+    }
+    Ok(report)
+}
+
+/// Runs `run_once` every `interval` until shutdown.
+pub async fn run_periodically(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                if let Err(e) = run_once(&state).await {
+                    tracing::warn!(error = %e, "maintenance failed; will retry");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics, one registry per relay instance (so tests can run many relays).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of the request latency histogram: the route template, never the concrete path
+/// (which could hold a phone hash).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Matched route, e.g. `/keys/{phone_hash}`.
+    pub route: String,
+}
+
+/// Every metric the relay exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Messages durably stored.
+    pub messages_stored: Counter,
+    /// Messages written to a recipient's socket (redeliveries included).
+    pub messages_delivered: Counter,
+    /// Messages acknowledged and deleted.
+    pub messages_acked: Counter,
+    /// Failed authentications (token requests and bad bearer tokens).
+    pub auth_failures: Counter,
+    /// WebSocket connections refused at the limit.
+    pub connections_refused: Counter,
+    /// Pending messages in storage, refreshed on scrape.
+    pub queue_depth: Gauge,
+    /// HTTP request latency.
+    pub request_latency: Family<RouteLabels, Histogram>,
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("privcomm");
+        let metrics = Self {
+            connections: Gauge::default(),
+            messages_stored: Counter::default(),
+            messages_delivered: Counter::default(),
+            messages_acked: Counter::default(),
+            auth_failures: Counter::default(),
+            connections_refused: Counter::default(),
+            queue_depth: Gauge::default(),
+            request_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
+            registry: Registry::default(),
+        };
+        registry.register("ws_connections", "Open WebSocket connections", metrics.connections.clone());
+        registry.register("messages_stored", "Messages durably stored", metrics.messages_stored.clone());
+        registry.register(
+            "messages_delivered",
+            "Messages written to a recipient connection",
+            metrics.messages_delivered.clone(),
+        );
+        registry.register("messages_acked", "Messages acknowledged and deleted", metrics.messages_acked.clone());
+        registry.register("auth_failures", "Failed authentications", metrics.auth_failures.clone());
+        registry.register(
+            "ws_connections_refused",
+            "WebSocket connections refused at the connection limit",
+            metrics.connections_refused.clone(),
+        );
+        registry.register("queue_depth", "Messages awaiting delivery", metrics.queue_depth.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            metrics.request_latency.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::error!("metrics encoding failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,9 @@
+//! REST handlers, one module per resource.
+
+pub mod auth;
+pub mod health;
+pub mod keys;
+pub mod messages;
+pub mod metrics;
+pub mod register;
+pub mod turn;

@@ -1,0 +1,37 @@
+//! Shared state handed to every handler.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
+use crate::store::Store;
+use crate::tokens::TokenIssuer;
+use crate::ws::registry::ConnectionRegistry;
+
+/// Everything a request may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage backend.
+    pub store: Arc<dyn Store>,
+    /// Configuration in effect.
+    pub config: Arc<Config>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Token issuer/verifier.
+    pub tokens: Arc<TokenIssuer>,
+    /// Online WebSocket connections.
+    pub connections: Arc<ConnectionRegistry>,
+    /// Exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-IP limits.
+    pub rate_limits: Arc<RateLimits>,
+    /// Cancelled when the relay shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}

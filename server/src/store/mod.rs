@@ -1,0 +1,235 @@
+//! Durable storage of the relay: users and their public keys, one-time prekeys, pending
+//! (undelivered) messages and auth nonces. One trait, so the relay logic is the same on every
+//! backend; `sql::SqlStore` implements it for SQLite and PostgreSQL.
+
+mod dialect;
+mod sql;
+
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (e.g. the phone hash is taken).
+    #[error("conflict with existing data")]
+    Conflict,
+    /// A referenced row does not exist (e.g. an unknown recipient).
+    #[error("referenced row does not exist")]
+    MissingReference,
+    /// The user would hold more one-time prekeys than allowed.
+    #[error("too many one-time prekeys")]
+    TooManyPrekeys,
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database URL or migrations are unusable.
+    #[error("storage setup failed: {0}")]
+    Setup(String),
+}
+
+/// Result of storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A signed prekey (EC or Kyber) as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSignedPreKey {
+    /// Client-chosen id.
+    pub key_id: u32,
+    /// Serialized public key.
+    pub public_key: Vec<u8>,
+    /// Identity key's signature over `public_key`.
+    pub signature: Vec<u8>,
+}
+
+/// A one-time prekey as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPreKey {
+    /// Client-chosen id.
+    pub key_id: u32,
+    /// Serialized public key.
+    pub public_key: Vec<u8>,
+}
+
+/// A validated registration, ready to insert.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The new user's id.
+    pub id: Uuid,
+    /// Validated phone hash.
+    pub phone_hash: String,
+    /// libsignal registration id.
+    pub registration_id: u32,
+    /// Serialized identity public key.
+    pub identity_key: Vec<u8>,
+    /// Signed EC prekey.
+    pub signed_prekey: StoredSignedPreKey,
+    /// Kyber last-resort prekey.
+    pub kyber_prekey: StoredSignedPreKey,
+    /// One-time prekeys.
+    pub one_time_prekeys: Vec<StoredPreKey>,
+}
+
+/// What authentication needs to know of a user.
+#[derive(Clone, Debug)]
+pub struct UserIdentity {
+    /// User id.
+    pub id: Uuid,
+    /// Serialized identity public key.
+    pub identity_key: Vec<u8>,
+}
+
+/// A prekey bundle with its one-time prekey (if any) already claimed.
+#[derive(Clone, Debug)]
+pub struct ClaimedBundle {
+    /// Owner's user id.
+    pub user_id: Uuid,
+    /// libsignal registration id.
+    pub registration_id: u32,
+    /// Serialized identity public key.
+    pub identity_key: Vec<u8>,
+    /// Signed EC prekey.
+    pub signed_prekey: StoredSignedPreKey,
+    /// Kyber last-resort prekey.
+    pub kyber_prekey: StoredSignedPreKey,
+    /// The claimed one-time prekey, if one was left.
+    pub one_time_prekey: Option<StoredPreKey>,
+}
+
+/// Changes to a user's prekeys.
+#[derive(Clone, Debug, Default)]
+pub struct PreKeyUpdate {
+    /// New signed EC prekey.
+    pub signed_prekey: Option<StoredSignedPreKey>,
+    /// New Kyber last-resort prekey.
+    pub kyber_prekey: Option<StoredSignedPreKey>,
+    /// More one-time prekeys (ids already stored are ignored).
+    pub one_time_prekeys: Vec<StoredPreKey>,
+}
+
+/// A message to store for a recipient.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// Fresh server id (used only if the message is new).
+    pub id: Uuid,
+    /// Sender's user id.
+    pub sender: Uuid,
+    /// Sender's message id (de-duplication key with `sender`).
+    pub client_id: Uuid,
+    /// Recipient's user id.
+    pub recipient: Uuid,
+    /// Opaque payload.
+    pub payload: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Outcome of storing a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored now; the recipient should be told.
+    Stored(PendingMessage),
+    /// The same (sender, client id) was stored before; nothing new was written.
+    Duplicate {
+        /// The server id it was stored under.
+        server_id: Uuid,
+    },
+}
+
+/// A stored message awaiting its recipient's ack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// Storage order; delivery follows it.
+    pub seq: i64,
+    /// Server id.
+    pub id: Uuid,
+    /// Sender's user id.
+    pub sender: Uuid,
+    /// Recipient's user id.
+    pub recipient: Uuid,
+    /// Opaque payload.
+    pub payload: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Age limits for `purge`, as absolute cut-off times in Unix milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct PurgeCutoffs {
+    /// Nonces that expired before this are deleted.
+    pub now: i64,
+    /// Messages stored before this are deleted.
+    pub messages_before: i64,
+    /// One-time prekeys claimed before this are deleted.
+    pub used_prekeys_before: i64,
+    /// De-duplication records of delivered messages older than this are deleted.
+    pub delivered_before: i64,
+}
+
+/// Rows removed by one `purge`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Expired messages deleted.
+    pub messages: u64,
+    /// Used one-time prekeys deleted.
+    pub used_prekeys: u64,
+    /// Expired nonces deleted.
+    pub nonces: u64,
+    /// Old delivery records deleted.
+    pub delivered: u64,
+}
+
+/// The relay's storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Records a single-use nonce bound to a phone hash.
+    async fn insert_nonce(&self, nonce: &[u8], phone_hash: &str, expires_at: i64)
+        -> StoreResult<()>;
+    /// Consumes a nonce: true only if it existed for this phone hash and had not expired.
+    /// Either way it can never be used again.
+    async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool>;
+
+    /// Inserts a user with their keys; `Conflict` if the phone hash is taken.
+    async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()>;
+    /// Looks a user up by phone hash.
+    async fn user_by_phone_hash(&self, phone_hash: &str) -> StoreResult<Option<UserIdentity>>;
+    /// Looks a user up by id.
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>>;
+    /// Records that the user connected.
+    async fn touch_user(&self, id: Uuid, now: i64) -> StoreResult<()>;
+
+    /// Returns the user's bundle, atomically claiming one unused one-time prekey.
+    async fn claim_bundle(&self, phone_hash: &str, now: i64) -> StoreResult<Option<ClaimedBundle>>;
+    /// Unclaimed one-time prekeys of a user.
+    async fn count_one_time_prekeys(&self, user: Uuid) -> StoreResult<u64>;
+    /// Applies a prekey update; returns the unclaimed one-time prekey count afterwards.
+    async fn update_prekeys(
+        &self,
+        user: Uuid,
+        update: &PreKeyUpdate,
+        now: i64,
+        max_stored: u64,
+    ) -> StoreResult<u64>;
+
+    /// Stores a message unless the same (sender, client id) was stored before.
+    async fn store_message(&self, message: &NewMessage) -> StoreResult<StoreOutcome>;
+    /// Pending messages of a recipient with `seq > after_seq`, in `seq` order.
+    async fn pending_messages(
+        &self,
+        recipient: Uuid,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingMessage>>;
+    /// Deletes a delivered message of this recipient; false if there was none.
+    async fn ack_message(&self, recipient: Uuid, id: Uuid, now: i64) -> StoreResult<bool>;
+    /// All pending messages (the queue-depth metric).
+    async fn pending_total(&self) -> StoreResult<u64>;
+
+    /// Deletes what the retention rules say is too old.
+    async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport>;
+}

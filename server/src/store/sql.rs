@@ -1,0 +1,472 @@
+//! `Store` over SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries, with the
+//! few dialect differences in `dialect.rs`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+use uuid::Uuid;
+
+use super::dialect::Backend;
+use super::{
+    ClaimedBundle, NewMessage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs, PurgeReport,
+    Store, StoreError, StoreOutcome, StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// SQLite pragmas set on every connection: WAL so readers never block the writer, FULL sync so
+/// a stored message survives power loss (the relay promises "durably stored" on `sent`).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;";
+
+/// The relay store over an `AnyPool`.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Setup(
+                "database URL must start with sqlite: or postgres:".into(),
+            ));
+        };
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Setup(format!("bad database URL: {e}")))?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for checked-out connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
+    Uuid::from_slice(bytes).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+fn u32_from(value: i64) -> StoreResult<u32> {
+    u32::try_from(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// Maps constraint violations to their meaning; everything else stays a database error.
+fn classify(err: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        match db.kind() {
+            ErrorKind::UniqueViolation => return StoreError::Conflict,
+            ErrorKind::ForeignKeyViolation => return StoreError::MissingReference,
+            _ => {}
+        }
+    }
+    StoreError::Database(err)
+}
+
+fn pending_from_row(row: &AnyRow) -> StoreResult<PendingMessage> {
+    Ok(PendingMessage {
+        seq: row.try_get("seq")?,
+        id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
+        sender: uuid_from(&row.try_get::<Vec<u8>, _>("sender_id")?)?,
+        recipient: uuid_from(&row.try_get::<Vec<u8>, _>("recipient_id")?)?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn insert_one_time_prekeys(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: Uuid,
+    keys: &[StoredPreKey],
+    now: i64,
+) -> StoreResult<()> {
+    for key in keys {
+        sqlx::query(
+            "INSERT INTO one_time_prekeys (user_id, key_id, public_key, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key_id) DO NOTHING",
+        )
+        .bind(user.as_bytes().to_vec())
+        .bind(i64::from(key.key_id))
+        .bind(key.public_key.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_nonce(
+        &self,
+        nonce: &[u8],
+        phone_hash: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO auth_nonces (nonce, phone_hash, expires_at) VALUES ($1, $2, $3)")
+            .bind(nonce.to_vec())
+            .bind(phone_hash.to_owned())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool> {
+        // Deleting first makes the nonce single-use even when the check below fails.
+        let row = sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 RETURNING phone_hash, expires_at")
+            .bind(nonce.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let bound_to: String = row.try_get("phone_hash")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        Ok(bound_to == phone_hash && expires_at > now)
+    }
+
+    async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        sqlx::query(
+            "INSERT INTO users (id, phone_hash, registration_id, identity_key,
+                 signed_prekey_id, signed_prekey, signed_prekey_signature,
+                 kyber_prekey_id, kyber_prekey, kyber_prekey_signature, created_at, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(user.id.as_bytes().to_vec())
+        .bind(user.phone_hash.clone())
+        .bind(i64::from(user.registration_id))
+        .bind(user.identity_key.clone())
+        .bind(i64::from(user.signed_prekey.key_id))
+        .bind(user.signed_prekey.public_key.clone())
+        .bind(user.signed_prekey.signature.clone())
+        .bind(i64::from(user.kyber_prekey.key_id))
+        .bind(user.kyber_prekey.public_key.clone())
+        .bind(user.kyber_prekey.signature.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        insert_one_time_prekeys(&mut tx, user.id, &user.one_time_prekeys, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_phone_hash(&self, phone_hash: &str) -> StoreResult<Option<UserIdentity>> {
+        let row = sqlx::query("SELECT id, identity_key FROM users WHERE phone_hash = $1")
+            .bind(phone_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(UserIdentity {
+                id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
+                identity_key: row.try_get("identity_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>> {
+        let row = sqlx::query("SELECT identity_key FROM users WHERE id = $1")
+            .bind(id.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(UserIdentity {
+                id,
+                identity_key: row.try_get("identity_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_user(&self, id: Uuid, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET last_seen = $2 WHERE id = $1")
+            .bind(id.as_bytes().to_vec())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_bundle(&self, phone_hash: &str, now: i64) -> StoreResult<Option<ClaimedBundle>> {
+        let row = sqlx::query(
+            "SELECT id, registration_id, identity_key, signed_prekey_id, signed_prekey,
+                    signed_prekey_signature, kyber_prekey_id, kyber_prekey, kyber_prekey_signature
+             FROM users WHERE phone_hash = $1",
+        )
+        .bind(phone_hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user_id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
+        let claimed = sqlx::query(self.backend.claim_prekey())
+            .bind(user_id.as_bytes().to_vec())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        let one_time_prekey = claimed
+            .map(|k| -> StoreResult<StoredPreKey> {
+                Ok(StoredPreKey {
+                    key_id: u32_from(k.try_get("key_id")?)?,
+                    public_key: k.try_get("public_key")?,
+                })
+            })
+            .transpose()?;
+        Ok(Some(ClaimedBundle {
+            user_id,
+            registration_id: u32_from(row.try_get("registration_id")?)?,
+            identity_key: row.try_get("identity_key")?,
+            signed_prekey: StoredSignedPreKey {
+                key_id: u32_from(row.try_get("signed_prekey_id")?)?,
+                public_key: row.try_get("signed_prekey")?,
+                signature: row.try_get("signed_prekey_signature")?,
+            },
+            kyber_prekey: StoredSignedPreKey {
+                key_id: u32_from(row.try_get("kyber_prekey_id")?)?,
+                public_key: row.try_get("kyber_prekey")?,
+                signature: row.try_get("kyber_prekey_signature")?,
+            },
+            one_time_prekey,
+        }))
+    }
+
+    async fn count_one_time_prekeys(&self, user: Uuid) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user.as_bytes().to_vec())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn update_prekeys(
+        &self,
+        user: Uuid,
+        update: &PreKeyUpdate,
+        now: i64,
+        max_stored: u64,
+    ) -> StoreResult<u64> {
+        let user_bytes = user.as_bytes().to_vec();
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        if let Some(key) = &update.signed_prekey {
+            sqlx::query(
+                "UPDATE users SET signed_prekey_id = $2, signed_prekey = $3,
+                     signed_prekey_signature = $4 WHERE id = $1",
+            )
+            .bind(user_bytes.clone())
+            .bind(i64::from(key.key_id))
+            .bind(key.public_key.clone())
+            .bind(key.signature.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(key) = &update.kyber_prekey {
+            sqlx::query(
+                "UPDATE users SET kyber_prekey_id = $2, kyber_prekey = $3,
+                     kyber_prekey_signature = $4 WHERE id = $1",
+            )
+            .bind(user_bytes.clone())
+            .bind(i64::from(key.key_id))
+            .bind(key.public_key.clone())
+            .bind(key.signature.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_one_time_prekeys(&mut tx, user, &update.one_time_prekeys, now).await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user_bytes)
+        .fetch_one(&mut *tx)
+        .await?;
+        let count = count.max(0) as u64;
+        if count > max_stored {
+            tx.rollback().await?;
+            return Err(StoreError::TooManyPrekeys);
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn store_message(&self, message: &NewMessage) -> StoreResult<StoreOutcome> {
+        let sender = message.sender.as_bytes().to_vec();
+        let client_id = message.client_id.as_bytes().to_vec();
+        // One statement: skipped when this (sender, client id) is pending or was delivered.
+        let inserted = sqlx::query(
+            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = $3 AND client_id = $4)
+             ON CONFLICT (sender_id, client_id) DO NOTHING
+             RETURNING seq",
+        )
+        .bind(message.id.as_bytes().to_vec())
+        .bind(message.recipient.as_bytes().to_vec())
+        .bind(sender.clone())
+        .bind(client_id.clone())
+        .bind(message.payload.clone())
+        .bind(message.created_at)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = inserted {
+            return Ok(StoreOutcome::Stored(PendingMessage {
+                seq: row.try_get("seq")?,
+                id: message.id,
+                sender: message.sender,
+                recipient: message.recipient,
+                payload: message.payload.clone(),
+                created_at: message.created_at,
+            }));
+        }
+        let existing = sqlx::query(
+            "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
+             UNION ALL
+             SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
+        )
+        .bind(sender)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match existing {
+            Some(row) => Ok(StoreOutcome::Duplicate {
+                server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
+            }),
+            // Acked and its delivery record purged between the two statements: vanishingly
+            // rare, and the recipient de-duplicates, so report the original as gone-but-sent.
+            None => Ok(StoreOutcome::Duplicate {
+                server_id: message.id,
+            }),
+        }
+    }
+
+    async fn pending_messages(
+        &self,
+        recipient: Uuid,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingMessage>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, sender_id, recipient_id, payload, created_at FROM pending_messages
+             WHERE recipient_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(recipient.as_bytes().to_vec())
+        .bind(after_seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    async fn ack_message(&self, recipient: Uuid, id: Uuid, now: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let deleted = sqlx::query(
+            "DELETE FROM pending_messages WHERE id = $1 AND recipient_id = $2
+             RETURNING sender_id, client_id",
+        )
+        .bind(id.as_bytes().to_vec())
+        .bind(recipient.as_bytes().to_vec())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = deleted else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let sender: Vec<u8> = row.try_get("sender_id")?;
+        let client_id: Vec<u8> = row.try_get("client_id")?;
+        sqlx::query(
+            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (sender_id, client_id) DO NOTHING",
+        )
+        .bind(sender)
+        .bind(client_id)
+        .bind(id.as_bytes().to_vec())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn pending_total(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport> {
+        let messages = sqlx::query("DELETE FROM pending_messages WHERE created_at < $1")
+            .bind(cutoffs.messages_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let used_prekeys = sqlx::query(
+            "DELETE FROM one_time_prekeys WHERE used_at IS NOT NULL AND used_at < $1",
+        )
+        .bind(cutoffs.used_prekeys_before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let nonces = sqlx::query("DELETE FROM auth_nonces WHERE expires_at <= $1")
+            .bind(cutoffs.now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let delivered = sqlx::query("DELETE FROM delivered_messages WHERE delivered_at < $1")
+            .bind(cutoffs.delivered_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(PurgeReport {
+            messages,
+            used_prekeys,
+            nonces,
+            delivered,
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! One WebSocket connection: reads client frames, writes deliveries, keeps the link alive.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use privcomm_protocol::limits::{
+    CLOSE_CONNECTED_ELSEWHERE, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, DELIVERY_PAGE,
+    DELIVERY_WINDOW,
+};
+use privcomm_protocol::ws::{ClientFrame, ServerFrame};
+use privcomm_protocol::{Base64String, ErrorCode};
+use tokio::time::{timeout, Instant};
+use uuid::Uuid;
+
+use super::delivery::Delivery;
+use crate::error::ApiError;
+use crate::messaging::accept_message;
+use crate::state::AppState;
+use crate::store::PendingMessage;
+
+/// A write that takes longer than this means the peer stopped reading: drop it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Missed ping intervals before a silent connection is considered dead.
+const DEAD_AFTER_PINGS: u32 = 3;
+
+/// Why the loop ended.
+enum End {
+    /// The peer closed or the socket failed.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Runs a connection until it closes.
+pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
+    let registration = match state.connections.register(user) {
+        Ok(r) => r,
+        Err(_) => {
+            state.metrics.connections_refused.inc();
+            let _ = close(&mut socket, CLOSE_TRY_AGAIN_LATER, "connection limit reached").await;
+            return;
+        }
+    };
+    state.metrics.connections.inc();
+    if let Err(e) = state.store.touch_user(user, state.clock.now_ms()).await {
+        tracing::warn!(error = %e, "could not record last_seen");
+    }
+    tracing::info!("websocket connected");
+    let end = Connection {
+        state: &state,
+        user,
+        delivery: Delivery::new(DELIVERY_WINDOW, DELIVERY_PAGE),
+    }
+    .serve(&mut socket, registration)
+    .await;
+    if let End::Close(code, reason) = end {
+        let _ = close(&mut socket, code, reason).await;
+    }
+    state.metrics.connections.dec();
+    tracing::info!("websocket closed");
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame))))
+        .await
+        .unwrap_or(Ok(()))
+}
+
+struct Connection<'a> {
+    state: &'a AppState,
+    user: Uuid,
+    delivery: Delivery,
+}
+
+impl Connection<'_> {
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        mut registration: super::registry::Registration,
+    ) -> End {
+        let ping_every = Duration::from_secs(self.state.config.ping_interval_secs.max(1));
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let signals = registration.signals.clone();
+        loop {
+            if let Err(end) = self.fill_window(socket).await {
+                return end;
+            }
+            tokio::select! {
+                biased;
+                _ = self.state.shutdown.cancelled() => {
+                    return End::Close(CLOSE_GOING_AWAY, "server shutting down");
+                }
+                _ = signals.replaced.cancelled() => {
+                    return End::Close(CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere");
+                }
+                incoming = socket.next() => {
+                    let Some(Ok(message)) = incoming else { return End::Gone };
+                    last_heard = Instant::now();
+                    if let Err(end) = self.on_message(socket, message).await {
+                        return end;
+                    }
+                }
+                Some(pushed) = registration.pushes.recv() => {
+                    if let Some(message) = self.delivery.on_push(pushed) {
+                        if let Err(end) = self.write_delivery(socket, message).await {
+                            return end;
+                        }
+                        if let Err(end) = flush(socket).await {
+                            return end;
+                        }
+                    }
+                }
+                _ = signals.wake.notified() => {
+                    if signals.push_dropped.swap(false, Ordering::AcqRel) {
+                        self.delivery.on_push_dropped();
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * DEAD_AFTER_PINGS {
+                        tracing::info!("websocket silent too long; dropping");
+                        return End::Gone;
+                    }
+                    if let Err(end) = send_now(socket, Message::Ping(Default::default())).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads storage and writes messages while the delivery window has room.
+    async fn fill_window(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        let mut wrote = false;
+        while let Some((after, limit)) = self.delivery.next_fetch() {
+            let rows = match self.state.store.pending_messages(self.user, after, limit).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading pending messages failed");
+                    return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "storage unavailable"));
+                }
+            };
+            let page = self.delivery.on_fetched(rows, limit);
+            for message in page.to_send {
+                self.write_delivery(socket, message).await?;
+                wrote = true;
+            }
+            if page.queue_empty {
+                feed(socket, &ServerFrame::QueueEmpty).await?;
+                wrote = true;
+            }
+        }
+        if wrote {
+            flush(socket).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_delivery(
+        &mut self,
+        socket: &mut WebSocket,
+        message: PendingMessage,
+    ) -> Result<(), End> {
+        let frame = ServerFrame::EncryptedMessage {
+            id: message.id,
+            sender: message.sender,
+            payload: Base64String::encode(&message.payload),
+            timestamp: message.created_at,
+        };
+        feed(socket, &frame).await?;
+        self.state.metrics.messages_delivered.inc();
+        Ok(())
+    }
+
+    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        match message {
+            Message::Text(text) => {
+                let reply = match parse_frame(text.as_str()) {
+                    Ok(frame) => self.on_frame(frame).await,
+                    Err(err) => Some(error_frame(err, None)),
+                };
+                if let Some(reply) = reply {
+                    feed(socket, &reply).await?;
+                    flush(socket).await?;
+                }
+                Ok(())
+            }
+            Message::Binary(_) => {
+                let err = ApiError::new(ErrorCode::InvalidRequest, "frames must be JSON text");
+                feed(socket, &error_frame(err, None)).await?;
+                flush(socket).await
+            }
+            Message::Close(_) => Err(End::Gone),
+            // Pings are answered by the WebSocket layer; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
+        match frame {
+            ClientFrame::Send { to, id, payload } => {
+                match accept_message(self.state, self.user, to, id, &payload).await {
+                    Ok(server_id) => Some(ServerFrame::Sent { id, server_id }),
+                    Err(err) => Some(error_frame(err, Some(id))),
+                }
+            }
+            ClientFrame::Ack { id } => {
+                let now = self.state.clock.now_ms();
+                match self.state.store.ack_message(self.user, id, now).await {
+                    Ok(deleted) => {
+                        if deleted {
+                            self.state.metrics.messages_acked.inc();
+                        }
+                        self.delivery.on_ack(id);
+                        None
+                    }
+                    Err(e) => Some(error_frame(e.into(), None)),
+                }
+            }
+        }
+    }
+}
+
+/// Parses a client frame, telling malformed JSON from an unknown type from bad fields.
+fn parse_frame(text: &str) -> Result<ClientFrame, ApiError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| ApiError::new(ErrorCode::MalformedJson, "frame is not valid JSON"))?;
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some("send" | "ack") => {}
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::new(
+                ErrorCode::UnknownFrameType,
+                format!("unknown frame type `{shown}`"),
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "frame has no string `type`",
+            ))
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad frame: {e}")))
+}
+
+fn error_frame(err: ApiError, id: Option<Uuid>) -> ServerFrame {
+    ServerFrame::Error {
+        code: err.code,
+        message: err.message,
+        id,
+    }
+}
+
+fn encode(frame: &ServerFrame) -> Message {
+    // Serialising our own enum of strings and numbers cannot fail.
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    Message::Text(text.into())
+}
+
+async fn feed(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), End> {
+    match timeout(WRITE_TIMEOUT, socket.feed(encode(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Gone),
+    }
+}
+
+async fn flush(socket: &mut WebSocket) -> Result<(), End> {
+    match timeout(WRITE_TIMEOUT, socket.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Gone),
+    }
+}
+
+async fn send_now(socket: &mut WebSocket, message: Message) -> Result<(), End> {
+    match timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Gone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_frame_classifies_errors() {
+        assert_eq!(parse_frame("{").unwrap_err().code, ErrorCode::MalformedJson);
+        assert_eq!(
+            parse_frame(r#"{"type":"bogus"}"#).unwrap_err().code,
+            ErrorCode::UnknownFrameType
+        );
+        assert_eq!(parse_frame(r#"{"id":1}"#).unwrap_err().code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            parse_frame(r#"{"type":"ack","id":"nope"}"#).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        let id = Uuid::new_v4();
+        assert_eq!(
+            parse_frame(&format!(r#"{{"type":"ack","id":"{id}"}}"#)).unwrap(),
+            ClientFrame::Ack { id }
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Who is online: one live connection per user, and the channel to push new messages to it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::PendingMessage;
+
+/// Live pushes queued per connection before further ones are dropped (they stay in storage
+/// and the connection re-reads them).
+const PUSH_QUEUE: usize = 1024;
+
+struct Entry {
+    conn_id: u64,
+    push: mpsc::Sender<PendingMessage>,
+    signals: Arc<Signals>,
+}
+
+/// Out-of-band signals to one connection.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Cancelled when another connection of the same user replaces this one.
+    pub replaced: CancellationToken,
+    /// Set when a push was dropped; the connection must re-read storage.
+    pub push_dropped: AtomicBool,
+    /// Wakes the connection to look at `push_dropped`.
+    pub wake: Notify,
+}
+
+/// The registry is full.
+#[derive(Debug, thiserror::Error)]
+#[error("connection limit reached")]
+pub struct Full;
+
+/// A registered connection; unregisters itself on drop.
+pub struct Registration {
+    registry: Arc<ConnectionRegistry>,
+    user: Uuid,
+    conn_id: u64,
+    /// Live messages for this connection.
+    pub pushes: mpsc::Receiver<PendingMessage>,
+    /// Signals for this connection.
+    pub signals: Arc<Signals>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.user, self.conn_id);
+    }
+}
+
+/// All live connections, keyed by user.
+pub struct ConnectionRegistry {
+    entries: Mutex<HashMap<Uuid, Entry>>,
+    max: usize,
+    next_id: AtomicU64,
+}
+
+impl ConnectionRegistry {
+    /// An empty registry holding at most `max` users' connections.
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single
+        // insert/remove calls), so a poisoned lock is still safe to use.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nobody is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when a new user could connect now.
+    pub fn has_room(&self) -> bool {
+        self.len() < self.max
+    }
+
+    /// Registers `user`'s new connection, replacing (and signalling) an older one.
+    pub fn register(self: &Arc<Self>, user: Uuid) -> Result<Registration, Full> {
+        let (push, pushes) = mpsc::channel(PUSH_QUEUE);
+        let signals = Arc::new(Signals::default());
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let old = {
+            let mut entries = self.lock();
+            if !entries.contains_key(&user) && entries.len() >= self.max {
+                return Err(Full);
+            }
+            entries.insert(
+                user,
+                Entry {
+                    conn_id,
+                    push,
+                    signals: signals.clone(),
+                },
+            )
+        };
+        if let Some(old) = old {
+            old.signals.replaced.cancel();
+        }
+        Ok(Registration {
+            registry: self.clone(),
+            user,
+            conn_id,
+            pushes,
+            signals,
+        })
+    }
+
+    fn remove(&self, user: Uuid, conn_id: u64) {
+        let mut entries = self.lock();
+        if entries.get(&user).is_some_and(|e| e.conn_id == conn_id) {
+            entries.remove(&user);
+        }
+    }
+
+    /// Hands a newly stored message to its recipient's connection, if online. Never blocks:
+    /// when the connection is behind, it is told to re-read storage instead.
+    pub fn push(&self, message: PendingMessage) {
+        let target = {
+            let entries = self.lock();
+            entries
+                .get(&message.recipient)
+                .map(|e| (e.push.clone(), e.signals.clone()))
+        };
+        let Some((push, signals)) = target else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = push.try_send(message) {
+            signals.push_dropped.store(true, Ordering::Release);
+            signals.wake.notify_one();
+        }
+    }
+}

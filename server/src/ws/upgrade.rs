@@ -1,0 +1,64 @@
+//! `GET /ws`: authenticate, check capacity, upgrade, and start the connection task.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use privcomm_protocol::limits::MAX_WS_FRAME_BYTES;
+use privcomm_protocol::ErrorCode;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Query of the upgrade request.
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// Upgrades an authenticated request to a WebSocket.
+pub async fn ws_handler(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = bearer.or(query.token).ok_or_else(ApiError::unauthorized)?;
+    let now = state.clock.now_secs();
+    let Ok(user) = state.tokens.verify(&token, now) else {
+        state.metrics.auth_failures.inc();
+        return Err(ApiError::unauthorized());
+    };
+    if state.store.user_by_id(user).await?.is_none() {
+        state.metrics.auth_failures.inc();
+        return Err(ApiError::unauthorized());
+    }
+    if !state.connections.has_room() {
+        state.metrics.connections_refused.inc();
+        return Err(ApiError::new(
+            ErrorCode::TooManyConnections,
+            "the relay is at its connection limit; retry later",
+        ));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
+    }
+    let span = tracing::Span::current();
+    let tasks = state.tasks.clone();
+    Ok(upgrade
+        .max_message_size(MAX_WS_FRAME_BYTES)
+        .max_frame_size(MAX_WS_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            // Tracked so shutdown waits for every connection to close cleanly.
+            tasks.track_future(
+                super::connection::run(state, user, socket).instrument(span),
+            )
+        }))
+}
