@@ -104,7 +104,6 @@ async fn not_found() -> ApiError {
 pub struct RelayServer {
     addr: SocketAddr,
     state: AppState,
-    store: SqlStore,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
 }
@@ -124,7 +123,7 @@ impl RelayServer {
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
         let state = AppState {
-            store: Arc::new(store.clone()),
+            store: Arc::new(store),
             clock,
             tokens: Arc::new(TokenIssuer::new(
                 &secret,
@@ -156,7 +155,6 @@ impl RelayServer {
         Ok(Self {
             addr,
             state,
-            store,
             serve,
             maintenance,
         })
@@ -190,7 +188,7 @@ impl RelayServer {
         self.state.tasks.wait().await;
         let served = self.serve.await.context("server task panicked")?;
         let _ = self.maintenance.await;
-        self.store.close().await;
+        self.state.store.close().await;
         served.context("server failed")?;
         Ok(())
     }

@@ -186,6 +186,8 @@ pub struct PurgeReport {
 pub trait Store: Send + Sync + 'static {
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Closes every connection; later calls fail with a database error.
+    async fn close(&self);
 
     /// Records a single-use nonce bound to a phone hash.
     async fn insert_nonce(&self, nonce: &[u8], phone_hash: &str, expires_at: i64)

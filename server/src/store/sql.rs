@@ -75,10 +75,6 @@ impl SqlStore {
         self.backend
     }
 
-    /// Closes the pool, waiting for checked-out connections.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
@@ -138,6 +134,10 @@ impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn insert_nonce(

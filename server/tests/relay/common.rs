@@ -1,0 +1,478 @@
+//! Test harness: a real relay on an ephemeral port (SQLite file or a fresh PostgreSQL schema),
+//! real libsignal identities, real HTTP and WebSocket clients.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use libsignal_protocol::{
+    kem, DeviceId, GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyId,
+    KyberPreKeyRecord, PreKeyId, PreKeyRecord, SignedPreKeyId, SignedPreKeyRecord, Timestamp,
+};
+use privcomm_protocol::rest::{
+    ChallengeResponse, OneTimePreKey, RegisterRequest, RegisterResponse, SignedPreKey,
+    TokenRequest, TokenResponse,
+};
+use privcomm_protocol::ws::{ClientFrame, ServerFrame};
+use privcomm_protocol::{signing, Base64String};
+use privcomm_server::store::Store;
+use privcomm_server::{Config, ManualClock, RelayServer};
+use rand::{Rng, RngCore};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+/// PostgreSQL used by the tests: `PRIVCOMM_TEST_POSTGRES_URL`, else the machine's local server
+/// (trust auth, database `test`).
+pub fn pg_base() -> String {
+    std::env::var("PRIVCOMM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Which backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Storage for one test: a temp dir, and for PostgreSQL a schema of its own.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub url: Option<String>,
+    schema: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match db {
+            Db::Sqlite => Self { dir, url: None, schema: None },
+            Db::Postgres => {
+                let schema = format!("t_{}", Uuid::new_v4().simple());
+                pg_exec(&format!("CREATE SCHEMA {schema}")).await;
+                let url = format!("{}?options=-c%20search_path%3D{schema}", pg_base());
+                Self { dir, url: Some(url), schema: Some(schema) }
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL schema.
+    pub async fn cleanup(&self) {
+        if let Some(schema) = &self.schema {
+            pg_exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+        }
+    }
+}
+
+async fn pg_exec(sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg_base()).await.expect("connect to local PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("pg statement");
+    let _ = conn.close().await;
+}
+
+/// A relay running in this process.
+pub struct TestRelay {
+    pub server: Option<RelayServer>,
+    pub clock: ManualClock,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+/// Test defaults: ephemeral port, generous rate limits (tests register many users from one IP).
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::with_defaults(db.dir.path());
+    config.bind = "127.0.0.1:0".parse().expect("addr");
+    config.database_url = db.url.clone();
+    config.register_per_hour = 10_000;
+    config.token_per_minute = 10_000;
+    config.challenge_per_minute = 10_000;
+    config
+}
+
+impl TestRelay {
+    pub async fn start(db: Db) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new(db).await;
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        let clock = ManualClock::new();
+        let server = RelayServer::start(config, Arc::new(clock.clone())).await.expect("relay starts");
+        let base = server.base_url();
+        Self { server: Some(server), clock, db, http: reqwest::Client::new(), base }
+    }
+
+    pub fn server(&self) -> &RelayServer {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.server().state().store.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.server().local_addr())
+    }
+
+    /// POSTs JSON, returning status and body.
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        respond(req).await
+    }
+
+    /// POSTs raw text as JSON content.
+    pub async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        respond(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        respond(req).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.put(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        respond(req).await
+    }
+
+    /// Shuts the relay down and removes its storage.
+    pub async fn finish(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        self.db.cleanup().await;
+    }
+}
+
+async fn respond(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// A client device with a real libsignal identity and prekeys.
+pub struct Device {
+    pub identity: IdentityKeyPair,
+    pub registration_id: u32,
+    pub phone_hash: String,
+    pub signed_prekey: SignedPreKeyRecord,
+    pub kyber_prekey: KyberPreKeyRecord,
+    pub one_time_prekeys: Vec<PreKeyRecord>,
+    pub user_id: Option<Uuid>,
+    pub token: Option<String>,
+}
+
+pub fn random_phone_hash() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Device {
+    pub fn new(one_time_prekeys: u32) -> Self {
+        let mut rng = rand::rng();
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let signed_pair = KeyPair::generate(&mut rng);
+        let signature = identity
+            .private_key()
+            .calculate_signature(&signed_pair.public_key.serialize(), &mut rng)
+            .expect("sign");
+        let now = Timestamp::from_epoch_millis(1_700_000_000_000);
+        let signed_prekey =
+            SignedPreKeyRecord::new(SignedPreKeyId::from(1u32), now, &signed_pair, &signature);
+        let kyber_prekey = KyberPreKeyRecord::generate(
+            kem::KeyType::Kyber1024,
+            KyberPreKeyId::from(1u32),
+            identity.private_key(),
+        )
+        .expect("kyber");
+        let one_time_prekeys = (1..=one_time_prekeys)
+            .map(|id| PreKeyRecord::new(PreKeyId::from(id), &KeyPair::generate(&mut rng)))
+            .collect();
+        Self {
+            identity,
+            registration_id: rng.random_range(1..=0x3FFF),
+            phone_hash: random_phone_hash(),
+            signed_prekey,
+            kyber_prekey,
+            one_time_prekeys,
+            user_id: None,
+            token: None,
+        }
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.identity
+            .private_key()
+            .calculate_signature(message, &mut rand::rng())
+            .expect("sign")
+            .into_vec()
+    }
+
+    pub fn signed_prekey_body(&self) -> SignedPreKey {
+        SignedPreKey {
+            key_id: self.signed_prekey.id().expect("id").into(),
+            public_key: Base64String::encode(self.signed_prekey.public_key().expect("pk").serialize()),
+            signature: Base64String::encode(self.signed_prekey.signature().expect("sig")),
+        }
+    }
+
+    pub fn kyber_prekey_body(&self) -> SignedPreKey {
+        SignedPreKey {
+            key_id: self.kyber_prekey.id().expect("id").into(),
+            public_key: Base64String::encode(self.kyber_prekey.public_key().expect("pk").serialize()),
+            signature: Base64String::encode(self.kyber_prekey.signature().expect("sig")),
+        }
+    }
+
+    pub fn one_time_prekey_bodies(&self) -> Vec<OneTimePreKey> {
+        self.one_time_prekeys
+            .iter()
+            .map(|k| OneTimePreKey {
+                key_id: k.id().expect("id").into(),
+                public_key: Base64String::encode(k.public_key().expect("pk").serialize()),
+            })
+            .collect()
+    }
+
+    pub fn register_request(&self, nonce: &[u8]) -> RegisterRequest {
+        RegisterRequest {
+            phone_hash: self.phone_hash.clone(),
+            registration_id: self.registration_id,
+            identity_key: Base64String::encode(self.identity.identity_key().serialize()),
+            nonce: Base64String::encode(nonce),
+            signature: Base64String::encode(
+                self.sign(&signing::register_message(nonce, &self.phone_hash)),
+            ),
+            signed_prekey: self.signed_prekey_body(),
+            kyber_prekey: self.kyber_prekey_body(),
+            one_time_prekeys: self.one_time_prekey_bodies(),
+        }
+    }
+
+    pub async fn challenge(&self, relay: &TestRelay) -> Vec<u8> {
+        let (status, body) = relay
+            .post("/auth/challenge", &serde_json::json!({"phone_hash": self.phone_hash}), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let resp: ChallengeResponse = serde_json::from_value(body).expect("challenge body");
+        resp.nonce.decode("nonce").expect("nonce b64")
+    }
+
+    pub async fn register(&mut self, relay: &TestRelay) -> Uuid {
+        let nonce = self.challenge(relay).await;
+        let body = serde_json::to_value(self.register_request(&nonce)).expect("json");
+        let (status, body) = relay.post("/api/v1/register", &body, None).await;
+        assert_eq!(status, 201, "{body}");
+        let resp: RegisterResponse = serde_json::from_value(body).expect("register body");
+        self.user_id = Some(resp.user_id);
+        resp.user_id
+    }
+
+    pub fn token_request(&self, nonce: &[u8]) -> TokenRequest {
+        TokenRequest {
+            phone_hash: self.phone_hash.clone(),
+            nonce: Base64String::encode(nonce),
+            signature: Base64String::encode(self.sign(&signing::auth_message(nonce, &self.phone_hash))),
+        }
+    }
+
+    pub async fn login(&mut self, relay: &TestRelay) -> String {
+        let nonce = self.challenge(relay).await;
+        let body = serde_json::to_value(self.token_request(&nonce)).expect("json");
+        let (status, body) = relay.post("/auth/token", &body, None).await;
+        assert_eq!(status, 200, "{body}");
+        let resp: TokenResponse = serde_json::from_value(body).expect("token body");
+        assert_eq!(Some(resp.user_id), self.user_id);
+        assert_eq!(resp.expires_in, 1800);
+        self.token = Some(resp.token.clone());
+        resp.token
+    }
+
+    /// Registers and logs in.
+    pub async fn enrol(relay: &TestRelay, one_time_prekeys: u32) -> Self {
+        let mut device = Self::new(one_time_prekeys);
+        device.register(relay).await;
+        device.login(relay).await;
+        device
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.user_id.expect("registered")
+    }
+
+    pub fn bearer(&self) -> &str {
+        self.token.as_deref().expect("logged in")
+    }
+
+    pub async fn connect(&self, relay: &TestRelay) -> WsClient {
+        WsClient::connect(&relay.ws_url(), self.bearer()).await
+    }
+
+    pub fn device_id() -> DeviceId {
+        DeviceId::new(1).expect("device id")
+    }
+}
+
+/// A WebSocket client speaking the relay's frames.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// What the next read produced.
+#[derive(Debug)]
+pub enum Incoming {
+    Frame(ServerFrame),
+    Closed(Option<u16>),
+}
+
+impl WsClient {
+    pub async fn connect(ws_url: &str, token: &str) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={token}"))
+            .await
+            .expect("websocket connects");
+        Self { stream }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        let text = serde_json::to_string(frame).expect("json");
+        self.stream.send(Message::text(text)).await.expect("ws send");
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.stream.send(Message::text(text.to_owned())).await.expect("ws send");
+    }
+
+    /// Queues a frame without flushing (for pipelining many sends).
+    pub async fn feed(&mut self, frame: &ClientFrame) {
+        let text = serde_json::to_string(frame).expect("json");
+        self.stream.feed(Message::text(text)).await.expect("ws feed");
+    }
+
+    pub async fn flush(&mut self) {
+        self.stream.flush().await.expect("ws flush");
+    }
+
+    /// Next frame or close, within 20 s.
+    pub async fn next(&mut self) -> Incoming {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+                .await
+                .expect("a frame within 20 s");
+            match msg {
+                Some(Ok(Message::Text(text))) => {
+                    return Incoming::Frame(serde_json::from_str(&text).expect("server frame json"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Incoming::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Incoming::Closed(None),
+            }
+        }
+    }
+
+    pub async fn frame(&mut self) -> ServerFrame {
+        match self.next().await {
+            Incoming::Frame(f) => f,
+            Incoming::Closed(code) => panic!("connection closed ({code:?}) while expecting a frame"),
+        }
+    }
+
+    /// Expects no frame for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.stream.next()).await {
+            panic!("unexpected frame: {t}");
+        }
+    }
+
+    pub async fn ack(&mut self, id: Uuid) {
+        self.send(&ClientFrame::Ack { id }).await;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })).await;
+    }
+
+    /// Drops the TCP connection without a close handshake.
+    pub fn abort(self) {
+        drop(self.stream);
+    }
+}
+
+/// Sends `payload` and waits for `sent`, returning the server id.
+pub async fn send_and_confirm(ws: &mut WsClient, to: Uuid, payload: &[u8]) -> Uuid {
+    let id = Uuid::new_v4();
+    ws.send(&ClientFrame::Send { to, id, payload: Base64String::encode(payload) }).await;
+    match ws.frame().await {
+        ServerFrame::Sent { id: got, server_id } => {
+            assert_eq!(got, id);
+            server_id
+        }
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Runs each named `async fn(Db)` test on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Postgres).await
+                }
+            )*
+        }
+    };
+}

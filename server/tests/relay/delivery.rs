@@ -1,0 +1,158 @@
+//! Acceptance 2: an offline recipient's backlog arrives whole and in order, and messages not
+//! acknowledged before a connection drops are delivered again.
+
+use privcomm_protocol::ws::{ClientFrame, ServerFrame};
+use privcomm_protocol::Base64String;
+use uuid::Uuid;
+
+use crate::common::{Db, Device, TestRelay, WsClient};
+
+/// Sends `count` messages numbered from 0 over one WebSocket, pipelined, and waits for every
+/// `sent`.
+async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
+        for &i in chunk {
+            let frame = ClientFrame::Send {
+                to,
+                id: Uuid::new_v4(),
+                payload: Base64String::encode(format!("message {i:05}")),
+            };
+            ws.feed(&frame).await;
+        }
+        ws.flush().await;
+        for _ in chunk {
+            match ws.frame().await {
+                ServerFrame::Sent { .. } | ServerFrame::QueueEmpty => {}
+                other => panic!("expected sent, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn number_of(payload: &Base64String) -> usize {
+    let text = String::from_utf8(payload.decode("payload").expect("b64")).expect("utf8");
+    text.trim_start_matches("message ").parse().expect("numbered payload")
+}
+
+async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
+    const COUNT: usize = 5_000;
+    let relay = TestRelay::start(db).await;
+    let alice = Device::enrol(&relay, 0).await;
+    let bob = Device::enrol(&relay, 0).await;
+    let mut alice_ws = alice.connect(&relay).await;
+    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    send_numbered(&mut alice_ws, bob.id(), COUNT).await;
+    assert_eq!(relay.store().pending_total().await.expect("count"), COUNT as u64);
+
+    let mut bob_ws = bob.connect(&relay).await;
+    let mut next = 0;
+    loop {
+        match bob_ws.frame().await {
+            ServerFrame::EncryptedMessage { id, sender, payload, .. } => {
+                assert_eq!(sender, alice.id());
+                assert_eq!(number_of(&payload), next, "messages arrive in order");
+                next += 1;
+                bob_ws.ack(id).await;
+            }
+            ServerFrame::QueueEmpty => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(next, COUNT, "every queued message arrives before queue_empty");
+    // All acked: storage drains to empty.
+    let mut remaining = u64::MAX;
+    for _ in 0..200 {
+        remaining = relay.store().pending_total().await.expect("count");
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(remaining, 0);
+    alice_ws.close().await;
+    bob_ws.close().await;
+    relay.finish().await;
+}
+
+async fn unacked_messages_are_redelivered_after_a_drop(db: Db) {
+    const COUNT: usize = 150;
+    let relay = TestRelay::start(db).await;
+    let alice = Device::enrol(&relay, 0).await;
+    let bob = Device::enrol(&relay, 0).await;
+    let mut alice_ws = alice.connect(&relay).await;
+    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    send_numbered(&mut alice_ws, bob.id(), COUNT).await;
+
+    // Bob reads 100 messages, acks none, and his connection dies.
+    let mut bob_ws = bob.connect(&relay).await;
+    for expected in 0..100 {
+        let ServerFrame::EncryptedMessage { payload, .. } = bob_ws.frame().await else {
+            panic!("expected a message");
+        };
+        assert_eq!(number_of(&payload), expected);
+    }
+    bob_ws.abort();
+
+    // On the next connection all 150 arrive again, in order, the first 100 included.
+    let mut bob_ws = bob.connect(&relay).await;
+    let mut seen = Vec::new();
+    loop {
+        match bob_ws.frame().await {
+            ServerFrame::EncryptedMessage { id, payload, .. } => {
+                seen.push(number_of(&payload));
+                bob_ws.ack(id).await;
+            }
+            ServerFrame::QueueEmpty => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, (0..COUNT).collect::<Vec<_>>());
+    alice_ws.close().await;
+    bob_ws.close().await;
+    relay.finish().await;
+}
+
+async fn live_messages_keep_order_while_backlog_flushes(db: Db) {
+    let relay = TestRelay::start(db).await;
+    let alice = Device::enrol(&relay, 0).await;
+    let bob = Device::enrol(&relay, 0).await;
+    let mut alice_ws = alice.connect(&relay).await;
+    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    send_numbered(&mut alice_ws, bob.id(), 600).await;
+    // Bob connects and, while the backlog is flushing, Alice keeps sending.
+    let mut bob_ws = bob.connect(&relay).await;
+    let sender = tokio::spawn(async move {
+        for i in 600..900 {
+            let frame = ClientFrame::Send {
+                to: bob.id(),
+                id: Uuid::new_v4(),
+                payload: Base64String::encode(format!("message {i:05}")),
+            };
+            alice_ws.send(&frame).await;
+            assert!(matches!(alice_ws.frame().await, ServerFrame::Sent { .. }));
+        }
+        alice_ws
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 900 {
+        match bob_ws.frame().await {
+            ServerFrame::EncryptedMessage { id, payload, .. } => {
+                seen.push(number_of(&payload));
+                bob_ws.ack(id).await;
+            }
+            ServerFrame::QueueEmpty => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, (0..900).collect::<Vec<_>>(), "one sender's messages stay in order");
+    let alice_ws = sender.await.expect("sender task");
+    alice_ws.close().await;
+    bob_ws.close().await;
+    relay.finish().await;
+}
+
+crate::on_both_backends!(
+    offline_backlog_arrives_in_order_then_queue_empty,
+    unacked_messages_are_redelivered_after_a_drop,
+    live_messages_keep_order_while_backlog_flushes,
+);

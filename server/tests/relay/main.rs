@@ -1,0 +1,12 @@
+//! End-to-end tests of the relay: each runs a real relay on an ephemeral port, on SQLite and
+//! on PostgreSQL, and talks to it over real HTTP and WebSocket connections.
+
+mod common;
+
+mod auth_errors;
+mod crash;
+mod delivery;
+mod end_to_end;
+mod operations;
+mod prekeys;
+mod websocket;
