@@ -121,6 +121,12 @@ impl TestRelay {
         self.server().state().store.clone()
     }
 
+    /// The relay clock now, in Unix seconds.
+    pub fn clock_secs(&self) -> i64 {
+        use privcomm_server::Clock;
+        self.clock.now_secs()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
