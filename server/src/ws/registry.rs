@@ -86,9 +86,11 @@ impl ConnectionRegistry {
         self.len() == 0
     }
 
-    /// True when a new user could connect now.
-    pub fn has_room(&self) -> bool {
-        self.len() < self.max
+    /// True when `user` could connect now: there is a free slot, or `user` already holds one
+    /// (a reconnect replaces the old connection rather than taking a new slot).
+    pub fn has_room_for(&self, user: Uuid) -> bool {
+        let entries = self.lock();
+        entries.len() < self.max || entries.contains_key(&user)
     }
 
     /// Registers `user`'s new connection, replacing (and signalling) an older one.

@@ -40,7 +40,7 @@ pub async fn ws_handler(
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
     }
-    if !state.connections.has_room() {
+    if !state.connections.has_room_for(user) {
         state.metrics.connections_refused.inc();
         return Err(ApiError::new(
             ErrorCode::TooManyConnections,

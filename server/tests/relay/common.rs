@@ -78,13 +78,25 @@ async fn pg_exec(sql: &str) {
     let _ = conn.close().await;
 }
 
+/// HTTP and WebSocket access to a relay, wherever it runs.
+pub struct Endpoint {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
 /// A relay running in this process.
 pub struct TestRelay {
     pub server: Option<RelayServer>,
     pub clock: ManualClock,
     pub db: TestDb,
-    pub http: reqwest::Client,
-    pub base: String,
+    pub endpoint: Endpoint,
+}
+
+impl std::ops::Deref for TestRelay {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// Test defaults: ephemeral port, generous rate limits (tests register many users from one IP).
@@ -109,8 +121,8 @@ impl TestRelay {
         adjust(&mut config);
         let clock = ManualClock::new();
         let server = RelayServer::start(config, Arc::new(clock.clone())).await.expect("relay starts");
-        let base = server.base_url();
-        Self { server: Some(server), clock, db, http: reqwest::Client::new(), base }
+        let endpoint = Endpoint::new(server.base_url());
+        Self { server: Some(server), clock, db, endpoint }
     }
 
     pub fn server(&self) -> &RelayServer {
@@ -127,12 +139,26 @@ impl TestRelay {
         self.clock.now_secs()
     }
 
+    /// Shuts the relay down and removes its storage.
+    pub async fn finish(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        self.db.cleanup().await;
+    }
+}
+
+impl Endpoint {
+    pub fn new(base: String) -> Self {
+        Self { http: reqwest::Client::new(), base }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.server().local_addr())
+        format!("{}/ws", self.base.replacen("http://", "ws://", 1))
     }
 
     /// POSTs JSON, returning status and body.
@@ -173,13 +199,6 @@ impl TestRelay {
         respond(req).await
     }
 
-    /// Shuts the relay down and removes its storage.
-    pub async fn finish(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("clean shutdown");
-        }
-        self.db.cleanup().await;
-    }
 }
 
 async fn respond(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -290,7 +309,7 @@ impl Device {
         }
     }
 
-    pub async fn challenge(&self, relay: &TestRelay) -> Vec<u8> {
+    pub async fn challenge(&self, relay: &Endpoint) -> Vec<u8> {
         let (status, body) = relay
             .post("/auth/challenge", &serde_json::json!({"phone_hash": self.phone_hash}), None)
             .await;
@@ -299,7 +318,7 @@ impl Device {
         resp.nonce.decode("nonce").expect("nonce b64")
     }
 
-    pub async fn register(&mut self, relay: &TestRelay) -> Uuid {
+    pub async fn register(&mut self, relay: &Endpoint) -> Uuid {
         let nonce = self.challenge(relay).await;
         let body = serde_json::to_value(self.register_request(&nonce)).expect("json");
         let (status, body) = relay.post("/api/v1/register", &body, None).await;
@@ -317,7 +336,7 @@ impl Device {
         }
     }
 
-    pub async fn login(&mut self, relay: &TestRelay) -> String {
+    pub async fn login(&mut self, relay: &Endpoint) -> String {
         let nonce = self.challenge(relay).await;
         let body = serde_json::to_value(self.token_request(&nonce)).expect("json");
         let (status, body) = relay.post("/auth/token", &body, None).await;
@@ -330,7 +349,7 @@ impl Device {
     }
 
     /// Registers and logs in.
-    pub async fn enrol(relay: &TestRelay, one_time_prekeys: u32) -> Self {
+    pub async fn enrol(relay: &Endpoint, one_time_prekeys: u32) -> Self {
         let mut device = Self::new(one_time_prekeys);
         device.register(relay).await;
         device.login(relay).await;
@@ -345,7 +364,7 @@ impl Device {
         self.token.as_deref().expect("logged in")
     }
 
-    pub async fn connect(&self, relay: &TestRelay) -> WsClient {
+    pub async fn connect(&self, relay: &Endpoint) -> WsClient {
         WsClient::connect(&relay.ws_url(), self.bearer()).await
     }
 
@@ -481,4 +500,91 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// The relay binary running as a child process, its stdout (JSON logs) captured.
+pub struct ChildRelay {
+    child: std::process::Child,
+    pub endpoint: Endpoint,
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl std::ops::Deref for ChildRelay {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl ChildRelay {
+    /// Starts `privcomm-server` on an ephemeral port with the given storage and log level.
+    pub async fn start(db: &TestDb, log: &str) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privcomm-server"));
+        cmd.env_clear()
+            .env("PRIVCOMM_BIND", "127.0.0.1:0")
+            .env("PRIVCOMM_DATA_DIR", db.dir.path())
+            .env("PRIVCOMM_LOG", log)
+            .env("PRIVCOMM_REGISTER_PER_HOUR", "10000")
+            .env("PRIVCOMM_TOKEN_PER_MINUTE", "10000")
+            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "10000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(url) = &db.url {
+            cmd.env("PRIVCOMM_DATABASE_URL", url);
+        }
+        let mut child = cmd.spawn().expect("spawn relay binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["fields"]["message"] == "relay listening" {
+                        let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("join")
+            .expect("relay printed its address");
+        Self { child, endpoint: Endpoint::new(format!("http://{addr}")), logs }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        assert!(status.success());
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("relay did not exit within 30 s of SIGTERM");
+    }
+
+    /// Every log line so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
