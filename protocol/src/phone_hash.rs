@@ -18,7 +18,9 @@ impl PhoneHash {
     /// Validates and wraps a phone hash.
     pub fn parse(text: &str) -> Result<Self, PhoneHashError> {
         let ok = text.len() == PHONE_HASH_LEN
-            && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(Self(text.to_owned()))
         } else {

@@ -75,7 +75,8 @@ mod tests {
             serde_json::to_string(&ServerFrame::QueueEmpty).unwrap(),
             r#"{"type":"queue_empty"}"#
         );
-        let ack: ClientFrame = serde_json::from_str(&format!(r#"{{"type":"ack","id":"{id}"}}"#)).unwrap();
+        let ack: ClientFrame =
+            serde_json::from_str(&format!(r#"{{"type":"ack","id":"{id}"}}"#)).unwrap();
         assert_eq!(ack, ClientFrame::Ack { id });
         let err = serde_json::to_value(ServerFrame::Error {
             code: ErrorCode::UnknownFrameType,

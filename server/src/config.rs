@@ -36,7 +36,12 @@ pub struct Config {
     pub turn_secret: Option<String>,
 
     /// Comma-separated TURN/STUN URLs handed to clients.
-    #[arg(long, env = "PRIVCOMM_TURN_URLS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "PRIVCOMM_TURN_URLS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub turn_urls: Vec<String>,
 
     /// Seconds a TURN credential is valid.

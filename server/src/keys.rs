@@ -19,8 +19,12 @@ pub fn parse_ec_public_key(bytes: &[u8], field: &str) -> Result<PublicKey, ApiEr
             format!("{field} must be a 33-byte Curve25519 public key"),
         ));
     }
-    PublicKey::deserialize(bytes)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidKey, format!("{field} is not a valid public key")))
+    PublicKey::deserialize(bytes).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidKey,
+            format!("{field} is not a valid public key"),
+        )
+    })
 }
 
 /// Verifies an XEdDSA signature by `identity` over `message`.

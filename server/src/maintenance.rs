@@ -12,7 +12,9 @@ use crate::store::{PurgeCutoffs, PurgeReport, StoreResult};
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 fn days_ms(days: u64) -> i64 {
-    i64::try_from(days).unwrap_or(i64::MAX / DAY_MS).saturating_mul(DAY_MS)
+    i64::try_from(days)
+        .unwrap_or(i64::MAX / DAY_MS)
+        .saturating_mul(DAY_MS)
 }
 
 /// Cut-offs for `now` under the retention rules.

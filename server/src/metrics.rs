@@ -56,27 +56,50 @@ impl Metrics {
             }),
             registry: Registry::default(),
         };
-        registry.register("ws_connections", "Open WebSocket connections", metrics.connections.clone());
-        registry.register("messages_stored", "Messages durably stored", metrics.messages_stored.clone());
+        registry.register(
+            "ws_connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Messages durably stored",
+            metrics.messages_stored.clone(),
+        );
         registry.register(
             "messages_delivered",
             "Messages written to a recipient connection",
             metrics.messages_delivered.clone(),
         );
-        registry.register("messages_acked", "Messages acknowledged and deleted", metrics.messages_acked.clone());
-        registry.register("auth_failures", "Failed authentications", metrics.auth_failures.clone());
+        registry.register(
+            "messages_acked",
+            "Messages acknowledged and deleted",
+            metrics.messages_acked.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications",
+            metrics.auth_failures.clone(),
+        );
         registry.register(
             "ws_connections_refused",
             "WebSocket connections refused at the connection limit",
             metrics.connections_refused.clone(),
         );
-        registry.register("queue_depth", "Messages awaiting delivery", metrics.queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Messages awaiting delivery",
+            metrics.queue_depth.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency",
             metrics.request_latency.clone(),
         );
-        Self { registry, ..metrics }
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition.

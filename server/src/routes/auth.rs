@@ -57,7 +57,11 @@ async fn issue_token(state: &AppState, req: &TokenRequest) -> Result<TokenRespon
     let signature = req.signature.decode("signature")?;
     let now_ms = state.clock.now_ms();
     // The nonce is consumed before anything else is checked, so a failed attempt burns it.
-    if !state.store.take_nonce(&nonce, phone_hash.as_str(), now_ms).await? {
+    if !state
+        .store
+        .take_nonce(&nonce, phone_hash.as_str(), now_ms)
+        .await?
+    {
         return Err(ApiError::unauthorized());
     }
     let user = state
@@ -65,8 +69,8 @@ async fn issue_token(state: &AppState, req: &TokenRequest) -> Result<TokenRespon
         .user_by_phone_hash(phone_hash.as_str())
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    let identity =
-        parse_ec_public_key(&user.identity_key, "identity_key").map_err(|_| ApiError::unauthorized())?;
+    let identity = parse_ec_public_key(&user.identity_key, "identity_key")
+        .map_err(|_| ApiError::unauthorized())?;
     let message = signing::auth_message(&nonce, phone_hash.as_str());
     if signature.len() != privcomm_protocol::limits::SIGNATURE_LEN
         || !identity.verify_signature(&message, &signature)

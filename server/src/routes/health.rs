@@ -15,7 +15,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     let (status, body) = if ok {
         (StatusCode::OK, ("healthy", "ok"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, ("unhealthy", "unreachable"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ("unhealthy", "unreachable"),
+        )
     };
     (
         status,

@@ -89,7 +89,12 @@ pub async fn upload(
     };
     let one_time_prekeys = state
         .store
-        .update_prekeys(user, &update, state.clock.now_ms(), MAX_STORED_ONE_TIME_PREKEYS)
+        .update_prekeys(
+            user,
+            &update,
+            state.clock.now_ms(),
+            MAX_STORED_ONE_TIME_PREKEYS,
+        )
         .await?;
     Ok(Json(PreKeyCountResponse { one_time_prekeys }))
 }

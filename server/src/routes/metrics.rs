@@ -10,7 +10,10 @@ use crate::state::AppState;
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.pending_total().await {
         Ok(depth) => {
-            state.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+            state
+                .metrics
+                .queue_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable"),
     }

@@ -29,7 +29,11 @@ pub async fn register(
     let signature = req.signature.decode("signature")?;
     let identity = keys::parse_ec_public_key(&user.identity_key, "identity_key")?;
     let now = state.clock.now_ms();
-    if !state.store.take_nonce(&nonce, &user.phone_hash, now).await? {
+    if !state
+        .store
+        .take_nonce(&nonce, &user.phone_hash, now)
+        .await?
+    {
         return Err(ApiError::new(
             ErrorCode::InvalidNonce,
             "nonce is unknown, used, expired or issued for another phone_hash",

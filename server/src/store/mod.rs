@@ -190,8 +190,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 
     /// Records a single-use nonce bound to a phone hash.
-    async fn insert_nonce(&self, nonce: &[u8], phone_hash: &str, expires_at: i64)
-        -> StoreResult<()>;
+    async fn insert_nonce(
+        &self,
+        nonce: &[u8],
+        phone_hash: &str,
+        expires_at: i64,
+    ) -> StoreResult<()>;
     /// Consumes a nonce: true only if it existed for this phone hash and had not expired.
     /// Either way it can never be used again.
     async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool>;

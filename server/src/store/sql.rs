@@ -74,7 +74,6 @@ impl SqlStore {
     pub fn backend(&self) -> Backend {
         self.backend
     }
-
 }
 
 fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
@@ -158,10 +157,12 @@ impl Store for SqlStore {
 
     async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool> {
         // Deleting first makes the nonce single-use even when the check below fails.
-        let row = sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 RETURNING phone_hash, expires_at")
-            .bind(nonce.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "DELETE FROM auth_nonces WHERE nonce = $1 RETURNING phone_hash, expires_at",
+        )
+        .bind(nonce.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(false) };
         let bound_to: String = row.try_get("phone_hash")?;
         let expires_at: i64 = row.try_get("expires_at")?;
@@ -445,13 +446,12 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        let used_prekeys = sqlx::query(
-            "DELETE FROM one_time_prekeys WHERE used_at IS NOT NULL AND used_at < $1",
-        )
-        .bind(cutoffs.used_prekeys_before)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let used_prekeys =
+            sqlx::query("DELETE FROM one_time_prekeys WHERE used_at IS NOT NULL AND used_at < $1")
+                .bind(cutoffs.used_prekeys_before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         let nonces = sqlx::query("DELETE FROM auth_nonces WHERE expires_at <= $1")
             .bind(cutoffs.now)
             .execute(&self.pool)

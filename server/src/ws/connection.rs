@@ -39,7 +39,12 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
         Ok(r) => r,
         Err(_) => {
             state.metrics.connections_refused.inc();
-            let _ = close(&mut socket, CLOSE_TRY_AGAIN_LATER, "connection limit reached").await;
+            let _ = close(
+                &mut socket,
+                CLOSE_TRY_AGAIN_LATER,
+                "connection limit reached",
+            )
+            .await;
             return;
         }
     };
@@ -139,7 +144,12 @@ impl Connection<'_> {
     async fn fill_window(&mut self, socket: &mut WebSocket) -> Result<(), End> {
         let mut wrote = false;
         while let Some((after, limit)) = self.delivery.next_fetch() {
-            let rows = match self.state.store.pending_messages(self.user, after, limit).await {
+            let rows = match self
+                .state
+                .store
+                .pending_messages(self.user, after, limit)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "reading pending messages failed");
@@ -297,9 +307,14 @@ mod tests {
             parse_frame(r#"{"type":"bogus"}"#).unwrap_err().code,
             ErrorCode::UnknownFrameType
         );
-        assert_eq!(parse_frame(r#"{"id":1}"#).unwrap_err().code, ErrorCode::InvalidRequest);
         assert_eq!(
-            parse_frame(r#"{"type":"ack","id":"nope"}"#).unwrap_err().code,
+            parse_frame(r#"{"id":1}"#).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"ack","id":"nope"}"#)
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidRequest
         );
         let id = Uuid::new_v4();

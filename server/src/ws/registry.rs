@@ -140,7 +140,9 @@ impl ConnectionRegistry {
                 .get(&message.recipient)
                 .map(|e| (e.push.clone(), e.signals.clone()))
         };
-        let Some((push, signals)) = target else { return };
+        let Some((push, signals)) = target else {
+            return;
+        };
         if let Err(mpsc::error::TrySendError::Full(_)) = push.try_send(message) {
             signals.push_dropped.store(true, Ordering::Release);
             signals.wake.notify_one();

@@ -57,8 +57,6 @@ pub async fn ws_handler(
         .max_frame_size(MAX_WS_FRAME_BYTES)
         .on_upgrade(move |socket| {
             // Tracked so shutdown waits for every connection to close cleanly.
-            tasks.track_future(
-                super::connection::run(state, user, socket).instrument(span),
-            )
+            tasks.track_future(super::connection::run(state, user, socket).instrument(span))
         }))
 }

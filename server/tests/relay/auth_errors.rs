@@ -30,15 +30,20 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
     // Forged signature (someone else's key over Alice's nonce).
     let nonce = alice.challenge(&relay).await;
     let mut req = alice.token_request(&nonce);
-    req.signature = Base64String::encode(mallory.sign(&privcomm_protocol::signing::auth_message(&nonce, &alice.phone_hash)));
-    let (status, body) = relay.post("/auth/token", &serde_json::to_value(&req).unwrap(), None).await;
+    req.signature = Base64String::encode(mallory.sign(&privcomm_protocol::signing::auth_message(
+        &nonce,
+        &alice.phone_hash,
+    )));
+    let (status, body) = relay
+        .post("/auth/token", &serde_json::to_value(&req).unwrap(), None)
+        .await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
     // The failed attempt burnt the nonce: a correct signature over it no longer works.
     let req = serde_json::to_value(alice.token_request(&nonce)).unwrap();
     assert_eq!(relay.post("/auth/token", &req, None).await.0, 401);
 
     // Unknown user: the same 401, and the challenge looked the same as for a known user.
-    let mut stranger = Device::new(0);
+    let stranger = Device::new(0);
     let nonce = stranger.challenge(&relay).await;
     assert_eq!(nonce.len(), 32);
     let req = serde_json::to_value(stranger.token_request(&nonce)).unwrap();
@@ -58,7 +63,10 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
 
     // Expired token: refused on REST and on the WebSocket upgrade.
     let token = alice.login(&relay).await;
-    assert_eq!(relay.get("/api/v1/prekeys/count", Some(&token)).await.0, 200);
+    assert_eq!(
+        relay.get("/api/v1/prekeys/count", Some(&token)).await.0,
+        200
+    );
     relay.clock.advance(Duration::from_secs(31 * 60));
     let (status, body) = relay.get("/api/v1/prekeys/count", Some(&token)).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
@@ -67,15 +75,31 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
 
     // No token, garbage token, a token signed with another secret.
     assert_eq!(relay.get("/api/v1/prekeys/count", None).await.0, 401);
-    assert_eq!(relay.get("/api/v1/prekeys/count", Some("not.a.jwt")).await.0, 401);
-    let foreign = TokenIssuer::new(&[9u8; 32], 1800).issue(alice.id(), relay.clock_secs()).unwrap();
-    assert_eq!(relay.get("/api/v1/prekeys/count", Some(&foreign)).await.0, 401);
+    assert_eq!(
+        relay
+            .get("/api/v1/prekeys/count", Some("not.a.jwt"))
+            .await
+            .0,
+        401
+    );
+    let foreign = TokenIssuer::new(&[9u8; 32], 1800)
+        .issue(alice.id(), relay.clock_secs())
+        .unwrap();
+    assert_eq!(
+        relay.get("/api/v1/prekeys/count", Some(&foreign)).await.0,
+        401
+    );
 
     // A well-signed token for a user that does not exist cannot open a WebSocket.
     let secret = std::fs::read(relay.db.dir.path().join("jwt_secret")).expect("secret file");
-    let ghost = TokenIssuer::new(&secret, 1800).issue(Uuid::new_v4(), relay.clock_secs()).unwrap();
+    let ghost = TokenIssuer::new(&secret, 1800)
+        .issue(Uuid::new_v4(), relay.clock_secs())
+        .unwrap();
     let ws = tokio_tungstenite::connect_async(format!("{}?token={ghost}", relay.ws_url())).await;
-    assert!(ws.is_err(), "a token for an unknown user must not open a WebSocket");
+    assert!(
+        ws.is_err(),
+        "a token for an unknown user must not open a WebSocket"
+    );
 
     // Re-registration of a taken phone hash, even with a valid fresh nonce and signature.
     alice.login(&relay).await;
@@ -102,24 +126,45 @@ async fn registration_input_is_validated(db: Db) {
     let mut other = Device::new(0);
     let req = serde_json::to_value(other.register_request(&nonce)).unwrap();
     let (status, body) = relay.post("/api/v1/register", &req, None).await;
-    assert_eq!((status, code(&body)), (401, "invalid_nonce"), "nonce bound to another phone hash");
+    assert_eq!(
+        (status, code(&body)),
+        (401, "invalid_nonce"),
+        "nonce bound to another phone hash"
+    );
     other.phone_hash = device.phone_hash.clone();
     let req = serde_json::to_value(device.register_request(&nonce)).unwrap();
     let (status, body) = relay.post("/api/v1/register", &req, None).await;
-    assert_eq!((status, code(&body)), (401, "invalid_nonce"), "nonce already consumed");
+    assert_eq!(
+        (status, code(&body)),
+        (401, "invalid_nonce"),
+        "nonce already consumed"
+    );
 
     // Forged registration signature.
     let nonce = device.challenge(&relay).await;
     let mut req = device.register_request(&nonce);
     req.signature = Base64String::encode(other.sign(b"something else"));
-    let (status, body) = relay.post("/api/v1/register", &serde_json::to_value(&req).unwrap(), None).await;
+    let (status, body) = relay
+        .post(
+            "/api/v1/register",
+            &serde_json::to_value(&req).unwrap(),
+            None,
+        )
+        .await;
     assert_eq!((status, code(&body)), (400, "bad_signature"));
 
     // Signed prekey signed by another identity.
     let nonce = device.challenge(&relay).await;
     let mut req = device.register_request(&nonce);
-    req.signed_prekey.signature = Base64String::encode(other.sign(&req.signed_prekey.public_key.decode("k").unwrap()));
-    let (status, body) = relay.post("/api/v1/register", &serde_json::to_value(&req).unwrap(), None).await;
+    req.signed_prekey.signature =
+        Base64String::encode(other.sign(&req.signed_prekey.public_key.decode("k").unwrap()));
+    let (status, body) = relay
+        .post(
+            "/api/v1/register",
+            &serde_json::to_value(&req).unwrap(),
+            None,
+        )
+        .await;
     assert_eq!((status, code(&body)), (400, "bad_signature"));
 
     // Bad base64, bad key, bad phone hash, malformed JSON, wrong shape, wrong content type.
@@ -134,13 +179,25 @@ async fn registration_input_is_validated(db: Db) {
     req["phone_hash"] = json!("ABC");
     let (status, body) = relay.post("/api/v1/register", &req, None).await;
     assert_eq!((status, code(&body)), (400, "invalid_phone_hash"));
-    let (status, body) = relay.post_raw("/api/v1/register", "{\"phone_hash\": ", None).await;
+    let (status, body) = relay
+        .post_raw("/api/v1/register", "{\"phone_hash\": ", None)
+        .await;
     assert_eq!((status, code(&body)), (400, "malformed_json"));
-    let (status, body) = relay.post_raw("/api/v1/register", "{\"phone_hash\": 5}", None).await;
+    let (status, body) = relay
+        .post_raw("/api/v1/register", "{\"phone_hash\": 5}", None)
+        .await;
     assert_eq!((status, code(&body)), (400, "invalid_request"));
-    let resp = relay.http.post(relay.url("/auth/challenge")).body("{}").send().await.unwrap();
+    let resp = relay
+        .http
+        .post(relay.url("/auth/challenge"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
-    let (status, body) = relay.post("/auth/challenge", &json!({"phone_hash": "xyz"}), None).await;
+    let (status, body) = relay
+        .post("/auth/challenge", &json!({"phone_hash": "xyz"}), None)
+        .await;
     assert_eq!((status, code(&body)), (400, "invalid_phone_hash"));
 
     // Unknown endpoints answer JSON too.
@@ -162,17 +219,31 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
     // REST: oversize, bad base64, malformed JSON, unknown recipient, no token.
     let too_big = Base64String::encode(vec![0u8; MAX_PAYLOAD_BYTES + 1]);
     let body = json!({"to": bob.id(), "id": Uuid::new_v4(), "payload": too_big});
-    let (status, resp) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, resp) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!((status, code(&resp)), (413, "payload_too_large"));
     let exactly = json!({"to": bob.id(), "id": Uuid::new_v4(), "payload": Base64String::encode(vec![1u8; MAX_PAYLOAD_BYTES])});
-    assert_eq!(relay.post("/api/v1/messages", &exactly, Some(alice.bearer())).await.0, 202);
+    assert_eq!(
+        relay
+            .post("/api/v1/messages", &exactly, Some(alice.bearer()))
+            .await
+            .0,
+        202
+    );
     let body = json!({"to": bob.id(), "id": Uuid::new_v4(), "payload": "***"});
-    let (status, resp) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, resp) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!((status, code(&resp)), (400, "invalid_base64"));
-    let (status, resp) = relay.post_raw("/api/v1/messages", "{\"to\":", Some(alice.bearer())).await;
+    let (status, resp) = relay
+        .post_raw("/api/v1/messages", "{\"to\":", Some(alice.bearer()))
+        .await;
     assert_eq!((status, code(&resp)), (400, "malformed_json"));
     let body = json!({"to": Uuid::new_v4(), "id": Uuid::new_v4(), "payload": "AAAA"});
-    let (status, resp) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, resp) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!((status, code(&resp)), (404, "not_found"));
     assert_eq!(relay.post("/api/v1/messages", &body, None).await.0, 401);
 
@@ -190,26 +261,57 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
     ws.send_raw(r#"{"type":"send","to":"nope"}"#).await;
     expect_error(ws.frame().await, ErrorCode::InvalidRequest);
     let id = Uuid::new_v4();
-    ws.send(&ClientFrame::Send { to: bob.id(), id, payload: Base64String("@@@".into()) }).await;
+    ws.send(&ClientFrame::Send {
+        to: bob.id(),
+        id,
+        payload: Base64String("@@@".into()),
+    })
+    .await;
     match ws.frame().await {
-        ServerFrame::Error { code, id: Some(failed), .. } => {
+        ServerFrame::Error {
+            code,
+            id: Some(failed),
+            ..
+        } => {
             assert_eq!((code, failed), (ErrorCode::InvalidBase64, id));
         }
         other => panic!("expected invalid_base64, got {other:?}"),
     }
-    ws.send(&ClientFrame::Send { to: bob.id(), id: Uuid::new_v4(), payload: too_big.clone() }).await;
+    ws.send(&ClientFrame::Send {
+        to: bob.id(),
+        id: Uuid::new_v4(),
+        payload: too_big.clone(),
+    })
+    .await;
     expect_error(ws.frame().await, ErrorCode::PayloadTooLarge);
-    ws.send(&ClientFrame::Send { to: Uuid::new_v4(), id: Uuid::new_v4(), payload: Base64String::encode(b"x") }).await;
+    ws.send(&ClientFrame::Send {
+        to: Uuid::new_v4(),
+        id: Uuid::new_v4(),
+        payload: Base64String::encode(b"x"),
+    })
+    .await;
     expect_error(ws.frame().await, ErrorCode::NotFound);
     // Still usable.
     send_and_confirm(&mut ws, bob.id(), b"after the errors").await;
 
     // Another user's token cannot acknowledge (delete) Bob's messages.
-    let pending = relay.store().pending_messages(bob.id(), 0, 10).await.unwrap();
+    let pending = relay
+        .store()
+        .pending_messages(bob.id(), 0, 10)
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 2);
     ws.ack(pending[0].id).await;
     send_and_confirm(&mut ws, bob.id(), b"sync point").await;
-    assert_eq!(relay.store().pending_messages(bob.id(), 0, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        relay
+            .store()
+            .pending_messages(bob.id(), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     ws.close().await;
     relay.finish().await;
 }
@@ -220,13 +322,25 @@ async fn rate_limits_answer_429(db: Db) {
     alice.login(&relay).await; // the second
     let nonce = alice.challenge(&relay).await;
     let req = serde_json::to_value(alice.token_request(&nonce)).unwrap();
-    let resp = relay.http.post(relay.url("/auth/token")).json(&req).send().await.unwrap();
+    let resp = relay
+        .http
+        .post(relay.url("/auth/token"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "rate_limited");
     // Other endpoints are unaffected.
-    assert_eq!(relay.get("/api/v1/prekeys/count", Some(alice.bearer())).await.0, 200);
+    assert_eq!(
+        relay
+            .get("/api/v1/prekeys/count", Some(alice.bearer()))
+            .await
+            .0,
+        200
+    );
     relay.finish().await;
 }
 
@@ -259,4 +373,3 @@ crate::on_both_backends!(
     rate_limits_answer_429,
     unknown_frame_from_fresh_connection_does_not_close_it,
 );
-

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use libsignal_protocol::{
-    kem, DeviceId, GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyId,
-    KyberPreKeyRecord, PreKeyId, PreKeyRecord, SignedPreKeyId, SignedPreKeyRecord, Timestamp,
+    kem, DeviceId, GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyId, KyberPreKeyRecord,
+    PreKeyId, PreKeyRecord, SignedPreKeyId, SignedPreKeyRecord, Timestamp,
 };
 use privcomm_protocol::rest::{
     ChallengeResponse, OneTimePreKey, RegisterRequest, RegisterResponse, SignedPreKey,
@@ -50,12 +50,20 @@ impl TestDb {
     pub async fn new(db: Db) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         match db {
-            Db::Sqlite => Self { dir, url: None, schema: None },
+            Db::Sqlite => Self {
+                dir,
+                url: None,
+                schema: None,
+            },
             Db::Postgres => {
                 let schema = format!("t_{}", Uuid::new_v4().simple());
                 pg_exec(&format!("CREATE SCHEMA {schema}")).await;
                 let url = format!("{}?options=-c%20search_path%3D{schema}", pg_base());
-                Self { dir, url: Some(url), schema: Some(schema) }
+                Self {
+                    dir,
+                    url: Some(url),
+                    schema: Some(schema),
+                }
             }
         }
     }
@@ -70,7 +78,9 @@ impl TestDb {
 
 async fn pg_exec(sql: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&pg_base()).await.expect("connect to local PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(&pg_base())
+        .await
+        .expect("connect to local PostgreSQL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(&mut conn)
         .await
@@ -120,9 +130,16 @@ impl TestRelay {
         let mut config = test_config(&db);
         adjust(&mut config);
         let clock = ManualClock::new();
-        let server = RelayServer::start(config, Arc::new(clock.clone())).await.expect("relay starts");
+        let server = RelayServer::start(config, Arc::new(clock.clone()))
+            .await
+            .expect("relay starts");
         let endpoint = Endpoint::new(server.base_url());
-        Self { server: Some(server), clock, db, endpoint }
+        Self {
+            server: Some(server),
+            clock,
+            db,
+            endpoint,
+        }
     }
 
     pub fn server(&self) -> &RelayServer {
@@ -150,7 +167,10 @@ impl TestRelay {
 
 impl Endpoint {
     pub fn new(base: String) -> Self {
-        Self { http: reqwest::Client::new(), base }
+        Self {
+            http: reqwest::Client::new(),
+            base,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -198,7 +218,6 @@ impl Endpoint {
         }
         respond(req).await
     }
-
 }
 
 async fn respond(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -271,7 +290,9 @@ impl Device {
     pub fn signed_prekey_body(&self) -> SignedPreKey {
         SignedPreKey {
             key_id: self.signed_prekey.id().expect("id").into(),
-            public_key: Base64String::encode(self.signed_prekey.public_key().expect("pk").serialize()),
+            public_key: Base64String::encode(
+                self.signed_prekey.public_key().expect("pk").serialize(),
+            ),
             signature: Base64String::encode(self.signed_prekey.signature().expect("sig")),
         }
     }
@@ -279,7 +300,9 @@ impl Device {
     pub fn kyber_prekey_body(&self) -> SignedPreKey {
         SignedPreKey {
             key_id: self.kyber_prekey.id().expect("id").into(),
-            public_key: Base64String::encode(self.kyber_prekey.public_key().expect("pk").serialize()),
+            public_key: Base64String::encode(
+                self.kyber_prekey.public_key().expect("pk").serialize(),
+            ),
             signature: Base64String::encode(self.kyber_prekey.signature().expect("sig")),
         }
     }
@@ -311,7 +334,11 @@ impl Device {
 
     pub async fn challenge(&self, relay: &Endpoint) -> Vec<u8> {
         let (status, body) = relay
-            .post("/auth/challenge", &serde_json::json!({"phone_hash": self.phone_hash}), None)
+            .post(
+                "/auth/challenge",
+                &serde_json::json!({"phone_hash": self.phone_hash}),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let resp: ChallengeResponse = serde_json::from_value(body).expect("challenge body");
@@ -332,7 +359,9 @@ impl Device {
         TokenRequest {
             phone_hash: self.phone_hash.clone(),
             nonce: Base64String::encode(nonce),
-            signature: Base64String::encode(self.sign(&signing::auth_message(nonce, &self.phone_hash))),
+            signature: Base64String::encode(
+                self.sign(&signing::auth_message(nonce, &self.phone_hash)),
+            ),
         }
     }
 
@@ -375,7 +404,9 @@ impl Device {
 
 /// A WebSocket client speaking the relay's frames.
 pub struct WsClient {
-    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 /// What the next read produced.
@@ -395,17 +426,26 @@ impl WsClient {
 
     pub async fn send(&mut self, frame: &ClientFrame) {
         let text = serde_json::to_string(frame).expect("json");
-        self.stream.send(Message::text(text)).await.expect("ws send");
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.stream.send(Message::text(text.to_owned())).await.expect("ws send");
+        self.stream
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("ws send");
     }
 
     /// Queues a frame without flushing (for pipelining many sends).
     pub async fn feed(&mut self, frame: &ClientFrame) {
         let text = serde_json::to_string(frame).expect("json");
-        self.stream.feed(Message::text(text)).await.expect("ws feed");
+        self.stream
+            .feed(Message::text(text))
+            .await
+            .expect("ws feed");
     }
 
     pub async fn flush(&mut self) {
@@ -434,13 +474,16 @@ impl WsClient {
     pub async fn frame(&mut self) -> ServerFrame {
         match self.next().await {
             Incoming::Frame(f) => f,
-            Incoming::Closed(code) => panic!("connection closed ({code:?}) while expecting a frame"),
+            Incoming::Closed(code) => {
+                panic!("connection closed ({code:?}) while expecting a frame")
+            }
         }
     }
 
     /// Expects no frame for `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.stream.next()).await {
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.stream.next()).await
+        {
             panic!("unexpected frame: {t}");
         }
     }
@@ -450,10 +493,13 @@ impl WsClient {
     }
 
     pub async fn close(mut self) {
-        let _ = self.stream.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-            code: CloseCode::Normal,
-            reason: "bye".into(),
-        })).await;
+        let _ = self
+            .stream
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
     }
 
     /// Drops the TCP connection without a close handshake.
@@ -465,7 +511,12 @@ impl WsClient {
 /// Sends `payload` and waits for `sent`, returning the server id.
 pub async fn send_and_confirm(ws: &mut WsClient, to: Uuid, payload: &[u8]) -> Uuid {
     let id = Uuid::new_v4();
-    ws.send(&ClientFrame::Send { to, id, payload: Base64String::encode(payload) }).await;
+    ws.send(&ClientFrame::Send {
+        to,
+        id,
+        payload: Base64String::encode(payload),
+    })
+    .await;
     match ws.frame().await {
         ServerFrame::Sent { id: got, server_id } => {
             assert_eq!(got, id);
@@ -543,17 +594,23 @@ impl ChildRelay {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["fields"]["message"] == "relay listening" {
-                        let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                        let _ = addr_tx
+                            .send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
                     }
                 }
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .expect("join")
-            .expect("relay printed its address");
-        Self { child, endpoint: Endpoint::new(format!("http://{addr}")), logs }
+        let addr =
+            tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .expect("join")
+                .expect("relay printed its address");
+        Self {
+            child,
+            endpoint: Endpoint::new(format!("http://{addr}")),
+            logs,
+        }
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -565,7 +622,10 @@ impl ChildRelay {
     /// SIGTERM, then waits for the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         assert!(status.success());
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

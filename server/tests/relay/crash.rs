@@ -19,26 +19,40 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
     let mut ws = alice.connect(&relay).await;
     assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
     let server_id = send_and_confirm(&mut ws, bob.id(), &payload).await;
-    let (_, bundle) = relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await;
+    let (_, bundle) = relay
+        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+        .await;
     assert_eq!(bundle["user_id"], serde_json::json!(bob.id()));
 
     // Read the relay's storage directly: the stored bytes are exactly the payload.
-    let store = privcomm_server::store::SqlStore::connect(&privcomm_server::Config {
-        database_url: storage.url.clone(),
-        ..privcomm_server::Config::with_defaults(storage.dir.path())
-    }
-    .effective_database_url(), 1)
+    let store = privcomm_server::store::SqlStore::connect(
+        &privcomm_server::Config {
+            database_url: storage.url.clone(),
+            ..privcomm_server::Config::with_defaults(storage.dir.path())
+        }
+        .effective_database_url(),
+        1,
+    )
     .await
     .expect("open relay storage");
     use privcomm_server::store::Store;
-    let pending = store.pending_messages(bob.id(), 0, 10).await.expect("pending");
+    let pending = store
+        .pending_messages(bob.id(), 0, 10)
+        .await
+        .expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, server_id);
-    assert_eq!(pending[0].payload, payload, "stored bytes equal the opaque payload");
+    assert_eq!(
+        pending[0].payload, payload,
+        "stored bytes equal the opaque payload"
+    );
     store.close().await;
 
     let mut bob_ws = bob.connect(&relay).await;
-    let ServerFrame::EncryptedMessage { id, payload: got, .. } = bob_ws.frame().await else {
+    let ServerFrame::EncryptedMessage {
+        id, payload: got, ..
+    } = bob_ws.frame().await
+    else {
         panic!("expected the message");
     };
     assert_eq!(got.decode("p").unwrap(), payload);
@@ -50,7 +64,10 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let logs = relay.log_text();
-    assert!(logs.contains("finished processing request"), "logs were captured");
+    assert!(
+        logs.contains("finished processing request"),
+        "logs were captured"
+    );
     let secrets = [
         marker.clone(),
         Base64String::encode(&payload).0,
@@ -61,13 +78,19 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
         Base64String::encode(alice.identity.identity_key().serialize()).0,
     ];
     for secret in &secrets {
-        assert!(!logs.contains(secret.as_str()), "a log line leaks a payload, token, key or phone hash");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a log line leaks a payload, token, key or phone hash"
+        );
     }
     // Every line logged inside a request carries its request id.
     for line in logs.lines() {
         let v: Value = serde_json::from_str(line).expect("JSON log line");
         if let Some(span) = v.get("span") {
-            assert!(span["request_id"].as_str().is_some_and(|id| id.len() == 36), "{line}");
+            assert!(
+                span["request_id"].as_str().is_some_and(|id| id.len() == 36),
+                "{line}"
+            );
         }
     }
     drop(relay);
@@ -101,7 +124,10 @@ async fn kill_9_with_queued_messages_loses_nothing(db: Db) {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(got, ids, "every confirmed message survives kill -9, in order");
+    assert_eq!(
+        got, ids,
+        "every confirmed message survives kill -9, in order"
+    );
     bob_ws.close().await;
     drop(relay);
     storage.cleanup().await;

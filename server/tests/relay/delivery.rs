@@ -31,7 +31,9 @@ async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
 
 fn number_of(payload: &Base64String) -> usize {
     let text = String::from_utf8(payload.decode("payload").expect("b64")).expect("utf8");
-    text.trim_start_matches("message ").parse().expect("numbered payload")
+    text.trim_start_matches("message ")
+        .parse()
+        .expect("numbered payload")
 }
 
 async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
@@ -42,13 +44,21 @@ async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
     let mut alice_ws = alice.connect(&relay).await;
     assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
     send_numbered(&mut alice_ws, bob.id(), COUNT).await;
-    assert_eq!(relay.store().pending_total().await.expect("count"), COUNT as u64);
+    assert_eq!(
+        relay.store().pending_total().await.expect("count"),
+        COUNT as u64
+    );
 
     let mut bob_ws = bob.connect(&relay).await;
     let mut next = 0;
     loop {
         match bob_ws.frame().await {
-            ServerFrame::EncryptedMessage { id, sender, payload, .. } => {
+            ServerFrame::EncryptedMessage {
+                id,
+                sender,
+                payload,
+                ..
+            } => {
                 assert_eq!(sender, alice.id());
                 assert_eq!(number_of(&payload), next, "messages arrive in order");
                 next += 1;
@@ -58,7 +68,10 @@ async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(next, COUNT, "every queued message arrives before queue_empty");
+    assert_eq!(
+        next, COUNT,
+        "every queued message arrives before queue_empty"
+    );
     // All acked: storage drains to empty.
     let mut remaining = u64::MAX;
     for _ in 0..200 {
@@ -144,7 +157,11 @@ async fn live_messages_keep_order_while_backlog_flushes(db: Db) {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(seen, (0..900).collect::<Vec<_>>(), "one sender's messages stay in order");
+    assert_eq!(
+        seen,
+        (0..900).collect::<Vec<_>>(),
+        "one sender's messages stay in order"
+    );
     let alice_ws = sender.await.expect("sender task");
     alice_ws.close().await;
     bob_ws.close().await;

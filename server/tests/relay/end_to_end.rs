@@ -2,9 +2,9 @@
 //! real libsignal session built from the relay's bundle.
 
 use libsignal_protocol::{
-    message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage, GenericSignedPreKey,
-    IdentityKey, InMemSignalProtocolStore, KyberPreKeyStore, PreKeyBundle, PreKeySignalMessage,
-    PreKeyStore, ProtocolAddress, PublicKey, SignedPreKeyStore,
+    message_decrypt, message_encrypt, process_prekey_bundle, CiphertextMessage,
+    GenericSignedPreKey, IdentityKey, InMemSignalProtocolStore, KyberPreKeyStore, PreKeyBundle,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SignedPreKeyStore,
 };
 use privcomm_protocol::rest::{PreKeyBundleResponse, SendMessageResponse};
 use privcomm_protocol::ws::ServerFrame;
@@ -18,13 +18,17 @@ fn bundle_from(resp: &PreKeyBundleResponse) -> PreKeyBundle {
         resp.registration_id,
         Device::device_id(),
         resp.one_time_prekey.as_ref().map(|k| {
-            (k.key_id.into(), PublicKey::deserialize(&b(&k.public_key)).expect("otpk"))
+            (
+                k.key_id.into(),
+                PublicKey::deserialize(&b(&k.public_key)).expect("otpk"),
+            )
         }),
         resp.signed_prekey.key_id.into(),
         PublicKey::deserialize(&b(&resp.signed_prekey.public_key)).expect("spk"),
         b(&resp.signed_prekey.signature),
         resp.kyber_prekey.key_id.into(),
-        libsignal_protocol::kem::PublicKey::deserialize(&b(&resp.kyber_prekey.public_key)).expect("kyber"),
+        libsignal_protocol::kem::PublicKey::deserialize(&b(&resp.kyber_prekey.public_key))
+            .expect("kyber"),
         b(&resp.kyber_prekey.signature),
         IdentityKey::decode(&b(&resp.identity_key)).expect("identity"),
     )
@@ -32,9 +36,13 @@ fn bundle_from(resp: &PreKeyBundleResponse) -> PreKeyBundle {
 }
 
 async fn signal_store_for(device: &Device) -> InMemSignalProtocolStore {
-    let mut store = InMemSignalProtocolStore::new(device.identity, device.registration_id).expect("store");
+    let mut store =
+        InMemSignalProtocolStore::new(device.identity, device.registration_id).expect("store");
     store
-        .save_signed_pre_key(device.signed_prekey.id().expect("id"), &device.signed_prekey)
+        .save_signed_pre_key(
+            device.signed_prekey.id().expect("id"),
+            &device.signed_prekey,
+        )
         .await
         .expect("spk");
     store
@@ -42,7 +50,10 @@ async fn signal_store_for(device: &Device) -> InMemSignalProtocolStore {
         .await
         .expect("kyber");
     for k in &device.one_time_prekeys {
-        store.save_pre_key(k.id().expect("id"), k).await.expect("otpk");
+        store
+            .save_pre_key(k.id().expect("id"), k)
+            .await
+            .expect("otpk");
     }
     store
 }
@@ -53,7 +64,9 @@ async fn full_path_delivers_and_deletes(db: Db) {
     let bob = Device::enrol(&relay, 5).await;
 
     // Alice fetches Bob's bundle and builds a real Signal session from it.
-    let (status, body) = relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await;
+    let (status, body) = relay
+        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+        .await;
     assert_eq!(status, 200, "{body}");
     let bundle: PreKeyBundleResponse = serde_json::from_value(body).expect("bundle json");
     assert_eq!(bundle.user_id, bob.id());
@@ -88,18 +101,29 @@ async fn full_path_delivers_and_deletes(db: Db) {
     let mut alice_ws = alice.connect(&relay).await;
     assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
     let server_id = send_and_confirm(&mut alice_ws, bob.id(), &payload).await;
-    let pending = relay.store().pending_messages(bob.id(), 0, 10).await.expect("pending");
+    let pending = relay
+        .store()
+        .pending_messages(bob.id(), 0, 10)
+        .await
+        .expect("pending");
     assert_eq!(pending.len(), 1);
 
     // Bob connects, receives, decrypts, acks.
     let mut bob_ws = bob.connect(&relay).await;
-    let ServerFrame::EncryptedMessage { id, sender, payload: got, timestamp } = bob_ws.frame().await else {
+    let ServerFrame::EncryptedMessage {
+        id,
+        sender,
+        payload: got,
+        timestamp,
+    } = bob_ws.frame().await
+    else {
         panic!("expected a message");
     };
     assert_eq!((id, sender), (server_id, alice.id()));
     assert!(timestamp > 0);
     let mut bob_store = signal_store_for(&bob).await;
-    let message = PreKeySignalMessage::try_from(got.decode("payload").expect("b64").as_slice()).expect("prekey msg");
+    let message = PreKeySignalMessage::try_from(got.decode("payload").expect("b64").as_slice())
+        .expect("prekey msg");
     let plaintext = message_decrypt(
         &CiphertextMessage::PreKeySignalMessage(message),
         &alice_address,
@@ -119,7 +143,13 @@ async fn full_path_delivers_and_deletes(db: Db) {
     // The ack deletes it: poll storage briefly (the ack is processed asynchronously).
     let mut gone = false;
     for _ in 0..100 {
-        if relay.store().pending_messages(bob.id(), 0, 10).await.expect("pending").is_empty() {
+        if relay
+            .store()
+            .pending_messages(bob.id(), 0, 10)
+            .await
+            .expect("pending")
+            .is_empty()
+        {
             gone = true;
             break;
         }
@@ -130,7 +160,9 @@ async fn full_path_delivers_and_deletes(db: Db) {
     // The REST send path delivers live to the connected recipient as well.
     let client_id = uuid::Uuid::new_v4();
     let body = serde_json::json!({"to": bob.id(), "id": client_id, "payload": Base64String::encode(b"second")});
-    let (status, resp) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, resp) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!(status, 202, "{resp}");
     let resp: SendMessageResponse = serde_json::from_value(resp).expect("send response");
     let ServerFrame::EncryptedMessage { id, payload, .. } = bob_ws.frame().await else {
@@ -139,15 +171,22 @@ async fn full_path_delivers_and_deletes(db: Db) {
     assert_eq!(id, resp.id);
     assert_eq!(payload.decode("p").expect("b64"), b"second");
     // Sent again with the same client id: stored once, same server id.
-    let (status, again) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, again) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!(status, 202);
     assert_eq!(again["id"], serde_json::json!(resp.id));
-    bob_ws.expect_silence(std::time::Duration::from_millis(300)).await;
+    bob_ws
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
     bob_ws.ack(id).await;
 
     let (_, metrics) = relay.get("/metrics", None).await;
     let metrics = metrics.as_str().expect("text").to_owned();
-    assert!(metrics.contains("privcomm_messages_stored_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("privcomm_messages_stored_total 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("privcomm_ws_connections 2"), "{metrics}");
     alice_ws.close().await;
     bob_ws.close().await;

@@ -16,7 +16,10 @@ async fn health_reports_database_state(db: Db) {
     let relay = TestRelay::start(db).await;
     let (status, body) = relay.get("/health", None).await;
     assert_eq!(status, 200);
-    assert_eq!(body, serde_json::json!({"status": "healthy", "database": "ok"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "healthy", "database": "ok"})
+    );
     relay.store().close().await;
     let (status, body) = relay.get("/health", None).await;
     assert_eq!(status, 503);
@@ -37,12 +40,20 @@ async fn metrics_count_the_message_path(db: Db) {
     assert!(text.contains("privcomm_messages_stored_total 2"), "{text}");
     assert!(text.contains("privcomm_queue_depth 2"), "{text}");
     assert!(text.contains("privcomm_ws_connections 1"), "{text}");
-    assert!(text.contains("privcomm_http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("privcomm_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
     assert!(text.contains("route=\"/auth/token\""), "{text}");
-    assert!(!text.contains(&bob.phone_hash), "metrics label routes, not paths");
+    assert!(
+        !text.contains(&bob.phone_hash),
+        "metrics label routes, not paths"
+    );
     let mut bob_ws = bob.connect(&relay).await;
     for _ in 0..2 {
-        let ServerFrame::EncryptedMessage { id, .. } = bob_ws.frame().await else { panic!("message") };
+        let ServerFrame::EncryptedMessage { id, .. } = bob_ws.frame().await else {
+            panic!("message")
+        };
         bob_ws.ack(id).await;
     }
     assert!(matches!(bob_ws.frame().await, ServerFrame::QueueEmpty));
@@ -50,7 +61,10 @@ async fn metrics_count_the_message_path(db: Db) {
     let (_, text) = relay.get("/metrics", None).await;
     let text = text.as_str().expect("text").to_owned();
     assert!(text.contains("privcomm_messages_acked_total 2"), "{text}");
-    assert!(text.contains("privcomm_messages_delivered_total 3"), "{text}"); // two to Bob, his reply to Alice
+    assert!(
+        text.contains("privcomm_messages_delivered_total 3"),
+        "{text}"
+    ); // two to Bob, his reply to Alice
     ws.close().await;
     bob_ws.close().await;
     relay.finish().await;
@@ -59,12 +73,17 @@ async fn metrics_count_the_message_path(db: Db) {
 async fn turn_credentials_follow_the_turn_rest_scheme(db: Db) {
     let relay = TestRelay::start_with(db, |c| {
         c.turn_secret = Some("coturn-shared-secret".into());
-        c.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into(), "turns:turn.example:5349".into()];
+        c.turn_urls = vec![
+            "turn:127.0.0.1:3478?transport=udp".into(),
+            "turns:turn.example:5349".into(),
+        ];
         c.turn_ttl = 600;
     })
     .await;
     let alice = Device::enrol(&relay, 0).await;
-    let (status, body) = relay.get("/api/v1/turn-credentials", Some(alice.bearer())).await;
+    let (status, body) = relay
+        .get("/api/v1/turn-credentials", Some(alice.bearer()))
+        .await;
     assert_eq!(status, 200, "{body}");
     let creds: TurnCredentialsResponse = serde_json::from_value(body).expect("json");
     assert_eq!(creds.ttl, 600);
@@ -74,14 +93,22 @@ async fn turn_credentials_follow_the_turn_rest_scheme(db: Db) {
     assert_eq!(expiry.parse::<i64>().unwrap(), relay.clock_secs() + 600);
     let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(b"coturn-shared-secret").unwrap();
     mac.update(creds.username.as_bytes());
-    assert_eq!(creds.credential, Base64String::encode(mac.finalize().into_bytes()).0);
+    assert_eq!(
+        creds.credential,
+        Base64String::encode(mac.finalize().into_bytes()).0
+    );
     assert_eq!(relay.get("/api/v1/turn-credentials", None).await.0, 401);
     relay.finish().await;
 
     let relay = TestRelay::start(db).await;
     let alice = Device::enrol(&relay, 0).await;
-    let (status, body) = relay.get("/api/v1/turn-credentials", Some(alice.bearer())).await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("turn_not_configured")));
+    let (status, body) = relay
+        .get("/api/v1/turn-credentials", Some(alice.bearer()))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("turn_not_configured"))
+    );
     relay.finish().await;
 }
 
@@ -94,18 +121,37 @@ async fn retention_deletes_old_rows_on_schedule(db: Db) {
     send_and_confirm(&mut ws, bob.id(), b"old message").await;
     ws.close().await;
     // Claim one prekey, leave a nonce unused.
-    assert_eq!(relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await.0, 200);
+    assert_eq!(
+        relay
+            .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+            .await
+            .0,
+        200
+    );
     let _unused_nonce = alice.challenge(&relay).await;
     let state = relay.server().state();
 
     let report = maintenance::run_once(state).await.expect("maintenance");
-    assert_eq!((report.messages, report.used_prekeys, report.nonces), (0, 0, 0));
+    assert_eq!(
+        (report.messages, report.used_prekeys, report.nonces),
+        (0, 0, 0)
+    );
 
     // Eight days on: the used prekey and the nonce go, the message and unused prekeys stay.
     relay.clock.advance(Duration::from_secs(8 * 24 * 3600));
     let report = maintenance::run_once(state).await.expect("maintenance");
-    assert_eq!((report.messages, report.used_prekeys, report.nonces), (0, 1, 1));
-    assert_eq!(relay.store().count_one_time_prekeys(bob.id()).await.unwrap(), 2);
+    assert_eq!(
+        (report.messages, report.used_prekeys, report.nonces),
+        (0, 1, 1)
+    );
+    assert_eq!(
+        relay
+            .store()
+            .count_one_time_prekeys(bob.id())
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(relay.store().pending_total().await.unwrap(), 1);
 
     // Thirty-one days: the undelivered message is gone.
@@ -113,7 +159,14 @@ async fn retention_deletes_old_rows_on_schedule(db: Db) {
     let report = maintenance::run_once(state).await.expect("maintenance");
     assert_eq!(report.messages, 1);
     assert_eq!(relay.store().pending_total().await.unwrap(), 0);
-    assert_eq!(relay.store().count_one_time_prekeys(bob.id()).await.unwrap(), 2);
+    assert_eq!(
+        relay
+            .store()
+            .count_one_time_prekeys(bob.id())
+            .await
+            .unwrap(),
+        2
+    );
     relay.finish().await;
 }
 
@@ -123,19 +176,29 @@ async fn resend_after_delivery_is_not_delivered_twice(db: Db) {
     let bob = Device::enrol(&relay, 0).await;
     let client_id = uuid::Uuid::new_v4();
     let body = serde_json::json!({"to": bob.id(), "id": client_id, "payload": "AQID"});
-    let (status, first) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, first) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!(status, 202);
     let mut bob_ws = bob.connect(&relay).await;
-    let ServerFrame::EncryptedMessage { id, .. } = bob_ws.frame().await else { panic!("message") };
+    let ServerFrame::EncryptedMessage { id, .. } = bob_ws.frame().await else {
+        panic!("message")
+    };
     assert!(matches!(bob_ws.frame().await, ServerFrame::QueueEmpty));
     bob_ws.ack(id).await;
     send_and_confirm(&mut bob_ws, alice.id(), b"sync").await;
     // Alice never saw the 202 (say) and retries: same server id, nothing new for Bob.
-    let (status, again) = relay.post("/api/v1/messages", &body, Some(alice.bearer())).await;
+    let (status, again) = relay
+        .post("/api/v1/messages", &body, Some(alice.bearer()))
+        .await;
     assert_eq!(status, 202);
     assert_eq!(again["id"], first["id"]);
     bob_ws.expect_silence(Duration::from_millis(300)).await;
-    assert_eq!(relay.store().pending_total().await.unwrap(), 1, "only Bob's own reply is pending");
+    assert_eq!(
+        relay.store().pending_total().await.unwrap(),
+        1,
+        "only Bob's own reply is pending"
+    );
     bob_ws.close().await;
     relay.finish().await;
 }
@@ -147,12 +210,19 @@ async fn jwt_secret_survives_restart(db: Db) {
     server.shutdown().await.expect("shutdown");
     let mut config = crate::common::test_config(&relay.db);
     config.bind = "127.0.0.1:0".parse().unwrap();
-    let server = privcomm_server::RelayServer::start(config, std::sync::Arc::new(relay.clock.clone()))
-        .await
-        .expect("restart");
+    let server =
+        privcomm_server::RelayServer::start(config, std::sync::Arc::new(relay.clock.clone()))
+            .await
+            .expect("restart");
     relay.endpoint = crate::common::Endpoint::new(server.base_url());
     relay.server = Some(server);
-    assert_eq!(relay.get("/api/v1/prekeys/count", Some(alice.bearer())).await.0, 200);
+    assert_eq!(
+        relay
+            .get("/api/v1/prekeys/count", Some(alice.bearer()))
+            .await
+            .0,
+        200
+    );
     relay.finish().await;
 }
 

@@ -28,12 +28,23 @@ async fn concurrent_fetches_never_share_a_one_time_prekey(db: Db) {
         .into_iter()
         .map(|r| r.expect("task"))
         .collect();
-    let claimed: Vec<u32> = bundles.iter().filter_map(|b| b.one_time_prekey.as_ref().map(|k| k.key_id)).collect();
+    let claimed: Vec<u32> = bundles
+        .iter()
+        .filter_map(|b| b.one_time_prekey.as_ref().map(|k| k.key_id))
+        .collect();
     let distinct: HashSet<u32> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), 40, "40 bundles carry a one-time prekey");
     assert_eq!(distinct.len(), 40, "no key is handed out twice");
-    assert_eq!(bundles.iter().filter(|b| b.one_time_prekey.is_none()).count(), 10);
-    assert!(bundles.iter().all(|b| b.user_id == bob.id() && b.registration_id == bob.registration_id));
+    assert_eq!(
+        bundles
+            .iter()
+            .filter(|b| b.one_time_prekey.is_none())
+            .count(),
+        10
+    );
+    assert!(bundles
+        .iter()
+        .all(|b| b.user_id == bob.id() && b.registration_id == bob.registration_id));
     let (_, count) = relay.get("/api/v1/prekeys/count", Some(bob.bearer())).await;
     assert_eq!(count["one_time_prekeys"], 0);
     relay.finish().await;
@@ -55,7 +66,13 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         one_time_prekeys: bob.one_time_prekey_bodies(),
         ..Default::default()
     };
-    let (status, body) = relay.put("/api/v1/prekeys", &serde_json::to_value(&upload).unwrap(), Some(bob.bearer())).await;
+    let (status, body) = relay
+        .put(
+            "/api/v1/prekeys",
+            &serde_json::to_value(&upload).unwrap(),
+            Some(bob.bearer()),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["one_time_prekeys"], 13);
 
@@ -66,21 +83,49 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
     new_signed.key_id = 2;
     new_signed.public_key = Base64String::encode(pair.public_key.serialize());
     new_signed.signature = Base64String::encode(&signature);
-    let upload = PreKeyUploadRequest { signed_prekey: Some(new_signed.clone()), ..Default::default() };
-    let (status, body) = relay.put("/api/v1/prekeys", &serde_json::to_value(&upload).unwrap(), Some(bob.bearer())).await;
+    let upload = PreKeyUploadRequest {
+        signed_prekey: Some(new_signed.clone()),
+        ..Default::default()
+    };
+    let (status, body) = relay
+        .put(
+            "/api/v1/prekeys",
+            &serde_json::to_value(&upload).unwrap(),
+            Some(bob.bearer()),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (_, bundle) = relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await;
+    let (_, bundle) = relay
+        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+        .await;
     assert_eq!(bundle["signed_prekey"]["key_id"], 2);
-    assert_eq!(bundle["signed_prekey"]["public_key"], new_signed.public_key.as_str());
+    assert_eq!(
+        bundle["signed_prekey"]["public_key"],
+        new_signed.public_key.as_str()
+    );
 
     // A rotation signed by someone else is refused and changes nothing.
     let mut forged = new_signed.clone();
     forged.key_id = 3;
     forged.signature = Base64String::encode(alice.sign(&pair.public_key.serialize()));
-    let upload = PreKeyUploadRequest { signed_prekey: Some(forged), ..Default::default() };
-    let (status, body) = relay.put("/api/v1/prekeys", &serde_json::to_value(&upload).unwrap(), Some(bob.bearer())).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_signature")));
-    let (_, bundle) = relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await;
+    let upload = PreKeyUploadRequest {
+        signed_prekey: Some(forged),
+        ..Default::default()
+    };
+    let (status, body) = relay
+        .put(
+            "/api/v1/prekeys",
+            &serde_json::to_value(&upload).unwrap(),
+            Some(bob.bearer()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_signature"))
+    );
+    let (_, bundle) = relay
+        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+        .await;
     assert_eq!(bundle["signed_prekey"]["key_id"], 2);
 
     // Kyber rotation with a real Kyber1024 key.
@@ -91,10 +136,21 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
     )
     .expect("kyber");
     bob.kyber_prekey = kyber;
-    let upload = PreKeyUploadRequest { kyber_prekey: Some(bob.kyber_prekey_body()), ..Default::default() };
-    let (status, body) = relay.put("/api/v1/prekeys", &serde_json::to_value(&upload).unwrap(), Some(bob.bearer())).await;
+    let upload = PreKeyUploadRequest {
+        kyber_prekey: Some(bob.kyber_prekey_body()),
+        ..Default::default()
+    };
+    let (status, body) = relay
+        .put(
+            "/api/v1/prekeys",
+            &serde_json::to_value(&upload).unwrap(),
+            Some(bob.bearer()),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (_, bundle) = relay.get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer())).await;
+    let (_, bundle) = relay
+        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
+        .await;
     assert_eq!(bundle["kyber_prekey"]["key_id"], 7);
     assert_eq!(bob.kyber_prekey.id().map(u32::from).ok(), Some(7));
 
@@ -102,13 +158,28 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
     let mut dup = bob.one_time_prekey_bodies();
     dup.truncate(2);
     dup[1].key_id = dup[0].key_id;
-    let upload = PreKeyUploadRequest { one_time_prekeys: dup, ..Default::default() };
-    let (status, body) = relay.put("/api/v1/prekeys", &serde_json::to_value(&upload).unwrap(), Some(bob.bearer())).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("duplicate_key_id")));
+    let upload = PreKeyUploadRequest {
+        one_time_prekeys: dup,
+        ..Default::default()
+    };
+    let (status, body) = relay
+        .put(
+            "/api/v1/prekeys",
+            &serde_json::to_value(&upload).unwrap(),
+            Some(bob.bearer()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("duplicate_key_id"))
+    );
 
     // Unknown users are a 404, not an empty bundle.
     let (status, body) = relay
-        .get(&format!("/keys/{}", crate::common::random_phone_hash()), Some(alice.bearer()))
+        .get(
+            &format!("/keys/{}", crate::common::random_phone_hash()),
+            Some(alice.bearer()),
+        )
         .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     relay.finish().await;

@@ -14,7 +14,10 @@ async fn wait_for_connections(relay: &TestRelay, want: usize) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("expected {want} connections, have {}", relay.server().state().connections.len());
+    panic!(
+        "expected {want} connections, have {}",
+        relay.server().state().connections.len()
+    );
 }
 
 async fn second_connection_replaces_first_with_4409(db: Db) {
@@ -25,14 +28,9 @@ async fn second_connection_replaces_first_with_4409(db: Db) {
     assert!(matches!(first.frame().await, ServerFrame::QueueEmpty));
     let mut second = bob.connect(&relay).await;
     assert!(matches!(second.frame().await, ServerFrame::QueueEmpty));
-    loop {
-        match first.next().await {
-            Incoming::Closed(code) => {
-                assert_eq!(code, Some(4409));
-                break;
-            }
-            Incoming::Frame(f) => panic!("old connection got {f:?}"),
-        }
+    match first.next().await {
+        Incoming::Closed(code) => assert_eq!(code, Some(4409)),
+        Incoming::Frame(f) => panic!("old connection got {f:?}"),
     }
     // New messages go to the new connection.
     let mut alice_ws = alice.connect(&relay).await;
@@ -57,11 +55,14 @@ async fn connections_beyond_the_limit_are_refused_cleanly(db: Db) {
     let mut wb = b.connect(&relay).await;
     assert!(matches!(wa.frame().await, ServerFrame::QueueEmpty));
     assert!(matches!(wb.frame().await, ServerFrame::QueueEmpty));
-    let refused = tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), c.bearer())).await;
+    let refused =
+        tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), c.bearer())).await;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
-            let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).expect("JSON body");
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                    .expect("JSON body");
             assert_eq!(body["error"], "too_many_connections");
         }
         other => panic!("expected a 503 refusal, got {other:?}"),
@@ -75,7 +76,10 @@ async fn connections_beyond_the_limit_are_refused_cleanly(db: Db) {
     let mut wc = c.connect(&relay).await;
     assert!(matches!(wc.frame().await, ServerFrame::QueueEmpty));
     let (_, metrics) = relay.get("/metrics", None).await;
-    assert!(metrics.as_str().unwrap().contains("privcomm_ws_connections_refused_total 1"));
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains("privcomm_ws_connections_refused_total 1"));
     wa2.close().await;
     wc.close().await;
     let _ = wa;
@@ -86,9 +90,10 @@ async fn silent_connections_are_reaped(db: Db) {
     let relay = TestRelay::start_with(db, |c| c.ping_interval_secs = 1).await;
     let alice = Device::enrol(&relay, 0).await;
     // A raw TCP client that completes the upgrade and then never reads or answers pings.
-    let (stream, _) = tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), alice.bearer()))
-        .await
-        .expect("connects");
+    let (stream, _) =
+        tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), alice.bearer()))
+            .await
+            .expect("connects");
     wait_for_connections(&relay, 1).await;
     // Three missed ping intervals later the relay has dropped it.
     wait_for_connections(&relay, 0).await;
