@@ -56,7 +56,8 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// Human-readable text.
         message: String,
-        /// The client message id of the failed `send`, when there is one.
+        /// The id of the frame that failed: the client id of a `send`, the server id of an
+        /// `ack`; absent when the frame could not be parsed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Uuid>,
     },

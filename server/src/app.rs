@@ -184,9 +184,11 @@ impl RelayServer {
     /// them, and closes storage. Nothing acknowledged as stored is lost.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.shutdown.cancel();
+        // Once the listener has stopped no new connection task can start, so the tracker
+        // can then be closed and drained.
+        let served = self.serve.await.context("server task panicked")?;
         self.state.tasks.close();
         self.state.tasks.wait().await;
-        let served = self.serve.await.context("server task panicked")?;
         let _ = self.maintenance.await;
         self.state.store.close().await;
         served.context("server failed")?;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Privcomm relay: stores and forwards end-to-end encrypted messages it cannot read.
 #[derive(Clone, Debug, Parser)]
@@ -78,14 +78,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Configuration with every default, for embedding and tests.
+    /// Configuration with every built-in default and the given data dir, for embedding and
+    /// tests. Unlike `parse`, it ignores `PRIVCOMM_*` environment variables.
     pub fn with_defaults(data_dir: impl Into<PathBuf>) -> Self {
-        let mut config = Self::parse_from(["privcomm-server"]);
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["privcomm-server"]);
+        // Every field has a default or is optional, so an empty command line always parses.
+        let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         config.data_dir = data_dir.into();
-        config.database_url = None;
-        config.jwt_secret = None;
-        config.turn_secret = None;
-        config.turn_urls = Vec::new();
         config
     }
 

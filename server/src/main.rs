@@ -7,8 +7,16 @@ use privcomm_server::{logging, Config, RelayServer, SystemClock};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A `.env` in the working directory is a convenience for local runs; real environment
+    // variables win over it.
+    let dotenv = dotenvy::dotenv();
     let config = Config::parse();
     logging::init(&config.log);
+    if let Err(e) = dotenv {
+        if !e.not_found() {
+            tracing::warn!(error = %e, "ignoring unreadable .env file");
+        }
+    }
     let mut server = match RelayServer::start(config, Arc::new(SystemClock)).await {
         Ok(server) => server,
         Err(e) => {

@@ -337,52 +337,52 @@ impl Store for SqlStore {
     async fn store_message(&self, message: &NewMessage) -> StoreResult<StoreOutcome> {
         let sender = message.sender.as_bytes().to_vec();
         let client_id = message.client_id.as_bytes().to_vec();
-        // One statement: skipped when this (sender, client id) is pending or was delivered.
-        let inserted = sqlx::query(
-            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
-             SELECT $1, $2, $3, $4, $5, $6
-             WHERE NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = $3 AND client_id = $4)
-             ON CONFLICT (sender_id, client_id) DO NOTHING
-             RETURNING seq",
-        )
-        .bind(message.id.as_bytes().to_vec())
-        .bind(message.recipient.as_bytes().to_vec())
-        .bind(sender.clone())
-        .bind(client_id.clone())
-        .bind(message.payload.clone())
-        .bind(message.created_at)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        if let Some(row) = inserted {
-            return Ok(StoreOutcome::Stored(PendingMessage {
-                seq: row.try_get("seq")?,
-                id: message.id,
-                sender: message.sender,
-                recipient: message.recipient,
-                payload: message.payload.clone(),
-                created_at: message.created_at,
-            }));
+        // The insert and the look-up are separate statements, so the row that blocked the
+        // insert can vanish in between (acked, then purged). Trying again settles it.
+        for _ in 0..3 {
+            // One statement: skipped when this (sender, client id) is pending or was delivered.
+            let inserted = sqlx::query(
+                "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = $3 AND client_id = $4)
+                 ON CONFLICT (sender_id, client_id) DO NOTHING
+                 RETURNING seq",
+            )
+            .bind(message.id.as_bytes().to_vec())
+            .bind(message.recipient.as_bytes().to_vec())
+            .bind(sender.clone())
+            .bind(client_id.clone())
+            .bind(message.payload.clone())
+            .bind(message.created_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            if let Some(row) = inserted {
+                return Ok(StoreOutcome::Stored(PendingMessage {
+                    seq: row.try_get("seq")?,
+                    id: message.id,
+                    sender: message.sender,
+                    recipient: message.recipient,
+                    payload: message.payload.clone(),
+                    created_at: message.created_at,
+                }));
+            }
+            let existing = sqlx::query(
+                "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
+                 UNION ALL
+                 SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
+            )
+            .bind(sender.clone())
+            .bind(client_id.clone())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = existing {
+                return Ok(StoreOutcome::Duplicate {
+                    server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
+                });
+            }
         }
-        let existing = sqlx::query(
-            "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
-             UNION ALL
-             SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
-        )
-        .bind(sender)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        match existing {
-            Some(row) => Ok(StoreOutcome::Duplicate {
-                server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
-            }),
-            // Acked and its delivery record purged between the two statements: vanishingly
-            // rare, and the recipient de-duplicates, so report the original as gone-but-sent.
-            None => Ok(StoreOutcome::Duplicate {
-                server_id: message.id,
-            }),
-        }
+        Err(StoreError::Conflict)
     }
 
     async fn pending_messages(

@@ -230,7 +230,7 @@ impl Connection<'_> {
                         self.delivery.on_ack(id);
                         None
                     }
-                    Err(e) => Some(error_frame(e.into(), None)),
+                    Err(e) => Some(error_frame(e.into(), Some(id))),
                 }
             }
         }

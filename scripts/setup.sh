@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing the workspace needs beyond the Rust toolchain.
+# Idempotent: installs only what is missing. Debian/Ubuntu (apt) hosts.
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # libsignal-protocol build
+command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
+
+if ((${#need_apt[@]})); then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${need_apt[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+# rustfmt and clippy are part of the checks.
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+echo "setup: ok"
