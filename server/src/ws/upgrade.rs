@@ -1,5 +1,6 @@
 //! `GET /ws`: authenticate, check capacity, upgrade, and start the connection task.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -21,7 +22,7 @@ pub struct WsQuery {
 /// Upgrades an authenticated request to a WebSocket.
 pub async fn ws_handler(
     State(state): State<AppState>,
-    Query(query): Query<WsQuery>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -30,7 +31,9 @@ pub async fn ws_handler(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let token = bearer.or(query.token).ok_or_else(ApiError::unauthorized)?;
+    // A query string that does not parse simply carries no usable token.
+    let query_token = query.ok().and_then(|Query(q)| q.token);
+    let token = bearer.or(query_token).ok_or_else(ApiError::unauthorized)?;
     let now = state.clock.now_secs();
     let Ok(user) = state.tokens.verify(&token, now) else {
         state.metrics.auth_failures.inc();

@@ -34,9 +34,7 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
         &nonce,
         &alice.phone_hash,
     )));
-    let (status, body) = relay
-        .post("/auth/token", &serde_json::to_value(&req).unwrap(), None)
-        .await;
+    let (status, body) = relay.post("/auth/token", &req, None).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
     // The failed attempt burnt the nonce: a correct signature over it no longer works.
     let req = serde_json::to_value(alice.token_request(&nonce)).unwrap();
@@ -64,7 +62,7 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
     // Expired token: refused on REST and on the WebSocket upgrade.
     let token = alice.login(&relay).await;
     assert_eq!(
-        relay.get("/api/v1/prekeys/count", Some(&token)).await.0,
+        relay.status_of("/api/v1/prekeys/count", Some(&token)).await,
         200
     );
     relay.clock.advance(Duration::from_secs(31 * 60));
@@ -74,19 +72,20 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
     assert!(ws.is_err(), "expired token must not open a WebSocket");
 
     // No token, garbage token, a token signed with another secret.
-    assert_eq!(relay.get("/api/v1/prekeys/count", None).await.0, 401);
+    assert_eq!(relay.status_of("/api/v1/prekeys/count", None).await, 401);
     assert_eq!(
         relay
-            .get("/api/v1/prekeys/count", Some("not.a.jwt"))
-            .await
-            .0,
+            .status_of("/api/v1/prekeys/count", Some("not.a.jwt"))
+            .await,
         401
     );
     let foreign = TokenIssuer::new(&[9u8; 32], 1800)
         .issue(alice.id(), relay.clock_secs())
         .unwrap();
     assert_eq!(
-        relay.get("/api/v1/prekeys/count", Some(&foreign)).await.0,
+        relay
+            .status_of("/api/v1/prekeys/count", Some(&foreign))
+            .await,
         401
     );
 
@@ -144,13 +143,7 @@ async fn registration_input_is_validated(db: Db) {
     let nonce = device.challenge(&relay).await;
     let mut req = device.register_request(&nonce);
     req.signature = Base64String::encode(other.sign(b"something else"));
-    let (status, body) = relay
-        .post(
-            "/api/v1/register",
-            &serde_json::to_value(&req).unwrap(),
-            None,
-        )
-        .await;
+    let (status, body) = relay.post("/api/v1/register", &req, None).await;
     assert_eq!((status, code(&body)), (400, "bad_signature"));
 
     // Signed prekey signed by another identity.
@@ -158,13 +151,7 @@ async fn registration_input_is_validated(db: Db) {
     let mut req = device.register_request(&nonce);
     req.signed_prekey.signature =
         Base64String::encode(other.sign(&req.signed_prekey.public_key.decode("k").unwrap()));
-    let (status, body) = relay
-        .post(
-            "/api/v1/register",
-            &serde_json::to_value(&req).unwrap(),
-            None,
-        )
-        .await;
+    let (status, body) = relay.post("/api/v1/register", &req, None).await;
     assert_eq!((status, code(&body)), (400, "bad_signature"));
 
     // Bad base64, bad key, bad phone hash, malformed JSON, wrong shape, wrong content type.
@@ -207,14 +194,13 @@ async fn registration_input_is_validated(db: Db) {
     // After all that, a correct registration works.
     let mut device = device;
     device.register(&relay).await;
-    assert_eq!(relay.get("/health", None).await.0, 200);
+    assert_eq!(relay.status_of("/health", None).await, 200);
     relay.finish().await;
 }
 
 async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
+    let (alice, bob) = Device::pair(&relay).await;
 
     // REST: oversize, bad base64, malformed JSON, unknown recipient, no token.
     let too_big = Base64String::encode(vec![0u8; MAX_PAYLOAD_BYTES + 1]);
@@ -248,8 +234,7 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
     assert_eq!(relay.post("/api/v1/messages", &body, None).await.0, 401);
 
     // WebSocket: each bad frame gets an error frame and the connection keeps working.
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let mut ws = alice.online(&relay).await;
     let expect_error = |frame: ServerFrame, want: ErrorCode| match frame {
         ServerFrame::Error { code, .. } => assert_eq!(code, want),
         other => panic!("expected {want} error, got {other:?}"),
@@ -336,9 +321,8 @@ async fn rate_limits_answer_429(db: Db) {
     // Other endpoints are unaffected.
     assert_eq!(
         relay
-            .get("/api/v1/prekeys/count", Some(alice.bearer()))
-            .await
-            .0,
+            .status_of("/api/v1/prekeys/count", Some(alice.bearer()))
+            .await,
         200
     );
     relay.finish().await;

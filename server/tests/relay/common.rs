@@ -182,7 +182,12 @@ impl Endpoint {
     }
 
     /// POSTs JSON, returning status and body.
-    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = self.http.post(self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -203,6 +208,11 @@ impl Endpoint {
         respond(req).await
     }
 
+    /// GETs, returning the status only.
+    pub async fn status_of(&self, path: &str, token: Option<&str>) -> u16 {
+        self.get(path, token).await.0
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(self.url(path));
         if let Some(t) = token {
@@ -211,7 +221,12 @@ impl Endpoint {
         respond(req).await
     }
 
-    pub async fn put(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = self.http.put(self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -385,6 +400,11 @@ impl Device {
         device
     }
 
+    /// Alice and Bob, registered and logged in, without one-time prekeys.
+    pub async fn pair(relay: &Endpoint) -> (Self, Self) {
+        (Self::enrol(relay, 0).await, Self::enrol(relay, 0).await)
+    }
+
     pub fn id(&self) -> Uuid {
         self.user_id.expect("registered")
     }
@@ -395,6 +415,15 @@ impl Device {
 
     pub async fn connect(&self, relay: &Endpoint) -> WsClient {
         WsClient::connect(&relay.ws_url(), self.bearer()).await
+    }
+
+    /// Connects with nothing queued: the first frame must be `queue_empty`.
+    pub async fn online(&self, relay: &Endpoint) -> WsClient {
+        let mut ws = self.connect(relay).await;
+        match ws.frame().await {
+            ServerFrame::QueueEmpty => ws,
+            other => panic!("expected queue_empty first, got {other:?}"),
+        }
     }
 
     pub fn device_id() -> DeviceId {
@@ -485,6 +514,30 @@ impl WsClient {
         if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.stream.next()).await
         {
             panic!("unexpected frame: {t}");
+        }
+    }
+
+    /// Reads messages until `queue_empty`, acking each; returns (server id, payload) in order.
+    pub async fn drain(&mut self) -> Vec<(Uuid, Vec<u8>)> {
+        let mut got = Vec::new();
+        loop {
+            match self.frame().await {
+                ServerFrame::EncryptedMessage { id, payload, .. } => {
+                    got.push((id, payload.decode("payload").expect("b64")));
+                    self.ack(id).await;
+                }
+                ServerFrame::QueueEmpty => return got,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until the relay closes; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            if let Incoming::Closed(code) = self.next().await {
+                return code;
+            }
         }
     }
 

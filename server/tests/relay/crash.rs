@@ -5,7 +5,7 @@ use privcomm_protocol::ws::ServerFrame;
 use privcomm_protocol::Base64String;
 use serde_json::Value;
 
-use crate::common::{send_and_confirm, ChildRelay, Db, Device, Incoming, TestDb};
+use crate::common::{send_and_confirm, ChildRelay, Db, Device, TestDb};
 
 async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
     let storage = TestDb::new(db).await;
@@ -16,8 +16,7 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
     let mut payload = marker.clone().into_bytes();
     payload.extend_from_slice(&[0, 255, 7, 42]);
 
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let mut ws = alice.online(&relay).await;
     let server_id = send_and_confirm(&mut ws, bob.id(), &payload).await;
     let (_, bundle) = relay
         .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
@@ -100,10 +99,8 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
 async fn kill_9_with_queued_messages_loses_nothing(db: Db) {
     let storage = TestDb::new(db).await;
     let mut relay = ChildRelay::start(&storage, "info").await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut ws = alice.online(&relay).await;
     let mut ids = Vec::new();
     for i in 0..200 {
         ids.push(send_and_confirm(&mut ws, bob.id(), format!("queued {i}").as_bytes()).await);
@@ -113,17 +110,7 @@ async fn kill_9_with_queued_messages_loses_nothing(db: Db) {
     let relay = ChildRelay::start(&storage, "info").await;
     // Tokens survive the restart (the JWT secret is kept in the data dir).
     let mut bob_ws = bob.connect(&relay).await;
-    let mut got = Vec::new();
-    loop {
-        match bob_ws.frame().await {
-            ServerFrame::EncryptedMessage { id, .. } => {
-                got.push(id);
-                bob_ws.ack(id).await;
-            }
-            ServerFrame::QueueEmpty => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let got: Vec<_> = bob_ws.drain().await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(
         got, ids,
         "every confirmed message survives kill -9, in order"
@@ -136,22 +123,12 @@ async fn kill_9_with_queued_messages_loses_nothing(db: Db) {
 async fn sigterm_closes_sockets_with_1001_and_keeps_messages(db: Db) {
     let storage = TestDb::new(db).await;
     let mut relay = ChildRelay::start(&storage, "info").await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut ws = alice.online(&relay).await;
     let id = send_and_confirm(&mut ws, bob.id(), b"before shutdown").await;
     let status = relay.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    loop {
-        match ws.next().await {
-            Incoming::Closed(code) => {
-                assert_eq!(code, Some(1001));
-                break;
-            }
-            Incoming::Frame(_) => continue,
-        }
-    }
+    assert_eq!(ws.expect_close().await, Some(1001));
     let relay = ChildRelay::start(&storage, "info").await;
     let mut bob_ws = bob.connect(&relay).await;
     let ServerFrame::EncryptedMessage { id: got, .. } = bob_ws.frame().await else {

@@ -30,7 +30,11 @@ async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
 }
 
 fn number_of(payload: &Base64String) -> usize {
-    let text = String::from_utf8(payload.decode("payload").expect("b64")).expect("utf8");
+    number_in(&payload.decode("payload").expect("b64"))
+}
+
+fn number_in(payload: &[u8]) -> usize {
+    let text = std::str::from_utf8(payload).expect("utf8");
     text.trim_start_matches("message ")
         .parse()
         .expect("numbered payload")
@@ -39,10 +43,8 @@ fn number_of(payload: &Base64String) -> usize {
 async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
     const COUNT: usize = 5_000;
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut alice_ws = alice.connect(&relay).await;
-    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut alice_ws = alice.online(&relay).await;
     send_numbered(&mut alice_ws, bob.id(), COUNT).await;
     assert_eq!(
         relay.store().pending_total().await.expect("count"),
@@ -90,10 +92,8 @@ async fn offline_backlog_arrives_in_order_then_queue_empty(db: Db) {
 async fn unacked_messages_are_redelivered_after_a_drop(db: Db) {
     const COUNT: usize = 150;
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut alice_ws = alice.connect(&relay).await;
-    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut alice_ws = alice.online(&relay).await;
     send_numbered(&mut alice_ws, bob.id(), COUNT).await;
 
     // Bob reads 100 messages, acks none, and his connection dies.
@@ -108,17 +108,12 @@ async fn unacked_messages_are_redelivered_after_a_drop(db: Db) {
 
     // On the next connection all 150 arrive again, in order, the first 100 included.
     let mut bob_ws = bob.connect(&relay).await;
-    let mut seen = Vec::new();
-    loop {
-        match bob_ws.frame().await {
-            ServerFrame::EncryptedMessage { id, payload, .. } => {
-                seen.push(number_of(&payload));
-                bob_ws.ack(id).await;
-            }
-            ServerFrame::QueueEmpty => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let seen: Vec<usize> = bob_ws
+        .drain()
+        .await
+        .iter()
+        .map(|(_, p)| number_in(p))
+        .collect();
     assert_eq!(seen, (0..COUNT).collect::<Vec<_>>());
     alice_ws.close().await;
     bob_ws.close().await;
@@ -127,10 +122,8 @@ async fn unacked_messages_are_redelivered_after_a_drop(db: Db) {
 
 async fn live_messages_keep_order_while_backlog_flushes(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut alice_ws = alice.connect(&relay).await;
-    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut alice_ws = alice.online(&relay).await;
     send_numbered(&mut alice_ws, bob.id(), 600).await;
     // Bob connects and, while the backlog is flushing, Alice keeps sending.
     let mut bob_ws = bob.connect(&relay).await;

@@ -98,8 +98,7 @@ async fn full_path_delivers_and_deletes(db: Db) {
     let payload = ciphertext.serialize().to_vec();
 
     // Alice sends over her WebSocket; the relay confirms it stored it.
-    let mut alice_ws = alice.connect(&relay).await;
-    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    let mut alice_ws = alice.online(&relay).await;
     let server_id = send_and_confirm(&mut alice_ws, bob.id(), &payload).await;
     let pending = relay
         .store()

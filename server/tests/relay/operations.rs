@@ -29,10 +29,8 @@ async fn health_reports_database_state(db: Db) {
 
 async fn metrics_count_the_message_path(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut ws = alice.online(&relay).await;
     send_and_confirm(&mut ws, bob.id(), b"one").await;
     send_and_confirm(&mut ws, bob.id(), b"two").await;
     let (_, text) = relay.get("/metrics", None).await;
@@ -97,7 +95,7 @@ async fn turn_credentials_follow_the_turn_rest_scheme(db: Db) {
         creds.credential,
         Base64String::encode(mac.finalize().into_bytes()).0
     );
-    assert_eq!(relay.get("/api/v1/turn-credentials", None).await.0, 401);
+    assert_eq!(relay.status_of("/api/v1/turn-credentials", None).await, 401);
     relay.finish().await;
 
     let relay = TestRelay::start(db).await;
@@ -116,8 +114,7 @@ async fn retention_deletes_old_rows_on_schedule(db: Db) {
     let relay = TestRelay::start(db).await;
     let alice = Device::enrol(&relay, 0).await;
     let bob = Device::enrol(&relay, 3).await;
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let mut ws = alice.online(&relay).await;
     send_and_confirm(&mut ws, bob.id(), b"old message").await;
     ws.close().await;
     // Claim one prekey, leave a nonce unused.
@@ -172,8 +169,7 @@ async fn retention_deletes_old_rows_on_schedule(db: Db) {
 
 async fn resend_after_delivery_is_not_delivered_twice(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
+    let (alice, bob) = Device::pair(&relay).await;
     let client_id = uuid::Uuid::new_v4();
     let body = serde_json::json!({"to": bob.id(), "id": client_id, "payload": "AQID"});
     let (status, first) = relay
@@ -218,9 +214,8 @@ async fn jwt_secret_survives_restart(db: Db) {
     relay.server = Some(server);
     assert_eq!(
         relay
-            .get("/api/v1/prekeys/count", Some(alice.bearer()))
-            .await
-            .0,
+            .status_of("/api/v1/prekeys/count", Some(alice.bearer()))
+            .await,
         200
     );
     relay.finish().await;

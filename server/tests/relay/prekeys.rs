@@ -8,6 +8,27 @@ use privcomm_protocol::Base64String;
 
 use crate::common::{Db, Device, TestRelay};
 
+async fn upload_prekeys(
+    relay: &TestRelay,
+    owner: &Device,
+    upload: &PreKeyUploadRequest,
+) -> (u16, serde_json::Value) {
+    relay
+        .put("/api/v1/prekeys", upload, Some(owner.bearer()))
+        .await
+}
+
+async fn bundle_of(relay: &TestRelay, reader: &Device, owner: &Device) -> serde_json::Value {
+    let (status, bundle) = relay
+        .get(
+            &format!("/keys/{}", owner.phone_hash),
+            Some(reader.bearer()),
+        )
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    bundle
+}
+
 async fn concurrent_fetches_never_share_a_one_time_prekey(db: Db) {
     let relay = TestRelay::start(db).await;
     let alice = Device::enrol(&relay, 0).await;
@@ -66,13 +87,7 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         one_time_prekeys: bob.one_time_prekey_bodies(),
         ..Default::default()
     };
-    let (status, body) = relay
-        .put(
-            "/api/v1/prekeys",
-            &serde_json::to_value(&upload).unwrap(),
-            Some(bob.bearer()),
-        )
-        .await;
+    let (status, body) = upload_prekeys(&relay, &bob, &upload).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["one_time_prekeys"], 13);
 
@@ -87,17 +102,9 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         signed_prekey: Some(new_signed.clone()),
         ..Default::default()
     };
-    let (status, body) = relay
-        .put(
-            "/api/v1/prekeys",
-            &serde_json::to_value(&upload).unwrap(),
-            Some(bob.bearer()),
-        )
-        .await;
+    let (status, body) = upload_prekeys(&relay, &bob, &upload).await;
     assert_eq!(status, 200, "{body}");
-    let (_, bundle) = relay
-        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
-        .await;
+    let bundle = bundle_of(&relay, &alice, &bob).await;
     assert_eq!(bundle["signed_prekey"]["key_id"], 2);
     assert_eq!(
         bundle["signed_prekey"]["public_key"],
@@ -112,20 +119,12 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         signed_prekey: Some(forged),
         ..Default::default()
     };
-    let (status, body) = relay
-        .put(
-            "/api/v1/prekeys",
-            &serde_json::to_value(&upload).unwrap(),
-            Some(bob.bearer()),
-        )
-        .await;
+    let (status, body) = upload_prekeys(&relay, &bob, &upload).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("bad_signature"))
     );
-    let (_, bundle) = relay
-        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
-        .await;
+    let bundle = bundle_of(&relay, &alice, &bob).await;
     assert_eq!(bundle["signed_prekey"]["key_id"], 2);
 
     // Kyber rotation with a real Kyber1024 key.
@@ -140,17 +139,9 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         kyber_prekey: Some(bob.kyber_prekey_body()),
         ..Default::default()
     };
-    let (status, body) = relay
-        .put(
-            "/api/v1/prekeys",
-            &serde_json::to_value(&upload).unwrap(),
-            Some(bob.bearer()),
-        )
-        .await;
+    let (status, body) = upload_prekeys(&relay, &bob, &upload).await;
     assert_eq!(status, 200, "{body}");
-    let (_, bundle) = relay
-        .get(&format!("/keys/{}", bob.phone_hash), Some(alice.bearer()))
-        .await;
+    let bundle = bundle_of(&relay, &alice, &bob).await;
     assert_eq!(bundle["kyber_prekey"]["key_id"], 7);
     assert_eq!(bob.kyber_prekey.id().map(u32::from).ok(), Some(7));
 
@@ -162,13 +153,7 @@ async fn upload_tops_up_and_rotates_prekeys(db: Db) {
         one_time_prekeys: dup,
         ..Default::default()
     };
-    let (status, body) = relay
-        .put(
-            "/api/v1/prekeys",
-            &serde_json::to_value(&upload).unwrap(),
-            Some(bob.bearer()),
-        )
-        .await;
+    let (status, body) = upload_prekeys(&relay, &bob, &upload).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("duplicate_key_id"))

@@ -22,19 +22,15 @@ async fn wait_for_connections(relay: &TestRelay, want: usize) {
 
 async fn second_connection_replaces_first_with_4409(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 0).await;
-    let mut first = bob.connect(&relay).await;
-    assert!(matches!(first.frame().await, ServerFrame::QueueEmpty));
-    let mut second = bob.connect(&relay).await;
-    assert!(matches!(second.frame().await, ServerFrame::QueueEmpty));
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut first = bob.online(&relay).await;
+    let mut second = bob.online(&relay).await;
     match first.next().await {
         Incoming::Closed(code) => assert_eq!(code, Some(4409)),
         Incoming::Frame(f) => panic!("old connection got {f:?}"),
     }
     // New messages go to the new connection.
-    let mut alice_ws = alice.connect(&relay).await;
-    assert!(matches!(alice_ws.frame().await, ServerFrame::QueueEmpty));
+    let mut alice_ws = alice.online(&relay).await;
     let id = send_and_confirm(&mut alice_ws, bob.id(), b"to the new one").await;
     let ServerFrame::EncryptedMessage { id: got, .. } = second.frame().await else {
         panic!("expected delivery on the new connection");
@@ -68,13 +64,11 @@ async fn connections_beyond_the_limit_are_refused_cleanly(db: Db) {
         other => panic!("expected a 503 refusal, got {other:?}"),
     }
     // A reconnect by an already-connected user is a replacement, not a new slot.
-    let mut wa2 = a.connect(&relay).await;
-    assert!(matches!(wa2.frame().await, ServerFrame::QueueEmpty));
+    let wa2 = a.online(&relay).await;
     // Once someone leaves, there is room again.
     wb.close().await;
     wait_for_connections(&relay, 1).await;
-    let mut wc = c.connect(&relay).await;
-    assert!(matches!(wc.frame().await, ServerFrame::QueueEmpty));
+    let wc = c.online(&relay).await;
     let (_, metrics) = relay.get("/metrics", None).await;
     assert!(metrics
         .as_str()
@@ -104,19 +98,10 @@ async fn silent_connections_are_reaped(db: Db) {
 async fn shutdown_closes_sockets_with_1001(db: Db) {
     let mut relay = TestRelay::start(db).await;
     let alice = Device::enrol(&relay, 0).await;
-    let mut ws = alice.connect(&relay).await;
-    assert!(matches!(ws.frame().await, ServerFrame::QueueEmpty));
+    let mut ws = alice.online(&relay).await;
     let server = relay.server.take().expect("running");
     let shutdown = tokio::spawn(server.shutdown());
-    loop {
-        match ws.next().await {
-            Incoming::Closed(code) => {
-                assert_eq!(code, Some(1001));
-                break;
-            }
-            Incoming::Frame(_) => continue,
-        }
-    }
+    assert_eq!(ws.expect_close().await, Some(1001));
     shutdown.await.expect("join").expect("clean shutdown");
     relay.finish().await;
 }
