@@ -1,0 +1,6 @@
+//! Encryption of everything the core stores.
+
+pub mod codec;
+pub mod keys;
+
+pub use keys::{DataKey, StoreKeys, WrapKey};

@@ -1,0 +1,85 @@
+//! The crate's one error type.
+
+use uuid::Uuid;
+
+/// Everything that can go wrong in the core. Each failure the app may react to has its own
+/// variant; none of them carries secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The secret store's key does not open this database (wrong device, restored backup,
+    /// replaced keystore key).
+    #[error("the data key cannot be unwrapped: wrong key for this database")]
+    WrongKey,
+    /// The secret store has no key for an existing database.
+    #[error("no key for this database in the secret store")]
+    MissingKey,
+    /// A stored value failed authentication: corrupted or tampered with, or moved to
+    /// another row.
+    #[error("stored data in `{table}` failed authentication (corrupt or tampered)")]
+    Tampered {
+        /// Table of the bad row.
+        table: &'static str,
+    },
+    /// A stored value has an unknown format version.
+    #[error("stored data in `{table}` has unsupported format version {version}")]
+    UnsupportedFormat {
+        /// Table of the bad row.
+        table: &'static str,
+        /// The version byte found.
+        version: u8,
+    },
+    /// No Signal session with this peer yet.
+    #[error("no session with peer {peer}")]
+    NoSession {
+        /// The peer.
+        peer: Uuid,
+    },
+    /// The peer's identity key differs from the one trusted before; the app must accept the
+    /// new key (after the user compared safety numbers) before messages flow again.
+    #[error("the identity key of peer {peer} changed")]
+    IdentityChanged {
+        /// The peer.
+        peer: Uuid,
+    },
+    /// A message was already decrypted (a replay or duplicate delivery).
+    #[error("duplicate message")]
+    DuplicateMessage,
+    /// A message could not be decrypted or parsed.
+    #[error("undecryptable message: {0}")]
+    InvalidMessage(String),
+    /// A prekey bundle is malformed or its signatures do not verify.
+    #[error("invalid prekey bundle: {0}")]
+    InvalidBundle(String),
+    /// The account has not been created in this store.
+    #[error("no account in this store")]
+    NoAccount,
+    /// An account already exists in this store.
+    #[error("an account already exists in this store")]
+    AccountExists,
+    /// Any other libsignal failure.
+    #[error("signal protocol error: {0}")]
+    Protocol(String),
+    /// The secret store failed.
+    #[error("secret store error: {0}")]
+    SecretStore(String),
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The database was written by a newer version of the core.
+    #[error("database schema version {found} is newer than supported {supported}")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The protocol actor has stopped (the store was closed).
+    #[error("the store is closed")]
+    Closed,
+    /// Invalid input from the caller.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Result alias of the crate.
+pub type CoreResult<T> = Result<T, CoreError>;

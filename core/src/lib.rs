@@ -1,0 +1,19 @@
+//! Privcomm client core: the phone's secrets and protocol state.
+//!
+//! - `engine`: the account, Signal sessions and peer identities (libsignal) over
+//! - `store`: one SQLite file whose every secret value is sealed with AES-256-GCM under a
+//!   data key that is itself wrapped by a platform secret (`secret_store`);
+//! - `actor`: the thread that owns the engine, and the `Send` handle the rest of the core
+//!   uses to reach it.
+
+pub mod actor;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod secret_store;
+pub mod store;
+
+pub use engine::{SafetyNumber, SignalEngine};
+pub use error::{CoreError, CoreResult};
+pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore};
+pub use store::history::{Conversation, HistoryCursor, MessageState, StoredMessage};
