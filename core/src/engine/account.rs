@@ -166,44 +166,42 @@ impl SignalEngine {
 
     /// The current signed prekey, as uploaded.
     pub fn current_signed_prekey(&self) -> CoreResult<SignedPreKey> {
-        let id = self
-            .store
-            .counter(CURRENT_SIGNED_PREKEY_ID)?
-            .ok_or(CoreError::NoAccount)?;
-        let view = SignalView(&self.store);
-        let record = super::run_now(libsignal_protocol::SignedPreKeyStore::get_signed_pre_key(
-            &view,
-            id.into(),
-        ))?
-        .map_err(store_error(&self.store))?;
-        Ok(SignedPreKey {
-            key_id: id,
-            public_key: Base64String::encode(
-                record.public_key().map_err(protocol_error)?.serialize(),
-            ),
-            signature: Base64String::encode(record.signature().map_err(protocol_error)?),
-        })
+        let (id, record) = self.current(
+            CURRENT_SIGNED_PREKEY_ID,
+            "signed_prekeys",
+            SignedPreKeyRecord::deserialize,
+        )?;
+        let public_key = record.public_key().map_err(protocol_error)?.serialize();
+        signed_body(id, &public_key, record.signature().map_err(protocol_error)?)
     }
 
     /// The current Kyber last-resort prekey, as uploaded.
     pub fn current_kyber_prekey(&self) -> CoreResult<SignedPreKey> {
-        let id = self
+        let (id, record) = self.current(
+            CURRENT_KYBER_PREKEY_ID,
+            "kyber_prekeys",
+            KyberPreKeyRecord::deserialize,
+        )?;
+        let public_key = record.public_key().map_err(protocol_error)?.serialize();
+        signed_body(id, &public_key, record.signature().map_err(protocol_error)?)
+    }
+
+    /// The record a `current_*` counter points at.
+    fn current<R>(
+        &self,
+        counter: &str,
+        table: &'static str,
+        parse: fn(&[u8]) -> Result<R, libsignal_protocol::SignalProtocolError>,
+    ) -> CoreResult<(u32, R)> {
+        let id = self.store.counter(counter)?.ok_or(CoreError::NoAccount)?;
+        let plain = self
             .store
-            .counter(CURRENT_KYBER_PREKEY_ID)?
-            .ok_or(CoreError::NoAccount)?;
-        let view = SignalView(&self.store);
-        let record = super::run_now(libsignal_protocol::KyberPreKeyStore::get_kyber_pre_key(
-            &view,
-            id.into(),
-        ))?
-        .map_err(store_error(&self.store))?;
-        Ok(SignedPreKey {
-            key_id: id,
-            public_key: Base64String::encode(
-                record.public_key().map_err(protocol_error)?.serialize(),
-            ),
-            signature: Base64String::encode(record.signature().map_err(protocol_error)?),
-        })
+            .load_by_id(table, id)?
+            .ok_or(CoreError::Tampered { table })?;
+        Ok((
+            id,
+            parse(&plain).map_err(|_| CoreError::Tampered { table })?,
+        ))
     }
 
     /// Public halves of every one-time prekey still held.
@@ -236,6 +234,14 @@ impl SignalEngine {
     pub fn one_time_prekey_count(&self) -> CoreResult<u64> {
         self.store.one_time_prekey_count()
     }
+}
+
+fn signed_body(id: u32, public_key: &[u8], signature: Vec<u8>) -> CoreResult<SignedPreKey> {
+    Ok(SignedPreKey {
+        key_id: id,
+        public_key: Base64String::encode(public_key),
+        signature: Base64String::encode(signature),
+    })
 }
 
 fn insert_one_time_prekeys(store: &Store, count: u32) -> CoreResult<Vec<OneTimePreKey>> {

@@ -63,8 +63,8 @@ impl SignalEngine {
             .write(|store| store.save_peer_identity(&address, &known))
     }
 
-    /// The safety number between this account and `peer`, over the trusted identity keys.
-    pub fn safety_number(&self, peer: Uuid) -> CoreResult<SafetyNumber> {
+    /// The libsignal fingerprint of this account and `peer`'s trusted identity.
+    fn fingerprint(&self, peer: Uuid) -> CoreResult<Fingerprint> {
         let account = self.store.account()?;
         let local_id = account
             .user_id
@@ -72,7 +72,7 @@ impl SignalEngine {
         let remote = self
             .peer_identity(peer)?
             .ok_or_else(|| CoreError::InvalidArgument("no identity known for this peer".into()))?;
-        let fingerprint = Fingerprint::new(
+        Fingerprint::new(
             FINGERPRINT_VERSION,
             FINGERPRINT_ITERATIONS,
             local_id.as_bytes(),
@@ -80,7 +80,12 @@ impl SignalEngine {
             peer.as_bytes(),
             &remote.trusted,
         )
-        .map_err(|e| CoreError::Protocol(e.to_string()))?;
+        .map_err(|e| CoreError::Protocol(e.to_string()))
+    }
+
+    /// The safety number between this account and `peer`, over the trusted identity keys.
+    pub fn safety_number(&self, peer: Uuid) -> CoreResult<SafetyNumber> {
+        let fingerprint = self.fingerprint(peer)?;
         Ok(SafetyNumber {
             digits: fingerprint
                 .display_string()
@@ -95,22 +100,7 @@ impl SignalEngine {
     /// Compares the peer's scanned safety-number code with ours; on a match the peer is
     /// marked verified. A mismatch is `Ok(false)` and changes nothing.
     pub fn verify_scanned(&mut self, peer: Uuid, scanned: &[u8]) -> CoreResult<bool> {
-        let account = self.store.account()?;
-        let local_id = account
-            .user_id
-            .ok_or_else(|| CoreError::InvalidArgument("account is not registered yet".into()))?;
-        let remote = self
-            .peer_identity(peer)?
-            .ok_or_else(|| CoreError::InvalidArgument("no identity known for this peer".into()))?;
-        let fingerprint = Fingerprint::new(
-            FINGERPRINT_VERSION,
-            FINGERPRINT_ITERATIONS,
-            local_id.as_bytes(),
-            account.identity.identity_key(),
-            peer.as_bytes(),
-            &remote.trusted,
-        )
-        .map_err(|e| CoreError::Protocol(e.to_string()))?;
+        let fingerprint = self.fingerprint(peer)?;
         let matches = fingerprint.scannable.compare(scanned).unwrap_or(false);
         if matches {
             self.set_verified(peer, true)?;

@@ -148,22 +148,9 @@ impl SignalEngine {
     /// Encrypts `plaintext` for `peer`. The result is the relay payload: one type byte
     /// followed by the serialized Signal message.
     pub fn encrypt(&mut self, peer: Uuid, plaintext: &[u8]) -> CoreResult<Vec<u8>> {
-        let address = peer_address(peer);
-        let mut sessions = SignalView(&self.store);
-        let mut identities = SignalView(&self.store);
-        let message = self.store.write(|store| {
-            run_now(message_encrypt(
-                plaintext,
-                &address,
-                &mut sessions,
-                &mut identities,
-                std::time::SystemTime::now(),
-                &mut rand::rng(),
-            ))?
-            .map_err(|e| peer_error(store, peer, e))
-        });
-        let message = self.after_refusal(message)?;
-        Ok(to_payload(&message))
+        self.encrypt_batch(peer, &[plaintext])?
+            .pop()
+            .ok_or_else(|| CoreError::Protocol("encryption produced no message".into()))
     }
 
     /// Encrypts several messages for `peer` in one transaction: one commit for the batch

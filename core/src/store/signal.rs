@@ -237,7 +237,7 @@ impl Store {
         Ok(())
     }
 
-    fn load_by_id(
+    pub(crate) fn load_by_id(
         &self,
         table: &'static str,
         id: u32,
@@ -301,6 +301,39 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+impl SignalView<'_> {
+    /// Loads and parses record `id` of a prekey table; `missing` when there is none.
+    fn load_record<R>(
+        &self,
+        table: &'static str,
+        id: u32,
+        parse: impl FnOnce(&[u8]) -> SignalResult<R>,
+        missing: SignalProtocolError,
+    ) -> SignalResult<R> {
+        match self
+            .0
+            .load_by_id(table, id)
+            .map_err(|e| self.0.stash(table, e))?
+        {
+            Some(plain) => parse(&plain),
+            None => Err(missing),
+        }
+    }
+
+    /// Seals and writes serialized record `id` of a prekey table.
+    fn save_record(
+        &self,
+        table: &'static str,
+        id: u32,
+        serialized: SignalResult<Vec<u8>>,
+    ) -> SignalResult<()> {
+        let bytes = zeroize::Zeroizing::new(serialized?);
+        self.0
+            .save_by_id(table, id, &bytes, now_ms())
+            .map_err(|e| self.0.stash(table, e))
+    }
 }
 
 #[async_trait(?Send)]
@@ -405,21 +438,16 @@ impl SessionStore for SignalView<'_> {
 #[async_trait(?Send)]
 impl PreKeyStore for SignalView<'_> {
     async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
-        match self
-            .0
-            .load_by_id("prekeys", id.into())
-            .map_err(|e| self.0.stash("get_pre_key", e))?
-        {
-            Some(plain) => PreKeyRecord::deserialize(&plain),
-            None => Err(SignalProtocolError::InvalidPreKeyId),
-        }
+        self.load_record(
+            "prekeys",
+            id.into(),
+            PreKeyRecord::deserialize,
+            SignalProtocolError::InvalidPreKeyId,
+        )
     }
 
     async fn save_pre_key(&mut self, id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
-        let bytes = zeroize::Zeroizing::new(record.serialize()?);
-        self.0
-            .save_by_id("prekeys", id.into(), &bytes, now_ms())
-            .map_err(|e| self.0.stash("save_pre_key", e))
+        self.save_record("prekeys", id.into(), record.serialize())
     }
 
     async fn remove_pre_key(&mut self, id: PreKeyId) -> SignalResult<()> {
@@ -433,14 +461,12 @@ impl PreKeyStore for SignalView<'_> {
 #[async_trait(?Send)]
 impl SignedPreKeyStore for SignalView<'_> {
     async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
-        match self
-            .0
-            .load_by_id("signed_prekeys", id.into())
-            .map_err(|e| self.0.stash("get_signed_pre_key", e))?
-        {
-            Some(plain) => SignedPreKeyRecord::deserialize(&plain),
-            None => Err(SignalProtocolError::InvalidSignedPreKeyId),
-        }
+        self.load_record(
+            "signed_prekeys",
+            id.into(),
+            SignedPreKeyRecord::deserialize,
+            SignalProtocolError::InvalidSignedPreKeyId,
+        )
     }
 
     async fn save_signed_pre_key(
@@ -448,24 +474,19 @@ impl SignedPreKeyStore for SignalView<'_> {
         id: SignedPreKeyId,
         record: &SignedPreKeyRecord,
     ) -> SignalResult<()> {
-        let bytes = zeroize::Zeroizing::new(record.serialize()?);
-        self.0
-            .save_by_id("signed_prekeys", id.into(), &bytes, now_ms())
-            .map_err(|e| self.0.stash("save_signed_pre_key", e))
+        self.save_record("signed_prekeys", id.into(), record.serialize())
     }
 }
 
 #[async_trait(?Send)]
 impl KyberPreKeyStore for SignalView<'_> {
     async fn get_kyber_pre_key(&self, id: KyberPreKeyId) -> SignalResult<KyberPreKeyRecord> {
-        match self
-            .0
-            .load_by_id("kyber_prekeys", id.into())
-            .map_err(|e| self.0.stash("get_kyber_pre_key", e))?
-        {
-            Some(plain) => KyberPreKeyRecord::deserialize(&plain),
-            None => Err(SignalProtocolError::InvalidKyberPreKeyId),
-        }
+        self.load_record(
+            "kyber_prekeys",
+            id.into(),
+            KyberPreKeyRecord::deserialize,
+            SignalProtocolError::InvalidKyberPreKeyId,
+        )
     }
 
     async fn save_kyber_pre_key(
@@ -473,10 +494,7 @@ impl KyberPreKeyStore for SignalView<'_> {
         id: KyberPreKeyId,
         record: &KyberPreKeyRecord,
     ) -> SignalResult<()> {
-        let bytes = zeroize::Zeroizing::new(record.serialize()?);
-        self.0
-            .save_by_id("kyber_prekeys", id.into(), &bytes, now_ms())
-            .map_err(|e| self.0.stash("save_kyber_pre_key", e))
+        self.save_record("kyber_prekeys", id.into(), record.serialize())
     }
 
     async fn mark_kyber_pre_key_used(
