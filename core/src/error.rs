@@ -73,6 +73,22 @@ pub enum CoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// The relay could not be reached or the connection failed.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The relay answered with an error.
+    #[error("relay refused the request ({status}): {message}")]
+    Relay {
+        /// HTTP status.
+        status: u16,
+        /// The relay's error code, when its body carried one.
+        code: Option<privcomm_protocol::ErrorCode>,
+        /// The relay's explanation (or a summary of an unexpected body).
+        message: String,
+    },
+    /// The relay sent something that breaks the protocol.
+    #[error("protocol violation by the relay: {0}")]
+    BadRelayResponse(String),
     /// The protocol actor has stopped (the store was closed).
     #[error("the store is closed")]
     Closed,

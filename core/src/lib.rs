@@ -10,6 +10,7 @@ pub mod actor;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod net;
 pub mod secret_store;
 pub mod store;
 
