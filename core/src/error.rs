@@ -50,6 +50,13 @@ pub enum CoreError {
     /// A prekey bundle is malformed or its signatures do not verify.
     #[error("invalid prekey bundle: {0}")]
     InvalidBundle(String),
+    /// No session with this peer and no way to start one (their phone number is unknown:
+    /// call `resolve_peer`).
+    #[error("unknown peer {peer}")]
+    UnknownPeer {
+        /// The peer.
+        peer: Uuid,
+    },
     /// The account has not been created in this store.
     #[error("no account in this store")]
     NoAccount,

@@ -7,6 +7,7 @@
 //!   uses to reach it.
 
 pub mod actor;
+pub mod client;
 pub mod crypto;
 pub mod engine;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod secret_store;
 pub mod store;
 
+pub use client::{Client, ClientEvent, ConnectionState};
 pub use engine::{SafetyNumber, SignalEngine};
 pub use error::{CoreError, CoreResult};
 pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore};

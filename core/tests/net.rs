@@ -68,9 +68,12 @@ async fn enrol(api: &RelayApi, dir: &std::path::Path, name: &str) -> Account {
 }
 
 async fn next_frame(socket: &mut RelaySocket) -> ServerFrame {
-    match tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await {
-        Ok(Ok(SocketEvent::Frame(frame))) => frame,
-        other => panic!("expected a frame, got {other:?}"),
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await {
+            Ok(Ok(SocketEvent::Frame(frame))) => return frame,
+            Ok(Ok(SocketEvent::Heartbeat)) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
     }
 }
 

@@ -108,6 +108,13 @@ impl SignalEngine {
         result
     }
 
+    /// Forgets the session with `peer` (after a message from them could not be decrypted):
+    /// the next message to them starts a fresh session from a new bundle.
+    pub fn reset_session(&mut self, peer: Uuid) -> CoreResult<()> {
+        self.store
+            .write(|store| store.delete_session(&peer_address(peer)))
+    }
+
     /// True if a session with `peer` exists.
     pub fn has_session(&self, peer: Uuid) -> CoreResult<bool> {
         Ok(self.store.session(&peer_address(peer))?.is_some_and(|s| {

@@ -21,6 +21,8 @@ pub enum SocketEvent {
     Frame(ServerFrame),
     /// A text frame that is not a valid server frame (skipped, never fatal).
     Malformed(String),
+    /// A ping or pong: the link is alive.
+    Heartbeat,
     /// The relay closed the connection, with its close code if it sent one.
     Closed(Option<u16>),
 }
@@ -84,7 +86,8 @@ impl RelaySocket {
             .map_err(|e| CoreError::Network(e.to_string()))
     }
 
-    /// The next event. Pings are answered and pongs skipped; `Err` means the link broke.
+    /// The next event. Pings are answered by the WebSocket layer; `Err` means the link broke.
+    /// Cancel-safe: a frame is never half-read.
     pub async fn next(&mut self) -> CoreResult<SocketEvent> {
         loop {
             let message = match self.stream.next().await {
@@ -106,7 +109,8 @@ impl RelaySocket {
                 Message::Close(frame) => {
                     return Ok(SocketEvent::Closed(frame.map(|f| u16::from(f.code))))
                 }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Ping(_) | Message::Pong(_) => return Ok(SocketEvent::Heartbeat),
+                Message::Frame(_) => continue,
             }
         }
     }

@@ -62,6 +62,13 @@ impl RecordCache {
         }
     }
 
+    /// Drops a deleted session (staged too, so a rollback cannot resurrect a stale copy
+    /// either: the next read goes to the database).
+    pub(crate) fn forget_session(&mut self, key: &str) {
+        self.sessions.remove(key);
+        self.staged_sessions.retain(|(k, _)| k != key);
+    }
+
     pub(crate) fn identity(&self, key: &str) -> Option<Option<PeerIdentity>> {
         self.staged_identities
             .iter()

@@ -8,10 +8,13 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::{CoreError, CoreResult};
 
 /// Numbered migrations; the schema version is SQLite's `user_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_initial.sql")),
+    (2, include_str!("../../migrations/0002_outbox_contacts.sql")),
+];
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Opens (creating if needed) and migrates the database at `path`.
 pub fn open(path: &Path) -> CoreResult<Connection> {

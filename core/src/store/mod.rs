@@ -3,6 +3,7 @@
 mod cache;
 mod db;
 pub mod history;
+pub mod outbox;
 mod rotation;
 pub mod signal;
 

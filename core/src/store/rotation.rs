@@ -63,6 +63,21 @@ const TABLES: &[Table] = &[
         },
     },
     Table {
+        name: "contacts",
+        key_column: "peer_hash",
+        select: "SELECT peer_hash, sealed FROM contacts",
+        row_key: RowKey::Hashed {
+            kind: "peer",
+            identifier: first_field,
+        },
+    },
+    Table {
+        name: "outbox",
+        key_column: "id",
+        select: "SELECT id, sealed FROM outbox",
+        row_key: RowKey::Fixed,
+    },
+    Table {
         name: "prekeys",
         key_column: "id",
         select: "SELECT id, sealed FROM prekeys",

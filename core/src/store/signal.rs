@@ -237,6 +237,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the session with `address`.
+    pub fn delete_session(&self, address: &ProtocolAddress) -> CoreResult<()> {
+        let key = address_key(address);
+        let hash = self.keys().lookup("address", key.as_bytes());
+        self.exec("DELETE FROM sessions WHERE address_hash = ?1", [&hash[..]])?;
+        self.cache.borrow_mut().forget_session(&key);
+        Ok(())
+    }
+
     pub(crate) fn load_by_id(
         &self,
         table: &'static str,

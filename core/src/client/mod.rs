@@ -1,0 +1,396 @@
+//! The public API: one `Client` per account, cheap to clone, `Send + Sync`.
+//!
+//! Sending stores the message in the encrypted outbox and returns at once; the connection
+//! task (see `connection`) flushes the outbox whenever online and delivers what arrives.
+//! Everything observable is announced on the event stream.
+
+mod backoff;
+mod connection;
+pub mod envelope;
+pub mod phone;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use backoff::{base_delay, JITTER};
+
+use crate::actor::ProtocolHandle;
+use crate::engine::SafetyNumber;
+use crate::error::{CoreError, CoreResult};
+use crate::net::RelayApi;
+use crate::secret_store::SecretStore;
+use crate::store::history::{Conversation, HistoryCursor, MessageState, StoredMessage};
+use envelope::{Envelope, MAX_TEXT_BYTES};
+
+/// Where the link to the relay stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected and not trying (before `connect`, after `close`, or replaced).
+    Offline,
+    /// First attempt under way.
+    Connecting,
+    /// Online.
+    Connected,
+    /// Waiting to retry.
+    Reconnecting {
+        /// Attempt number (1 = first retry).
+        attempt: u32,
+        /// Milliseconds until the attempt.
+        in_ms: u64,
+    },
+}
+
+/// Something the app should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A message arrived and is stored.
+    MessageReceived(StoredMessage),
+    /// An outgoing message moved on (sent, delivered or failed).
+    MessageStateChanged {
+        /// Message id.
+        id: Uuid,
+        /// New state.
+        state: MessageState,
+    },
+    /// The link changed state.
+    ConnectionStateChanged(ConnectionState),
+    /// A peer's identity key changed; messages to and from them wait until the app calls
+    /// `accept_identity`.
+    IdentityChanged {
+        /// The peer.
+        peer: Uuid,
+    },
+    /// A message from `peer` could not be decrypted; the session was reset.
+    DecryptionFailed {
+        /// The peer.
+        peer: Uuid,
+    },
+    /// The account connected on another device; this client stopped.
+    ConnectedElsewhere,
+}
+
+/// State shared by the handles and the connection task.
+pub(crate) struct Shared {
+    pub protocol: ProtocolHandle,
+    pub api: RelayApi,
+    pub events: broadcast::Sender<ClientEvent>,
+    pub state: watch::Sender<ConnectionState>,
+    pub outbox_wake: Notify,
+    pub token: Mutex<Option<connection::Token>>,
+}
+
+impl Shared {
+    pub fn emit(&self, event: ClientEvent) {
+        // No subscribers is fine: the events are also in the store.
+        let _ = self.events.send(event);
+    }
+
+    pub fn set_state(&self, state: ConnectionState) {
+        if *self.state.borrow() != state {
+            self.state.send_replace(state.clone());
+            self.emit(ClientEvent::ConnectionStateChanged(state));
+        }
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A Privcomm account on this device.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    running: Arc<tokio::sync::Mutex<Option<Running>>>,
+}
+
+/// Name of the database file in the data dir.
+const DB_FILE: &str = "privcomm.db";
+/// Events buffered per subscriber before the slowest one starts missing them.
+const EVENT_BUFFER: usize = 4096;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// Opens the account stored in `data_dir` (created if needed) for the relay at
+    /// `server_url`, with the data key's wrapping secret in `secrets`.
+    pub async fn open(
+        data_dir: PathBuf,
+        server_url: &str,
+        secrets: Arc<dyn SecretStore>,
+    ) -> CoreResult<Self> {
+        let api = RelayApi::new(server_url)?;
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| CoreError::InvalidArgument(format!("data dir: {e}")))?;
+        let path = data_dir.join(DB_FILE);
+        let protocol = tokio::task::spawn_blocking(move || ProtocolHandle::spawn(path, secrets))
+            .await
+            .map_err(|_| CoreError::Closed)??;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (state, _) = watch::channel(ConnectionState::Offline);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                protocol,
+                api,
+                events,
+                state,
+                outbox_wake: Notify::new(),
+                token: Mutex::new(None),
+            }),
+            running: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+    }
+
+    /// Registers `phone_number` (international form) with the relay, creating this device's
+    /// keys on first use. The number is hashed here and never sent. Returns the user id.
+    pub async fn register(&self, phone_number: &str) -> CoreResult<Uuid> {
+        let phone_hash = phone::phone_hash(phone_number)?;
+        let ph = privcomm_protocol::PhoneHash::parse(&phone_hash)
+            .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        let existing = self
+            .shared
+            .protocol
+            .call(move |e| {
+                if e.has_account() {
+                    Ok(Some((e.phone_hash()?, e.user_id()?)))
+                } else {
+                    e.create_account(&ph, crate::engine::INITIAL_ONE_TIME_PREKEYS)?;
+                    Ok(None)
+                }
+            })
+            .await?;
+        if let Some((stored, user_id)) = existing {
+            if stored != phone_hash {
+                return Err(CoreError::AccountExists);
+            }
+            if let Some(user_id) = user_id {
+                return Ok(user_id);
+            }
+        }
+        let nonce = self.shared.api.challenge(&phone_hash).await?;
+        let request = self
+            .shared
+            .protocol
+            .call(move |e| e.registration_request(&nonce))
+            .await?;
+        let user_id = match self.shared.api.register(&request).await {
+            Ok(response) => response.user_id,
+            // Registered before but the answer was lost: logging in proves it is us.
+            Err(CoreError::Relay {
+                code: Some(privcomm_protocol::ErrorCode::AlreadyRegistered),
+                ..
+            }) => connection::fresh_token(&self.shared).await?.user_id,
+            Err(e) => return Err(e),
+        };
+        self.shared
+            .protocol
+            .call(move |e| e.set_user_id(user_id))
+            .await?;
+        Ok(user_id)
+    }
+
+    /// This account's relay user id, once registered.
+    pub async fn user_id(&self) -> CoreResult<Option<Uuid>> {
+        self.shared.protocol.call(|e| e.user_id()).await
+    }
+
+    /// Starts the connection (if not running) and waits until it is online. The connection
+    /// keeps itself up in the background until `close`. Dropping the returned future does not
+    /// stop it.
+    pub async fn connect(&self) -> CoreResult<()> {
+        if self.user_id().await?.is_none() {
+            return Err(CoreError::NoAccount);
+        }
+        {
+            let mut running = self.running.lock().await;
+            if running.as_ref().is_none_or(|r| r.task.is_finished()) {
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(connection::run(self.shared.clone(), stop.clone()));
+                *running = Some(Running { stop, task });
+            }
+        }
+        let mut state = self.shared.state.subscribe();
+        loop {
+            if *state.borrow_and_update() == ConnectionState::Connected {
+                return Ok(());
+            }
+            let finished = self
+                .running
+                .lock()
+                .await
+                .as_ref()
+                .is_none_or(|r| r.task.is_finished());
+            if finished {
+                return Err(CoreError::Network("the connection stopped".into()));
+            }
+            if state.changed().await.is_err() {
+                return Err(CoreError::Closed);
+            }
+        }
+    }
+
+    /// Stops the connection. Queued messages stay in the outbox for the next `connect`.
+    pub async fn disconnect(&self) {
+        let running = self.running.lock().await.take();
+        if let Some(running) = running {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+        self.shared.set_state(ConnectionState::Offline);
+    }
+
+    /// Disconnects and closes the store. The client is unusable afterwards.
+    pub async fn close(&self) {
+        self.disconnect().await;
+        let _ = self.shared.protocol.close().await;
+    }
+
+    /// The link's current state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A stream of events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Finds the user with `phone_number`, sets up a session with them and remembers them as
+    /// a contact. Returns their user id (the `peer` of the other calls).
+    pub async fn resolve_peer(&self, phone_number: &str) -> CoreResult<Uuid> {
+        let phone_hash = phone::phone_hash(phone_number)?;
+        let known_hash = phone_hash.clone();
+        let known = self
+            .shared
+            .protocol
+            .call(move |e| {
+                let Some(peer) = e.store().contact_by_phone_hash(&known_hash)? else {
+                    return Ok(None);
+                };
+                Ok(e.has_session(peer)?.then_some(peer))
+            })
+            .await?;
+        if let Some(peer) = known {
+            return Ok(peer);
+        }
+        let token = connection::token(&self.shared).await?;
+        let bundle = self.shared.api.bundle(&token, &phone_hash).await?;
+        let peer = bundle.user_id;
+        self.shared
+            .protocol
+            .call(move |e| {
+                e.process_bundle(peer, &bundle)?;
+                e.store().save_contact(peer, &phone_hash)
+            })
+            .await?;
+        Ok(peer)
+    }
+
+    /// Queues `text` for `peer` and returns its id at once; it is sent whenever online, and
+    /// survives restarts until the relay has it.
+    pub async fn send_text(&self, peer: Uuid, text: &str) -> CoreResult<Uuid> {
+        if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+            return Err(CoreError::InvalidArgument(format!(
+                "text must be 1 to {MAX_TEXT_BYTES} bytes"
+            )));
+        }
+        let id = Uuid::new_v4();
+        let now = now_ms();
+        let message = StoredMessage {
+            id,
+            peer,
+            outgoing: true,
+            body: text.to_owned(),
+            sent_at: now,
+            state: MessageState::Queued,
+        };
+        let envelope = Envelope::Text {
+            id,
+            body: text.to_owned(),
+            sent_at: now,
+        }
+        .encode();
+        self.shared
+            .protocol
+            .call(move |e| {
+                e.store().write(|store| {
+                    store.save_message(&message)?;
+                    store.enqueue(id, peer, &envelope, now)
+                })
+            })
+            .await?;
+        self.shared.outbox_wake.notify_one();
+        Ok(id)
+    }
+
+    /// Conversations, most recent first.
+    pub async fn conversations(&self) -> CoreResult<Vec<Conversation>> {
+        self.shared
+            .protocol
+            .call(|e| e.store().conversations())
+            .await
+    }
+
+    /// Messages with `peer`, newest first; pass the last one's cursor to page back.
+    pub async fn history(
+        &self,
+        peer: Uuid,
+        before: Option<HistoryCursor>,
+        limit: u32,
+    ) -> CoreResult<Vec<StoredMessage>> {
+        self.shared
+            .protocol
+            .call(move |e| e.store().messages(peer, before, limit as usize))
+            .await
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: Uuid) -> CoreResult<Option<StoredMessage>> {
+        self.shared
+            .protocol
+            .call(move |e| e.store().message(id))
+            .await
+    }
+
+    /// The safety number with `peer`.
+    pub async fn safety_number(&self, peer: Uuid) -> CoreResult<SafetyNumber> {
+        self.shared
+            .protocol
+            .call(move |e| e.safety_number(peer))
+            .await
+    }
+
+    /// Checks the peer's scanned safety-number code; marks them verified on a match.
+    pub async fn verify_peer(&self, peer: Uuid, scanned: Vec<u8>) -> CoreResult<bool> {
+        self.shared
+            .protocol
+            .call(move |e| e.verify_scanned(peer, &scanned))
+            .await
+    }
+
+    /// Accepts `peer`'s new identity key. Held messages from them arrive on the next
+    /// connection; queued messages to them are sent.
+    pub async fn accept_identity(&self, peer: Uuid) -> CoreResult<()> {
+        self.shared
+            .protocol
+            .call(move |e| e.accept_identity(peer))
+            .await?;
+        self.shared.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Messages still waiting for the relay.
+    pub async fn outbox_len(&self) -> CoreResult<u64> {
+        self.shared.protocol.call(|e| e.store().outbox_len()).await
+    }
+}

@@ -1,0 +1,60 @@
+//! Phone numbers: normalised to E.164 and hashed on the device; the number never leaves it.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, CoreResult};
+
+/// Normalises `number` to E.164 (`+` and 8–15 digits), accepting spaces, dashes, dots and
+/// parentheses as separators.
+pub fn normalize(number: &str) -> CoreResult<String> {
+    let trimmed = number.trim();
+    let Some(rest) = trimmed.strip_prefix('+') else {
+        return Err(CoreError::InvalidArgument(
+            "phone number must be in international form, starting with +".into(),
+        ));
+    };
+    let mut digits = String::with_capacity(rest.len());
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => {
+                return Err(CoreError::InvalidArgument(
+                    "phone number has invalid characters".into(),
+                ))
+            }
+        }
+    }
+    if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
+        return Err(CoreError::InvalidArgument(
+            "phone number must have 8 to 15 digits".into(),
+        ));
+    }
+    Ok(format!("+{digits}"))
+}
+
+/// The relay's name for a phone number: SHA-256 of its E.164 form, lowercase hex.
+pub fn phone_hash(number: &str) -> CoreResult<String> {
+    let normalized = normalize(number)?;
+    Ok(Sha256::digest(normalized.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_of_one_number_hash_alike() {
+        let a = phone_hash("+49 30 1234-5678").unwrap();
+        let b = phone_hash("+493012345678").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(privcomm_protocol::PhoneHash::parse(&a).is_ok());
+        assert!(phone_hash("030 1234 5678").is_err());
+        assert!(phone_hash("+12").is_err());
+        assert!(phone_hash("+49abc12345678").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The public `Client` end to end against a real relay on an ephemeral port.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
+use privcomm_server::{Config, RelayServer, SystemClock};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use uuid::Uuid;
+
+struct Relay {
+    server: RelayServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn relay() -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_defaults(dir.path());
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.register_per_hour = 1000;
+    config.token_per_minute = 1000;
+    config.challenge_per_minute = 1000;
+    let server = RelayServer::start(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    Relay { server, _dir: dir }
+}
+
+async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> Client {
+    let client = Client::open(dir.join(name), url, Arc::new(MemorySecretStore::new()))
+        .await
+        .unwrap();
+    client.register(number).await.unwrap();
+    client
+}
+
+/// Waits for events until `done` says so, failing after `limit`.
+async fn until(
+    events: &mut Receiver<ClientEvent>,
+    limit: Duration,
+    mut done: impl FnMut(&ClientEvent) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => {
+                if done(&event) {
+                    return;
+                }
+            }
+            Ok(Err(RecvError::Lagged(n))) => panic!("event receiver lagged by {n}"),
+            Ok(Err(RecvError::Closed)) => panic!("event stream closed"),
+            Err(_) => panic!("timed out waiting for events"),
+        }
+    }
+}
+
+/// Collects `count` received texts from `peer`, in arrival order, and the delivered ids.
+struct Tally {
+    received: Vec<String>,
+    delivered: HashSet<Uuid>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_exchange_arrives_in_order_exactly_once_and_is_delivered() {
+    const COUNT: usize = 1000;
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    let mut alice_events = alice.events();
+    let mut bob_events = bob.events();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    assert_eq!(alice.connection_state(), ConnectionState::Connected);
+    let bob_id = alice.resolve_peer("+49 30 222222").await.unwrap();
+    let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    assert_eq!(Some(bob_id), bob.user_id().await.unwrap());
+
+    let mut alice_sent = Vec::new();
+    let mut bob_sent = Vec::new();
+    for i in 0..COUNT {
+        alice_sent.push(
+            alice
+                .send_text(bob_id, &format!("a→b {i:04}"))
+                .await
+                .unwrap(),
+        );
+        bob_sent.push(
+            bob.send_text(alice_id, &format!("b→a {i:04}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    let mut tallies: HashMap<&str, Tally> = HashMap::new();
+    for (name, events, sent) in [
+        ("alice", &mut alice_events, &alice_sent),
+        ("bob", &mut bob_events, &bob_sent),
+    ] {
+        let mut tally = Tally {
+            received: Vec::new(),
+            delivered: HashSet::new(),
+        };
+        let sent: HashSet<Uuid> = sent.iter().copied().collect();
+        until(events, Duration::from_secs(120), |event| {
+            match event {
+                ClientEvent::MessageReceived(m) => tally.received.push(m.body.clone()),
+                ClientEvent::MessageStateChanged {
+                    id,
+                    state: MessageState::Delivered,
+                } if sent.contains(id) => {
+                    tally.delivered.insert(*id);
+                }
+                _ => {}
+            }
+            tally.received.len() >= COUNT && tally.delivered.len() >= COUNT
+        })
+        .await;
+        tallies.insert(name, tally);
+    }
+    let expect = |prefix: &str| {
+        (0..COUNT)
+            .map(|i| format!("{prefix} {i:04}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tallies["bob"].received,
+        expect("a→b"),
+        "in order, each once"
+    );
+    assert_eq!(tallies["alice"].received, expect("b→a"));
+    // Nothing extra arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alice_events
+        .try_recv()
+        .map_or(true, |e| !matches!(e, ClientEvent::MessageReceived(_))));
+    // History agrees.
+    let history = bob.history(alice_id, None, 5000).await.unwrap();
+    assert_eq!(history.iter().filter(|m| !m.outgoing).count(), COUNT);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|m| m.outgoing && m.state == MessageState::Delivered)
+            .count(),
+        COUNT
+    );
+    assert_eq!(alice.outbox_len().await.unwrap(), 0);
+    alice.close().await;
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_recipient_gets_everything_once_and_sender_sees_delivered() {
+    const COUNT: usize = 500;
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    let mut alice_events = alice.events();
+    alice.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let mut sent = HashSet::new();
+    for i in 0..COUNT {
+        sent.insert(
+            alice
+                .send_text(bob_id, &format!("while you were out {i:03}"))
+                .await
+                .unwrap(),
+        );
+    }
+    // Everything reaches the relay while Bob is offline.
+    let mut at_relay = HashSet::new();
+    until(&mut alice_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Sent,
+        } = event
+        {
+            at_relay.insert(*id);
+        }
+        at_relay.len() == COUNT
+    })
+    .await;
+    assert_eq!(alice.outbox_len().await.unwrap(), 0);
+
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    let mut received = Vec::new();
+    until(&mut bob_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageReceived(m) = event {
+            received.push(m.body.clone());
+        }
+        received.len() == COUNT
+    })
+    .await;
+    assert_eq!(
+        received,
+        (0..COUNT)
+            .map(|i| format!("while you were out {i:03}"))
+            .collect::<Vec<_>>()
+    );
+    let mut delivered = HashSet::new();
+    until(&mut alice_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Delivered,
+        } = event
+        {
+            assert!(sent.contains(id));
+            delivered.insert(*id);
+        }
+        delivered.len() == COUNT
+    })
+    .await;
+    // Reconnecting Bob brings nothing twice.
+    bob.disconnect().await;
+    bob.connect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(event) = bob_events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::MessageReceived(_)),
+            "a message arrived twice"
+        );
+    }
+    alice.close().await;
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_while_offline_survives_restart() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let secrets = Arc::new(MemorySecretStore::new());
+    let alice = Client::open(dir.path().join("alice"), &url, secrets.clone())
+        .await
+        .unwrap();
+    alice.register("+4930111111").await.unwrap();
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    // Not connected: queued only.
+    let id = alice.send_text(bob_id, "written offline").await.unwrap();
+    assert_eq!(
+        alice.message(id).await.unwrap().unwrap().state,
+        MessageState::Queued
+    );
+    alice.close().await;
+
+    let alice = Client::open(dir.path().join("alice"), &url, secrets)
+        .await
+        .unwrap();
+    assert_eq!(alice.outbox_len().await.unwrap(), 1);
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    alice.connect().await.unwrap();
+    let mut got = None;
+    until(&mut bob_events, Duration::from_secs(30), |event| {
+        if let ClientEvent::MessageReceived(m) = event {
+            got = Some(m.clone());
+        }
+        got.is_some()
+    })
+    .await;
+    let got = got.unwrap();
+    assert_eq!((got.id, got.body.as_str()), (id, "written offline"));
+    alice.close().await;
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}
