@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace: formatting, clippy, then all tests
-# (the relay suite runs on SQLite and on the local PostgreSQL).
+# Runs every check and test of the workspace: formatting, clippy, all tests (the relay
+# suite runs on SQLite and on the local PostgreSQL), then the demo.
 #
 # PostgreSQL: PRIVCOMM_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
@@ -27,3 +27,5 @@ cargo fmt --all -- --check
 # metadata-only, so the extra cost is small.
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The README's demo command must keep working end to end.
+cargo run --locked -q -p privcomm-examples --bin demo

@@ -1,0 +1,164 @@
+//! End-to-end demo: an embedded relay, Alice and Bob, messages both ways, Bob's app
+//! restarting while Alice keeps writing, delivery after he is back, safety numbers.
+//!
+//! `cargo run -p privcomm-examples --bin demo`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use privcomm_core::{Client, ClientEvent, MemorySecretStore, MessageState, SecretStore};
+use privcomm_examples::{short, wait_for};
+use privcomm_server::{Config, RelayServer, SystemClock};
+
+const STEP: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::time::timeout(Duration::from_secs(120), run()).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("the demo did not finish within two minutes"),
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::with_defaults(dir.path().join("relay"));
+    config.bind = "127.0.0.1:0".parse()?;
+    let relay = RelayServer::start(config, Arc::new(SystemClock)).await?;
+    let url = relay.base_url();
+    println!("relay    listening on {url} (SQLite in a temporary directory)");
+
+    let alice_secrets: Arc<dyn SecretStore> = Arc::new(MemorySecretStore::new());
+    let bob_secrets: Arc<dyn SecretStore> = Arc::new(MemorySecretStore::new());
+    let alice = Client::open(dir.path().join("alice"), &url, alice_secrets).await?;
+    let mut bob = Client::open(dir.path().join("bob"), &url, bob_secrets.clone()).await?;
+    let alice_id = alice.register("+1 555 0100 001").await?;
+    let bob_id = bob.register("+1 555 0100 002").await?;
+    println!(
+        "alice    registered as {} (phone number hashed on the device)",
+        short(alice_id)
+    );
+    println!("bob      registered as {}", short(bob_id));
+
+    let mut alice_events = alice.events();
+    let mut bob_events = bob.events();
+    alice.connect().await?;
+    bob.connect().await?;
+    println!("both     connected");
+
+    let peer = alice.resolve_peer("+15550100002").await?;
+    println!("alice    fetched Bob's prekey bundle and started a Signal session (PQXDH)");
+    for text in ["Hi Bob!", "Are you there?", "This is end-to-end encrypted."] {
+        let id = alice.send_text(peer, text).await?;
+        println!("alice →  {text:?} queued as {}", short(id));
+    }
+    let mut got = 0;
+    wait_for(&mut bob_events, STEP, |event| {
+        if let ClientEvent::MessageReceived(m) = event {
+            println!("bob   ←  {:?} from {}", m.body, short(m.peer));
+            got += 1;
+        }
+        got == 3
+    })
+    .await?;
+    let mut delivered = 0;
+    wait_for(&mut alice_events, STEP, |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Delivered,
+        } = event
+        {
+            println!(
+                "alice    {} delivered (receipt from Bob's device)",
+                short(*id)
+            );
+            delivered += 1;
+        }
+        delivered == 3
+    })
+    .await?;
+
+    bob.send_text(alice_id, "Hi Alice, loud and clear.").await?;
+    wait_for(&mut alice_events, STEP, |event| match event {
+        ClientEvent::MessageReceived(m) => {
+            println!("alice ←  {:?}", m.body);
+            true
+        }
+        _ => false,
+    })
+    .await?;
+
+    println!("bob      app closes");
+    bob.close().await;
+    for text in ["Message while you were away", "And another one"] {
+        let id = alice.send_text(peer, text).await?;
+        println!("alice →  {text:?} queued as {}", short(id));
+    }
+    let mut stored = 0;
+    wait_for(&mut alice_events, STEP, |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Sent,
+        } = event
+        {
+            println!(
+                "alice    {} stored at the relay (Bob is offline)",
+                short(*id)
+            );
+            stored += 1;
+        }
+        stored == 2
+    })
+    .await?;
+
+    println!("bob      app restarts (same data dir, key from the secret store)");
+    bob = Client::open(dir.path().join("bob"), &url, bob_secrets).await?;
+    let mut bob_events = bob.events();
+    bob.connect().await?;
+    let mut got = 0;
+    wait_for(&mut bob_events, STEP, |event| {
+        if let ClientEvent::MessageReceived(m) = event {
+            println!("bob   ←  {:?} (delivered after reconnect)", m.body);
+            got += 1;
+        }
+        got == 2
+    })
+    .await?;
+    let mut delivered = 0;
+    wait_for(&mut alice_events, STEP, |event| {
+        if let ClientEvent::MessageStateChanged {
+            state: MessageState::Delivered,
+            ..
+        } = event
+        {
+            delivered += 1;
+        }
+        delivered == 2
+    })
+    .await?;
+    println!("alice    both delivered");
+
+    let ours = alice.safety_number(bob_id).await?;
+    let theirs = bob.safety_number(alice_id).await?;
+    anyhow::ensure!(ours.digits == theirs.digits, "safety numbers differ");
+    let grouped: Vec<&str> = (0..ours.digits.len())
+        .step_by(5)
+        .map(|i| &ours.digits[i..i + 5])
+        .collect();
+    println!("both     see safety number {}", grouped.join(" "));
+    let history = bob.history(alice_id, None, 50).await?;
+    println!(
+        "bob      has {} messages with Alice in his encrypted history",
+        history.len()
+    );
+
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await?;
+    println!("done     everything delivered, nothing lost");
+    Ok(())
+}
