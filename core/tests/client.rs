@@ -274,3 +274,66 @@ async fn queued_while_offline_survives_restart() {
     bob.close().await;
     relay.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn reconnects_back_off_1_2_4_8_16_30_30_seconds() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let secrets = Arc::new(MemorySecretStore::new());
+    let alice = Client::open(dir.path().join("alice"), &url, secrets.clone())
+        .await
+        .unwrap();
+    alice.register("+4930111111").await.unwrap();
+    alice.close().await;
+    relay.server.shutdown().await.unwrap();
+
+    // The relay is gone; time is simulated from here on.
+    let alice = Client::open(dir.path().join("alice"), &url, secrets)
+        .await
+        .unwrap();
+    let mut events = alice.events();
+    tokio::time::pause();
+    let connecting = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.connect().await }
+    });
+    // A paused clock jumps ahead whenever the runtime idles, so a tokio timeout cannot guard
+    // this loop; a real-time watchdog does.
+    let (finished, watchdog) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            watchdog.recv_timeout(Duration::from_secs(120))
+        {
+            eprintln!("backoff test stuck for two minutes");
+            std::process::exit(1);
+        }
+    });
+    let mut delays = Vec::new();
+    while delays.len() < 7 {
+        match events.recv().await {
+            Ok(ClientEvent::ConnectionStateChanged(ConnectionState::Reconnecting {
+                attempt,
+                in_ms,
+            })) => {
+                assert_eq!(attempt as usize, delays.len() + 1);
+                delays.push(in_ms);
+            }
+            Ok(_) => {}
+            Err(e) => panic!("event stream failed: {e}"),
+        }
+    }
+    let _ = finished.send(());
+    for (in_ms, base_secs) in delays.iter().zip([1u64, 2, 4, 8, 16, 30, 30]) {
+        let base = base_secs as f64 * 1000.0;
+        let jitter = privcomm_core::client::JITTER;
+        assert!(
+            (*in_ms as f64) >= base * (1.0 - jitter) - 1.0
+                && (*in_ms as f64) <= base * (1.0 + jitter) + 1.0,
+            "delay {in_ms} ms for a {base_secs} s step: {delays:?}"
+        );
+    }
+    assert!(!connecting.is_finished(), "connect() waits for the relay");
+    connecting.abort();
+    alice.close().await;
+}
