@@ -337,3 +337,31 @@ async fn reconnects_back_off_1_2_4_8_16_30_30_seconds() {
     connecting.abort();
     alice.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_prekeys_are_topped_up_after_connecting() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    let bob_id = bob.user_id().await.unwrap().unwrap();
+    let store = relay.server.state().store.clone();
+    assert_eq!(store.count_one_time_prekeys(bob_id).await.unwrap(), 100);
+    // Others start 90 sessions with Bob while he is away.
+    for i in 0..90 {
+        let other = client(
+            dir.path(),
+            &format!("other{i}"),
+            &url,
+            &format!("+49301{i:06}"),
+        )
+        .await;
+        other.resolve_peer("+4930222222").await.unwrap();
+        other.close().await;
+    }
+    assert_eq!(store.count_one_time_prekeys(bob_id).await.unwrap(), 10);
+    bob.connect().await.unwrap();
+    assert_eq!(store.count_one_time_prekeys(bob_id).await.unwrap(), 100);
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}

@@ -27,6 +27,12 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// Outbox entries written to the socket before waiting for `sent`.
 const MAX_IN_FLIGHT: usize = 64;
+/// Below this many one-time prekeys at the relay, upload more.
+const PREKEY_LOW_WATER: u64 = 25;
+/// Top the relay's one-time prekeys up to this many.
+const PREKEY_TARGET: u64 = 100;
+/// Signed prekeys are replaced after this long.
+const SIGNED_PREKEY_MAX_AGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A bearer token and when to renew it.
 pub(crate) struct Token {
@@ -106,6 +112,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         };
         match connected {
             Ok(socket) => {
+                if let Err(e) = maintain_prekeys(&shared).await {
+                    tracing::info!(error = %e, "prekey upkeep failed; will retry on the next connection");
+                }
                 shared.set_state(ConnectionState::Connected);
                 let started = Instant::now();
                 let ended = Session::new(&shared).serve(socket, &stop).await;
@@ -135,6 +144,46 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
     }
     shared.set_state(ConnectionState::Offline);
+}
+
+/// Keeps the relay stocked: one-time prekeys topped up when low, the signed prekey replaced
+/// when old. Old signed prekeys stay on the device for sessions already under way.
+async fn maintain_prekeys(shared: &Shared) -> CoreResult<()> {
+    let token = token(shared).await?;
+    let count = shared.api.prekey_count(&token).await?;
+    let rotate =
+        shared.protocol.call(|e| e.signed_prekey_age_ms()).await? > SIGNED_PREKEY_MAX_AGE_MS;
+    if count >= PREKEY_LOW_WATER && !rotate {
+        return Ok(());
+    }
+    let missing = if count < PREKEY_LOW_WATER {
+        PREKEY_TARGET - count
+    } else {
+        0
+    };
+    let upload = shared
+        .protocol
+        .call(move |e| {
+            Ok(privcomm_protocol::rest::PreKeyUploadRequest {
+                signed_prekey: if rotate {
+                    Some(e.rotate_signed_prekey()?)
+                } else {
+                    None
+                },
+                kyber_prekey: None,
+                one_time_prekeys: e
+                    .generate_one_time_prekeys(u32::try_from(missing).unwrap_or(0))?,
+            })
+        })
+        .await?;
+    let now = shared.api.upload_prekeys(&token, &upload).await?;
+    tracing::info!(
+        uploaded = missing,
+        held_by_relay = now,
+        rotated = rotate,
+        "prekeys topped up"
+    );
+    Ok(())
 }
 
 async fn connect(shared: &Shared) -> CoreResult<RelaySocket> {

@@ -230,6 +230,25 @@ impl SignalEngine {
             .collect()
     }
 
+    /// Milliseconds since the current signed prekey was created.
+    pub fn signed_prekey_age_ms(&self) -> CoreResult<i64> {
+        let id = self
+            .store
+            .counter(CURRENT_SIGNED_PREKEY_ID)?
+            .ok_or(CoreError::NoAccount)?;
+        let created: i64 = self
+            .store
+            .query_opt(
+                "SELECT created_at FROM signed_prekeys WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?
+            .ok_or(CoreError::Tampered {
+                table: "signed_prekeys",
+            })?;
+        Ok(now_ms().saturating_sub(created))
+    }
+
     /// One-time prekeys still held on this device.
     pub fn one_time_prekey_count(&self) -> CoreResult<u64> {
         self.store.one_time_prekey_count()
