@@ -365,3 +365,102 @@ async fn one_time_prekeys_are_topped_up_after_connecting() {
     bob.close().await;
     relay.server.shutdown().await.unwrap();
 }
+
+/// What an interruption may need to bring Bob back.
+struct BobSetup {
+    dir: std::path::PathBuf,
+    url: String,
+    secrets: Arc<MemorySecretStore>,
+}
+
+/// Alice and Bob exchange `count` numbered texts each way; after `pause_at` of them,
+/// `interrupt` disturbs things. Afterwards both histories must hold every message once.
+async fn exchange_with_interruption<F, Fut>(count: usize, pause_at: usize, interrupt: F)
+where
+    F: FnOnce(Relay, Client, Client, BobSetup) -> Fut,
+    Fut: std::future::Future<Output = (Relay, Client, Client)>,
+{
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob_secrets = Arc::new(MemorySecretStore::new());
+    let bob = Client::open(dir.path().join("bob"), &url, bob_secrets.clone())
+        .await
+        .unwrap();
+    bob.register("+4930222222").await.unwrap();
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    for i in 0..pause_at {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    let setup = BobSetup {
+        dir: dir.path().join("bob"),
+        url: url.clone(),
+        secrets: bob_secrets,
+    };
+    let (relay, alice, bob) = interrupt(relay, alice, bob, setup).await;
+    for i in pause_at..count {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    // Wait until both histories hold everything, then check order and uniqueness.
+    for (me, peer, prefix) in [(&bob, alice_id, "a"), (&alice, bob_id, "b")] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let history = me.history(peer, None, 10_000).await.unwrap();
+            let mut incoming: Vec<_> = history.into_iter().filter(|m| !m.outgoing).collect();
+            if incoming.len() >= count || tokio::time::Instant::now() > deadline {
+                incoming.sort_by_key(|m| (m.sent_at, m.body.clone()));
+                let bodies: Vec<String> = incoming.into_iter().map(|m| m.body).collect();
+                assert_eq!(
+                    bodies,
+                    (0..count)
+                        .map(|i| format!("{prefix} {i:04}"))
+                        .collect::<Vec<_>>()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    alice.close().await;
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_mid_exchange_loses_and_duplicates_nothing() {
+    exchange_with_interruption(2000, 700, |relay, alice, bob, _| async move {
+        let addr = relay.server.local_addr();
+        let data = relay._dir;
+        relay.server.shutdown().await.unwrap();
+        let mut config = Config::with_defaults(data.path());
+        config.bind = addr;
+        config.register_per_hour = 1000;
+        config.token_per_minute = 1000;
+        config.challenge_per_minute = 1000;
+        let server = RelayServer::start(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        (Relay { server, _dir: data }, alice, bob)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reopened_mid_stream_loses_and_duplicates_nothing() {
+    exchange_with_interruption(2000, 700, |relay, alice, bob, setup| async move {
+        // Bob's app is closed and opened again while messages are in flight both ways.
+        bob.close().await;
+        let bob = Client::open(setup.dir, &setup.url, setup.secrets)
+            .await
+            .unwrap();
+        bob.connect().await.unwrap();
+        (relay, alice, bob)
+    })
+    .await;
+}
