@@ -433,25 +433,6 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_restart_mid_exchange_loses_and_duplicates_nothing() {
-    exchange_with_interruption(2000, 700, |relay, alice, bob, _| async move {
-        let addr = relay.server.local_addr();
-        let data = relay._dir;
-        relay.server.shutdown().await.unwrap();
-        let mut config = Config::with_defaults(data.path());
-        config.bind = addr;
-        config.register_per_hour = 1000;
-        config.token_per_minute = 1000;
-        config.challenge_per_minute = 1000;
-        let server = RelayServer::start(config, Arc::new(SystemClock))
-            .await
-            .unwrap();
-        (Relay { server, _dir: data }, alice, bob)
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reopened_mid_stream_loses_and_duplicates_nothing() {
     exchange_with_interruption(2000, 700, |relay, alice, bob, setup| async move {
         // Bob's app is closed and opened again while messages are in flight both ways.
@@ -463,4 +444,142 @@ async fn client_reopened_mid_stream_loses_and_duplicates_nothing() {
         (relay, alice, bob)
     })
     .await;
+}
+
+/// Builds (if needed) and locates the relay binary, for tests that must kill it for real.
+fn relay_binary() -> std::path::PathBuf {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "privcomm-server",
+            "--bin",
+            "privcomm-server",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo build runs");
+    assert!(output.status.success(), "building the relay failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("cargo reported the relay executable")
+}
+
+/// The relay binary as a child process on a fixed port and data dir.
+struct ChildRelay(std::process::Child);
+
+impl ChildRelay {
+    fn start(binary: &std::path::Path, data: &std::path::Path, port: u16) -> Self {
+        let child = std::process::Command::new(binary)
+            .env_clear()
+            .env("PRIVCOMM_BIND", format!("127.0.0.1:{port}"))
+            .env("PRIVCOMM_DATA_DIR", data)
+            .env("PRIVCOMM_LOG", "warn")
+            .env("PRIVCOMM_REGISTER_PER_HOUR", "1000")
+            .env("PRIVCOMM_TOKEN_PER_MINUTE", "1000")
+            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("relay starts");
+        Self(child)
+    }
+
+    async fn wait_ready(port: u16) {
+        let api = privcomm_core::net::RelayApi::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        for _ in 0..200 {
+            if api.health().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("relay did not come up");
+    }
+
+    fn kill_hard(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
+    const COUNT: usize = 2000;
+    let binary = tokio::task::spawn_blocking(relay_binary).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = ChildRelay::start(&binary, data.path(), port);
+    ChildRelay::wait_ready(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    let mut bob_events = bob.events();
+    for i in 0..COUNT / 2 {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    // Kill -9 while deliveries are under way, then restart on the same data dir and port.
+    let mut seen = 0;
+    until(&mut bob_events, Duration::from_secs(60), |event| {
+        if matches!(event, ClientEvent::MessageReceived(_)) {
+            seen += 1;
+        }
+        seen >= 200
+    })
+    .await;
+    relay.kill_hard();
+    let _relay = ChildRelay::start(&binary, data.path(), port);
+    ChildRelay::wait_ready(port).await;
+    for i in COUNT / 2..COUNT {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    for (me, peer, prefix) in [(&bob, alice_id, "a"), (&alice, bob_id, "b")] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let incoming: Vec<_> = me
+                .history(peer, None, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| !m.outgoing)
+                .collect();
+            if incoming.len() >= COUNT || tokio::time::Instant::now() > deadline {
+                // History is newest first; sender order is sent_at order.
+                let mut bodies: Vec<(i64, String)> =
+                    incoming.into_iter().map(|m| (m.sent_at, m.body)).collect();
+                bodies.sort();
+                let bodies: Vec<String> = bodies.into_iter().map(|(_, b)| b).collect();
+                assert_eq!(
+                    bodies,
+                    (0..COUNT)
+                        .map(|i| format!("{prefix} {i:04}"))
+                        .collect::<Vec<_>>()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    alice.close().await;
+    bob.close().await;
 }
