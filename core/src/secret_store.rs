@@ -105,7 +105,8 @@ impl SecretStore for KeyringSecretStore {
 
 /// Makes sure this process has a session keyring to store secrets in, joining (creating) one
 /// if needed. Without it the kernel keyring refuses access in processes started outside a
-/// login session.
+/// login session. Keyrings belong to a thread's credentials and are copied when a thread is
+/// created, so call this at the start of `main`, before any runtime starts its threads.
 #[cfg(target_os = "linux")]
 pub fn join_session_keyring() -> Result<(), SecretStoreError> {
     use linux_keyutils::{KeyRing, KeyRingIdentifier};

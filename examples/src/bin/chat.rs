@@ -48,10 +48,15 @@ fn parse_args() -> anyhow::Result<Args> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // Linux keyrings belong to a thread's credentials and are inherited at thread creation,
+    // so the session keyring is joined before the runtime starts its threads.
     privcomm_core::secret_store::join_session_keyring()?;
+    tokio::runtime::Runtime::new()?.block_on(chat(args))
+}
+
+async fn chat(args: Args) -> anyhow::Result<()> {
     let secrets = Arc::new(KeyringSecretStore::new("privcomm-chat"));
     let client = Client::open(args.data_dir, &args.server, secrets).await?;
     client.register(&args.phone).await?;
