@@ -366,6 +366,51 @@ async fn one_time_prekeys_are_topped_up_after_connecting() {
     relay.server.shutdown().await.unwrap();
 }
 
+/// Collects the bodies `client` receives, in arrival order, until it has `count`.
+fn collect_arrivals(client: &Client, count: usize) -> tokio::task::JoinHandle<Vec<String>> {
+    let mut events = client.events();
+    tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        while bodies.len() < count {
+            match events.recv().await {
+                Ok(ClientEvent::MessageReceived(m)) => bodies.push(m.body),
+                Ok(_) => {}
+                Err(e) => panic!("events: {e}"),
+            }
+        }
+        bodies
+    })
+}
+
+/// Waits for both directions to arrive whole, in order, and checks the histories.
+async fn expect_exchange(
+    arrivals: [(tokio::task::JoinHandle<Vec<String>>, &str); 2],
+    histories: [(&Client, Uuid); 2],
+    count: usize,
+) {
+    for (task, prefix) in arrivals {
+        let bodies = tokio::time::timeout(Duration::from_secs(240), task)
+            .await
+            .expect("everything arrives")
+            .expect("collector");
+        assert_eq!(
+            bodies,
+            (0..count)
+                .map(|i| format!("{prefix} {i:04}"))
+                .collect::<Vec<_>>()
+        );
+    }
+    for (me, peer) in histories {
+        let history = me.history(peer, None, 10_000).await.unwrap();
+        let incoming: HashSet<Uuid> = history
+            .iter()
+            .filter(|m| !m.outgoing)
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(incoming.len(), count, "each message stored once");
+    }
+}
+
 /// What an interruption may need to bring Bob back.
 struct BobSetup {
     dir: std::path::PathBuf,
@@ -393,6 +438,7 @@ where
     bob.connect().await.unwrap();
     let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
     let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    let alice_arrivals = collect_arrivals(&alice, count);
     for i in 0..pause_at {
         alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
         bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
@@ -407,25 +453,36 @@ where
         alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
         bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
     }
-    // Wait until both histories hold everything, then check order and uniqueness.
-    for (me, peer, prefix) in [(&bob, alice_id, "a"), (&alice, bob_id, "b")] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let history = me.history(peer, None, 10_000).await.unwrap();
-            let mut incoming: Vec<_> = history.into_iter().filter(|m| !m.outgoing).collect();
-            if incoming.len() >= count || tokio::time::Instant::now() > deadline {
-                incoming.sort_by_key(|m| (m.sent_at, m.body.clone()));
-                let bodies: Vec<String> = incoming.into_iter().map(|m| m.body).collect();
-                assert_eq!(
-                    bodies,
-                    (0..count)
-                        .map(|i| format!("{prefix} {i:04}"))
-                        .collect::<Vec<_>>()
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Alice was never interrupted: her arrivals are checked in order. Bob's app restarted,
+    // so his side is checked in his stored history (each once, in the sender's order).
+    let alice_got = tokio::time::timeout(Duration::from_secs(240), alice_arrivals)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        alice_got,
+        (0..count).map(|i| format!("b {i:04}")).collect::<Vec<_>>()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut incoming: Vec<_> = bob
+            .history(alice_id, None, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| !m.outgoing)
+            .collect();
+        if incoming.len() >= count || tokio::time::Instant::now() > deadline {
+            // Equal millisecond timestamps are ordered by text, which is numbered.
+            incoming.sort_by(|x, y| (x.sent_at, &x.body).cmp(&(y.sent_at, &y.body)));
+            let bodies: Vec<String> = incoming.into_iter().map(|m| m.body).collect();
+            assert_eq!(
+                bodies,
+                (0..count).map(|i| format!("a {i:04}")).collect::<Vec<_>>()
+            );
+            break;
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     alice.close().await;
     bob.close().await;
@@ -533,6 +590,8 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
     let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
     let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
     let mut bob_events = bob.events();
+    let bob_arrivals = collect_arrivals(&bob, COUNT);
+    let alice_arrivals = collect_arrivals(&alice, COUNT);
     for i in 0..COUNT / 2 {
         alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
         bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
@@ -553,33 +612,12 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
         alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
         bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
     }
-    for (me, peer, prefix) in [(&bob, alice_id, "a"), (&alice, bob_id, "b")] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-        loop {
-            let incoming: Vec<_> = me
-                .history(peer, None, 10_000)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(|m| !m.outgoing)
-                .collect();
-            if incoming.len() >= COUNT || tokio::time::Instant::now() > deadline {
-                // History is newest first; sender order is sent_at order.
-                let mut bodies: Vec<(i64, String)> =
-                    incoming.into_iter().map(|m| (m.sent_at, m.body)).collect();
-                bodies.sort();
-                let bodies: Vec<String> = bodies.into_iter().map(|(_, b)| b).collect();
-                assert_eq!(
-                    bodies,
-                    (0..COUNT)
-                        .map(|i| format!("{prefix} {i:04}"))
-                        .collect::<Vec<_>>()
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    expect_exchange(
+        [(bob_arrivals, "a"), (alice_arrivals, "b")],
+        [(&bob, alice_id), (&alice, bob_id)],
+        COUNT,
+    )
+    .await;
     alice.close().await;
     bob.close().await;
 }
