@@ -4,29 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{relay, Relay};
 use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
-use privcomm_server::{Config, RelayServer, SystemClock};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 use uuid::Uuid;
-
-struct Relay {
-    server: RelayServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn relay() -> Relay {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::with_defaults(dir.path());
-    config.bind = "127.0.0.1:0".parse().unwrap();
-    config.register_per_hour = 1000;
-    config.token_per_minute = 1000;
-    config.challenge_per_minute = 1000;
-    let server = RelayServer::start(config, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    Relay { server, _dir: dir }
-}
 
 async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> Client {
     let client = Client::open(dir.join(name), url, Arc::new(MemorySecretStore::new()))

@@ -4,34 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::random_phone_hash;
+use common::{random_phone_hash, relay};
 use privcomm_core::net::{RelayApi, RelaySocket, SocketEvent};
 use privcomm_core::{CoreError, MemorySecretStore, SignalEngine};
 use privcomm_protocol::rest::PreKeyUploadRequest;
 use privcomm_protocol::ws::{ClientFrame, ServerFrame};
 use privcomm_protocol::{Base64String, ErrorCode, PhoneHash};
-use privcomm_server::{Config, RelayServer, SystemClock};
 use uuid::Uuid;
-
-struct Relay {
-    server: RelayServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn relay() -> Relay {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::with_defaults(dir.path());
-    config.bind = "127.0.0.1:0".parse().unwrap();
-    config.register_per_hour = 1000;
-    config.token_per_minute = 1000;
-    config.challenge_per_minute = 1000;
-    let server = RelayServer::start(config, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    Relay { server, _dir: dir }
-}
 
 struct Account {
     engine: SignalEngine,

@@ -284,22 +284,7 @@ impl<'a> Session<'a> {
                 if !self.in_flight.remove(&id) {
                     return Ok(());
                 }
-                let updated = self
-                    .shared
-                    .protocol
-                    .call(move |e| {
-                        e.store().write(|store| {
-                            store.dequeue(id)?;
-                            store.set_message_state(id, MessageState::Sent)
-                        })
-                    })
-                    .await?;
-                if updated {
-                    self.shared.emit(ClientEvent::MessageStateChanged {
-                        id,
-                        state: MessageState::Sent,
-                    });
-                }
+                self.settle(id, MessageState::Sent).await?;
                 if self.in_flight.len() < MAX_IN_FLIGHT / 2 {
                     self.flush(socket).await?;
                 }
@@ -319,7 +304,7 @@ impl<'a> Session<'a> {
                 );
                 tracing::warn!(%code, message, permanent, "the relay refused a message");
                 if permanent {
-                    self.fail(id).await?;
+                    self.settle(id, MessageState::Failed).await?;
                 }
                 Ok(())
             }
@@ -331,22 +316,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn fail(&self, id: Uuid) -> CoreResult<()> {
+    /// Takes a message out of the outbox in its final relay state (sent or failed) and
+    /// tells the app.
+    async fn settle(&self, id: Uuid, state: MessageState) -> CoreResult<()> {
         let updated = self
             .shared
             .protocol
             .call(move |e| {
                 e.store().write(|store| {
                     store.dequeue(id)?;
-                    store.set_message_state(id, MessageState::Failed)
+                    store.set_message_state(id, state)
                 })
             })
             .await?;
         if updated {
-            self.shared.emit(ClientEvent::MessageStateChanged {
-                id,
-                state: MessageState::Failed,
-            });
+            self.shared
+                .emit(ClientEvent::MessageStateChanged { id, state });
         }
         Ok(())
     }
@@ -506,7 +491,7 @@ impl<'a> Session<'a> {
                     blocked.insert(entry.peer);
                 }
                 Err(CoreError::UnknownPeer { .. }) | Err(CoreError::Relay { status: 404, .. }) => {
-                    self.fail(entry.id).await?;
+                    self.settle(entry.id, MessageState::Failed).await?;
                 }
                 Err(e @ (CoreError::Network(_) | CoreError::Relay { .. })) => return Err(e),
                 Err(e) => {

@@ -202,7 +202,8 @@ async fn read_limited(mut response: Response) -> CoreResult<Vec<u8>> {
     Ok(body)
 }
 
-fn relay_error(status: u16, body: &[u8]) -> CoreError {
+/// The relay's error answer as a typed error (the code, when the body carries one).
+pub(crate) fn relay_error(status: u16, body: &[u8]) -> CoreError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(error) => CoreError::Relay {
             status,

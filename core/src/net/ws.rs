@@ -124,20 +124,8 @@ impl RelaySocket {
 fn handshake_error(err: WsError) -> CoreError {
     match err {
         WsError::Http(response) => {
-            let status = response.status().as_u16();
             let body = response.body().as_deref().unwrap_or_default();
-            match serde_json::from_slice::<privcomm_protocol::ErrorBody>(body) {
-                Ok(error) => CoreError::Relay {
-                    status,
-                    code: Some(error.error),
-                    message: error.message,
-                },
-                Err(_) => CoreError::Relay {
-                    status,
-                    code: None,
-                    message: format!("HTTP {status}"),
-                },
-            }
+            super::rest::relay_error(response.status().as_u16(), body)
         }
         other => CoreError::Network(other.to_string()),
     }

@@ -80,3 +80,24 @@ impl Device {
         }
     }
 }
+
+/// A relay running in this process on an ephemeral port, with generous rate limits.
+pub struct Relay {
+    pub server: privcomm_server::RelayServer,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Starts a relay with SQLite in a temporary directory.
+pub async fn relay() -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = privcomm_server::Config::with_defaults(dir.path());
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.register_per_hour = 1000;
+    config.token_per_minute = 1000;
+    config.challenge_per_minute = 1000;
+    let server =
+        privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
+            .await
+            .unwrap();
+    Relay { server, _dir: dir }
+}
