@@ -198,6 +198,17 @@ async fn connect(shared: &Shared) -> CoreResult<RelaySocket> {
     }
 }
 
+/// Outcome of the first step of `encrypt_for`.
+enum Prepared {
+    /// A session existed; here is the payload.
+    Encrypted(Vec<u8>),
+    /// No session: fetch this phone hash's bundle, then encrypt the returned envelope.
+    NeedsBundle {
+        phone_hash: String,
+        envelope: Vec<u8>,
+    },
+}
+
 /// What became of one delivered message.
 enum Received {
     AlreadyProcessed,
@@ -506,29 +517,41 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Encrypts `envelope` for `peer`, starting a session from a fresh bundle first if there
+    /// is none. The common case (a session exists) is one trip to the protocol actor.
     async fn encrypt_for(&self, peer: Uuid, envelope: Vec<u8>) -> CoreResult<Vec<u8>> {
-        let has_session = self
+        let prepared = self
             .shared
             .protocol
-            .call(move |e| e.has_session(peer))
+            .call(move |e| {
+                if e.has_session(peer)? {
+                    return Ok(Prepared::Encrypted(e.encrypt(peer, &envelope)?));
+                }
+                let phone_hash = e
+                    .store()
+                    .contact_phone_hash(peer)?
+                    .ok_or(CoreError::UnknownPeer { peer })?;
+                Ok(Prepared::NeedsBundle {
+                    phone_hash,
+                    envelope,
+                })
+            })
             .await?;
-        if !has_session {
-            let phone_hash = self
-                .shared
-                .protocol
-                .call(move |e| e.store().contact_phone_hash(peer))
-                .await?
-                .ok_or(CoreError::UnknownPeer { peer })?;
-            let token = token(self.shared).await?;
-            let bundle = self.shared.api.bundle(&token, &phone_hash).await?;
-            self.shared
-                .protocol
-                .call(move |e| e.process_bundle(peer, &bundle))
-                .await?;
-        }
+        let (phone_hash, envelope) = match prepared {
+            Prepared::Encrypted(payload) => return Ok(payload),
+            Prepared::NeedsBundle {
+                phone_hash,
+                envelope,
+            } => (phone_hash, envelope),
+        };
+        let token = token(self.shared).await?;
+        let bundle = self.shared.api.bundle(&token, &phone_hash).await?;
         self.shared
             .protocol
-            .call(move |e| e.encrypt(peer, &envelope))
+            .call(move |e| {
+                e.process_bundle(peer, &bundle)?;
+                e.encrypt(peer, &envelope)
+            })
             .await
     }
 }
