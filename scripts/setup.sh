@@ -5,6 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # libsignal-protocol build
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)                   # libopus build (opusic-sys)
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)             # TURN in the call tests
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
 
 if ((${#need_apt[@]})); then

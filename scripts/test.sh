@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, clippy, all tests (the relay
-# suite runs on SQLite and on the local PostgreSQL), then the demo.
+# suite runs on SQLite and on the local PostgreSQL), the call tests (coturn) and the demo.
 #
 # PostgreSQL: PRIVCOMM_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
@@ -26,6 +26,6 @@ cargo fmt --all -- --check
 # One build profile for clippy and tests would be ideal; clippy's check build is
 # metadata-only, so the extra cost is small.
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Includes examples/tests/demo.rs, which runs the README's demo binary end to end (built
+# here with the test build's features, so it costs no second build).
 cargo test --workspace --locked
-# The README's demo command must keep working end to end.
-cargo run --locked -q -p privcomm-examples --bin demo

@@ -99,6 +99,24 @@ pub enum CoreError {
     /// The protocol actor has stopped (the store was closed).
     #[error("the store is closed")]
     Closed,
+    /// The operation needs a live connection to the relay (`connect` first).
+    #[error("not connected to the relay")]
+    NotConnected,
+    /// Another call is in progress.
+    #[error("another call is in progress")]
+    CallInProgress,
+    /// No call with this id is in progress (it ended, or never existed).
+    #[error("no call {call_id} in progress")]
+    NoSuchCall {
+        /// The call id given.
+        call_id: Uuid,
+    },
+    /// The relay-only policy is set but the relay offers no TURN server.
+    #[error("relay-only calls need a TURN server, and the relay has none configured")]
+    TurnUnavailable,
+    /// The call's media setup failed (WebRTC or codec).
+    #[error("call failed: {0}")]
+    Call(String),
     /// Invalid input from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

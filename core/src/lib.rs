@@ -4,9 +4,13 @@
 //! - `store`: one SQLite file whose every secret value is sealed with AES-256-GCM under a
 //!   data key that is itself wrapped by a platform secret (`secret_store`);
 //! - `actor`: the thread that owns the engine, and the `Send` handle the rest of the core
-//!   uses to reach it.
+//!   uses to reach it;
+//! - `net`: the relay's REST API and WebSocket; `client`: the public async API and its
+//!   connection task;
+//! - `call`: one-to-one voice calls (WebRTC, Opus), signalled inside the Signal session.
 
 pub mod actor;
+pub mod call;
 pub mod client;
 pub mod crypto;
 pub mod engine;
@@ -15,7 +19,8 @@ pub mod net;
 pub mod secret_store;
 pub mod store;
 
-pub use client::{Client, ClientEvent, ConnectionState};
+pub use call::{AudioFrame, CallConfig, CallDirection, CallState, CallStats, EndReason};
+pub use client::{CallInfo, Client, ClientEvent, ClientOptions, ConnectionState};
 pub use engine::{SafetyNumber, SignalEngine};
 pub use error::{CoreError, CoreResult};
 pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{relay, Relay};
+use common::{relay, relay_binary, ChildRelay, Relay};
 use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
@@ -485,72 +485,6 @@ async fn client_reopened_mid_stream_loses_and_duplicates_nothing() {
         (relay, alice, bob)
     })
     .await;
-}
-
-/// Builds (if needed) and locates the relay binary, for tests that must kill it for real.
-fn relay_binary() -> std::path::PathBuf {
-    let output = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "privcomm-server",
-            "--bin",
-            "privcomm-server",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo build runs");
-    assert!(output.status.success(), "building the relay failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
-        .expect("cargo reported the relay executable")
-}
-
-/// The relay binary as a child process on a fixed port and data dir.
-struct ChildRelay(std::process::Child);
-
-impl ChildRelay {
-    fn start(binary: &std::path::Path, data: &std::path::Path, port: u16) -> Self {
-        let child = std::process::Command::new(binary)
-            .env_clear()
-            .env("PRIVCOMM_BIND", format!("127.0.0.1:{port}"))
-            .env("PRIVCOMM_DATA_DIR", data)
-            .env("PRIVCOMM_LOG", "warn")
-            .env("PRIVCOMM_REGISTER_PER_HOUR", "1000")
-            .env("PRIVCOMM_TOKEN_PER_MINUTE", "1000")
-            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("relay starts");
-        Self(child)
-    }
-
-    async fn wait_ready(port: u16) {
-        let api = privcomm_core::net::RelayApi::new(&format!("http://127.0.0.1:{port}")).unwrap();
-        for _ in 0..200 {
-            if api.health().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("relay did not come up");
-    }
-
-    fn kill_hard(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildRelay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,16 +214,21 @@ enum Received {
     AlreadyProcessed,
     Text(StoredMessage),
     Receipt(Vec<Uuid>),
+    Call {
+        call_id: Uuid,
+        signal: crate::call::signal::CallSignal,
+        sent_at: i64,
+    },
     Unreadable,
 }
 
 struct Session<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     in_flight: HashSet<Uuid>,
 }
 
 impl<'a> Session<'a> {
-    fn new(shared: &'a Shared) -> Self {
+    fn new(shared: &'a Arc<Shared>) -> Self {
         Self {
             shared,
             in_flight: HashSet::new(),
@@ -407,14 +412,33 @@ impl<'a> Session<'a> {
                             }
                             Ok(Received::Receipt(delivered))
                         }
+                        // Calls are live: nothing to store, the call manager takes it.
+                        Ok(Envelope::Call {
+                            call_id,
+                            signal,
+                            sent_at,
+                        }) => Ok(Received::Call {
+                            call_id,
+                            signal,
+                            sent_at,
+                        }),
                         // Decrypted but meaningless: keep the session advance, drop the content.
                         Err(_) => Ok(Received::Unreadable),
                     }
                 })
             })
             .await;
+        let mut call_signal = None;
         let ack = match received {
             Ok(Received::AlreadyProcessed) | Ok(Received::Unreadable) => true,
+            Ok(Received::Call {
+                call_id,
+                signal,
+                sent_at,
+            }) => {
+                call_signal = Some((call_id, signal, sent_at));
+                true
+            }
             Ok(Received::Text(message)) => {
                 self.shared.emit(ClientEvent::MessageReceived(message));
                 self.shared.outbox_wake.notify_one();
@@ -457,6 +481,11 @@ impl<'a> Session<'a> {
         };
         if ack {
             socket.send(&ClientFrame::Ack { id }).await?;
+        }
+        if let Some((call_id, signal, sent_at)) = call_signal {
+            self.shared
+                .calls
+                .on_signal(self.shared, sender, call_id, signal, sent_at);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::call::signal::CallSignal;
 use crate::error::{CoreError, CoreResult};
 
 /// Largest text the client accepts for sending, in bytes (well inside the relay's payload
@@ -26,6 +27,15 @@ pub enum Envelope {
     Receipt {
         /// Ids of the delivered messages.
         ids: Vec<Uuid>,
+    },
+    /// A call signalling step (never stored in the history).
+    Call {
+        /// The call it belongs to.
+        call_id: Uuid,
+        /// The step.
+        signal: CallSignal,
+        /// When the sender sent it, Unix milliseconds (stale offers are ignored).
+        sent_at: i64,
     },
 }
 

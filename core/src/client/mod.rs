@@ -5,7 +5,7 @@
 //! Everything observable is announced on the event stream.
 
 mod backoff;
-mod connection;
+pub(crate) mod connection;
 pub mod envelope;
 pub mod phone;
 
@@ -19,6 +19,8 @@ use uuid::Uuid;
 pub use backoff::{base_delay, JITTER};
 
 use crate::actor::ProtocolHandle;
+use crate::call::signal::CallSignal;
+use crate::call::{AudioFrame, CallConfig, CallDirection, CallManager, CallState, CallStats};
 use crate::engine::SafetyNumber;
 use crate::error::{CoreError, CoreResult};
 use crate::net::RelayApi;
@@ -71,6 +73,38 @@ pub enum ClientEvent {
     },
     /// The account connected on another device; this client stopped.
     ConnectedElsewhere,
+    /// A call started ringing, connected or ended. Every call this device hears of ends
+    /// exactly once with a reason, including calls that never rang here (busy, glare).
+    CallStateChanged {
+        /// The call.
+        call_id: Uuid,
+        /// The other party.
+        peer: Uuid,
+        /// Who called.
+        direction: CallDirection,
+        /// The new state.
+        state: CallState,
+    },
+}
+
+/// Options of `Client::open_with`.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Call settings.
+    pub call: CallConfig,
+}
+
+/// The call in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The call.
+    pub call_id: Uuid,
+    /// The other party.
+    pub peer: Uuid,
+    /// Who called.
+    pub direction: CallDirection,
+    /// Where it stands.
+    pub state: CallState,
 }
 
 /// State shared by the handles and the connection task.
@@ -81,6 +115,8 @@ pub(crate) struct Shared {
     pub state: watch::Sender<ConnectionState>,
     pub outbox_wake: Notify,
     pub token: Mutex<Option<connection::Token>>,
+    pub calls: CallManager,
+    pub audio: broadcast::Sender<AudioFrame>,
 }
 
 impl Shared {
@@ -94,6 +130,31 @@ impl Shared {
             self.state.send_replace(state.clone());
             self.emit(ClientEvent::ConnectionStateChanged(state));
         }
+    }
+
+    /// Queues a call signal for `peer` in the encrypted outbox; returns its outbox id.
+    pub async fn send_call_signal(
+        &self,
+        peer: Uuid,
+        call_id: Uuid,
+        signal: CallSignal,
+    ) -> CoreResult<Uuid> {
+        let id = Uuid::new_v4();
+        let now = now_ms();
+        let envelope = Envelope::Call {
+            call_id,
+            signal,
+            sent_at: now,
+        }
+        .encode();
+        self.protocol
+            .call(move |e| {
+                e.store()
+                    .write(|store| store.enqueue(id, peer, &envelope, now))
+            })
+            .await?;
+        self.outbox_wake.notify_one();
+        Ok(id)
     }
 }
 
@@ -113,8 +174,10 @@ pub struct Client {
 const DB_FILE: &str = "privcomm.db";
 /// Events buffered per subscriber before the slowest one starts missing them.
 const EVENT_BUFFER: usize = 4096;
+/// Decoded audio frames buffered per subscriber (5 s); a slower player misses frames.
+const AUDIO_BUFFER: usize = 250;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -129,6 +192,16 @@ impl Client {
         server_url: &str,
         secrets: Arc<dyn SecretStore>,
     ) -> CoreResult<Self> {
+        Self::open_with(data_dir, server_url, secrets, ClientOptions::default()).await
+    }
+
+    /// `open` with options (call settings).
+    pub async fn open_with(
+        data_dir: PathBuf,
+        server_url: &str,
+        secrets: Arc<dyn SecretStore>,
+        options: ClientOptions,
+    ) -> CoreResult<Self> {
         let api = RelayApi::new(server_url)?;
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| CoreError::InvalidArgument(format!("data dir: {e}")))?;
@@ -138,6 +211,7 @@ impl Client {
             .map_err(|_| CoreError::Closed)??;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (state, _) = watch::channel(ConnectionState::Offline);
+        let (audio, _) = broadcast::channel(AUDIO_BUFFER);
         Ok(Self {
             shared: Arc::new(Shared {
                 protocol,
@@ -146,6 +220,8 @@ impl Client {
                 state,
                 outbox_wake: Notify::new(),
                 token: Mutex::new(None),
+                calls: CallManager::new(options.call),
+                audio,
             }),
             running: Arc::new(tokio::sync::Mutex::new(None)),
         })
@@ -249,8 +325,10 @@ impl Client {
         self.shared.set_state(ConnectionState::Offline);
     }
 
-    /// Disconnects and closes the store. The client is unusable afterwards.
+    /// Hangs up any call, disconnects and closes the store. The client is unusable
+    /// afterwards.
     pub async fn close(&self) {
+        self.shared.calls.shutdown().await;
         self.disconnect().await;
         let _ = self.shared.protocol.close().await;
     }
@@ -392,5 +470,73 @@ impl Client {
     /// Messages still waiting for the relay.
     pub async fn outbox_len(&self) -> CoreResult<u64> {
         self.shared.protocol.call(|e| e.store().outbox_len()).await
+    }
+
+    /// Calls `peer` (a resolved contact). Needs a live connection to the relay. Returns the
+    /// call id; progress arrives as `ClientEvent::CallStateChanged`.
+    pub async fn start_call(&self, peer: Uuid) -> CoreResult<Uuid> {
+        if self.connection_state() != ConnectionState::Connected {
+            return Err(CoreError::NotConnected);
+        }
+        let known = self
+            .shared
+            .protocol
+            .call(
+                move |e| Ok(e.has_session(peer)? || e.store().contact_phone_hash(peer)?.is_some()),
+            )
+            .await?;
+        if !known {
+            return Err(CoreError::UnknownPeer { peer });
+        }
+        self.shared.calls.start(&self.shared, peer).await
+    }
+
+    /// Answers the incoming call `call_id`.
+    pub fn accept_call(&self, call_id: Uuid) -> CoreResult<()> {
+        self.shared.calls.accept(call_id)
+    }
+
+    /// Declines the incoming call `call_id`.
+    pub fn decline_call(&self, call_id: Uuid) -> CoreResult<()> {
+        self.shared.calls.decline(call_id)
+    }
+
+    /// Ends the call `call_id` in whatever state it is (declining it if it rings here).
+    pub fn hang_up(&self, call_id: Uuid) -> CoreResult<()> {
+        self.shared.calls.hang_up(call_id)
+    }
+
+    /// Mutes or unmutes the microphone of the call.
+    pub fn set_muted(&self, call_id: Uuid, muted: bool) -> CoreResult<()> {
+        self.shared.calls.set_muted(call_id, muted)
+    }
+
+    /// Feeds one 20 ms frame of 48 kHz mono PCM (`call::FRAME_SAMPLES` samples) from the
+    /// microphone. Never blocks; frames pushed before the call connects are dropped.
+    pub fn push_audio_frame(&self, call_id: Uuid, samples: &[i16]) -> CoreResult<()> {
+        self.shared.calls.push_audio(call_id, samples)
+    }
+
+    /// Decoded frames of the peer's voice, from now on.
+    pub fn audio_frames(&self) -> broadcast::Receiver<AudioFrame> {
+        self.shared.audio.subscribe()
+    }
+
+    /// Round-trip time, loss and jitter of the call's media link.
+    pub async fn call_stats(&self, call_id: Uuid) -> CoreResult<CallStats> {
+        self.shared.calls.stats(call_id).await
+    }
+
+    /// The call in progress, if any.
+    pub fn current_call(&self) -> Option<CallInfo> {
+        self.shared
+            .calls
+            .current()
+            .map(|(call_id, peer, direction, state)| CallInfo {
+                call_id,
+                peer,
+                direction,
+                state,
+            })
     }
 }

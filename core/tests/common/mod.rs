@@ -87,17 +87,115 @@ pub struct Relay {
     pub _dir: tempfile::TempDir,
 }
 
-/// Starts a relay with SQLite in a temporary directory.
-pub async fn relay() -> Relay {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = privcomm_server::Config::with_defaults(dir.path());
+/// Relay settings for tests: SQLite in `dir`, an ephemeral loopback port, generous limits.
+pub fn relay_config(dir: &Path) -> privcomm_server::Config {
+    let mut config = privcomm_server::Config::with_defaults(dir);
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.register_per_hour = 1000;
     config.token_per_minute = 1000;
     config.challenge_per_minute = 1000;
+    config
+}
+
+/// Starts a relay with SQLite in a temporary directory.
+pub async fn relay() -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay_config(dir.path());
     let server =
         privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
             .await
             .unwrap();
     Relay { server, _dir: dir }
+}
+
+/// Builds (if needed) and locates the relay binary, for tests that run it as a process.
+pub fn relay_binary() -> PathBuf {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "privcomm-server",
+            "--bin",
+            "privcomm-server",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo build runs");
+    assert!(output.status.success(), "building the relay failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported the relay executable")
+}
+
+/// The relay binary as a child process on a fixed port and data dir.
+pub struct ChildRelay(std::process::Child);
+
+impl ChildRelay {
+    /// Starts the relay quietly (warnings only, output discarded).
+    pub fn start(binary: &Path, data: &Path, port: u16) -> Self {
+        Self::start_with(binary, data, port, "warn", &[], std::process::Stdio::null())
+    }
+
+    /// Starts the relay with a log level, extra environment and where its output goes.
+    pub fn start_with(
+        binary: &Path,
+        data: &Path,
+        port: u16,
+        log: &str,
+        env: &[(&str, String)],
+        output: std::process::Stdio,
+    ) -> Self {
+        let mut command = std::process::Command::new(binary);
+        command
+            .env_clear()
+            .env("PRIVCOMM_BIND", format!("127.0.0.1:{port}"))
+            .env("PRIVCOMM_DATA_DIR", data)
+            .env("PRIVCOMM_LOG", log)
+            .env("PRIVCOMM_REGISTER_PER_HOUR", "1000")
+            .env("PRIVCOMM_TOKEN_PER_MINUTE", "1000")
+            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.stdout(output).spawn().expect("relay starts");
+        Self(child)
+    }
+
+    /// Waits until the relay answers its health check.
+    pub async fn wait_ready(port: u16) {
+        let api = privcomm_core::net::RelayApi::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        for _ in 0..200 {
+            if api.health().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("relay did not come up");
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill_hard(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
