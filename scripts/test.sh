@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, clippy, all tests (the relay
-# suite runs on SQLite and on the local PostgreSQL), the call tests (coturn) and the demo.
+# suite runs on SQLite and on the local PostgreSQL), the call tests (coturn), the demo and
+# the Kotlin bindings' JUnit tests on the JVM (bindings/tests/kotlin_jvm.rs).
 #
 # PostgreSQL: PRIVCOMM_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
@@ -28,4 +29,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Includes examples/tests/demo.rs, which runs the README's demo binary end to end (built
 # here with the test build's features, so it costs no second build).
+# The Kotlin JVM tests must run here, not skip for want of tools.
+export PRIVCOMM_REQUIRE_JVM_TESTS=1
 cargo test --workspace --locked

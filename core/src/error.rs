@@ -69,6 +69,14 @@ pub enum CoreError {
     /// The secret store failed.
     #[error("secret store error: {0}")]
     SecretStore(String),
+    /// The secret that opens this database is permanently gone (see
+    /// `SecretStoreError::Lost`). The local data cannot be recovered: delete it with
+    /// `client::delete_local_data` and start again.
+    #[error("the key protecting this database is lost: {0}")]
+    SecretLost(String),
+    /// The secret store is temporarily unusable; nothing is lost, try again later.
+    #[error("the secret store is unavailable: {0}")]
+    SecretStoreUnavailable(String),
     /// SQLite failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
@@ -120,6 +128,17 @@ pub enum CoreError {
     /// Invalid input from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+impl From<crate::secret_store::SecretStoreError> for CoreError {
+    fn from(e: crate::secret_store::SecretStoreError) -> Self {
+        use crate::secret_store::SecretStoreError as E;
+        match e {
+            E::Lost(m) => Self::SecretLost(m),
+            E::Unavailable(m) => Self::SecretStoreUnavailable(m),
+            E::Failed(m) => Self::SecretStore(m),
+        }
+    }
 }
 
 /// Result alias of the crate.

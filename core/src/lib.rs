@@ -20,8 +20,10 @@ pub mod secret_store;
 pub mod store;
 
 pub use call::{AudioFrame, CallConfig, CallDirection, CallState, CallStats, EndReason};
-pub use client::{CallInfo, Client, ClientEvent, ClientOptions, ConnectionState};
+pub use client::{
+    delete_local_data, CallInfo, Client, ClientEvent, ClientOptions, ConnectionState,
+};
 pub use engine::{SafetyNumber, SignalEngine};
 pub use error::{CoreError, CoreResult};
-pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore};
+pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore, SecretStoreError};
 pub use store::history::{Conversation, HistoryCursor, MessageState, StoredMessage};

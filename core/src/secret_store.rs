@@ -9,10 +9,29 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
-/// A secret store failure.
+/// A secret store failure, by what the app can do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SecretStoreError(pub String);
+pub enum SecretStoreError {
+    /// The secret exists but can never be read again: the platform key that protects it is
+    /// gone or invalidated (app data restored onto another device, keystore reset, biometric
+    /// enrolment changed). The database it opens is lost; the app must start over.
+    #[error("secret lost: {0}")]
+    Lost(String),
+    /// The store cannot be used right now but may work later (device locked, keystore busy
+    /// or failing transiently). Nothing is lost; retry later.
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SecretStoreError {
+    /// A plain failure with `message`.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+}
 
 /// Get/set/delete named secrets. Implementations must be safe to call from any thread.
 pub trait SecretStore: Send + Sync {
@@ -76,7 +95,8 @@ impl KeyringSecretStore {
     }
 
     fn entry(&self, name: &str) -> Result<keyring::Entry, SecretStoreError> {
-        keyring::Entry::new(&self.service, name).map_err(|e| SecretStoreError(e.to_string()))
+        keyring::Entry::new(&self.service, name)
+            .map_err(|e| SecretStoreError::failed(e.to_string()))
     }
 }
 
@@ -85,20 +105,20 @@ impl SecretStore for KeyringSecretStore {
         match self.entry(name)?.get_secret() {
             Ok(secret) => Ok(Some(Zeroizing::new(secret))),
             Err(keyring::Error::NoEntry) => Ok(None),
-            Err(e) => Err(SecretStoreError(e.to_string())),
+            Err(e) => Err(SecretStoreError::failed(e.to_string())),
         }
     }
 
     fn set(&self, name: &str, secret: &[u8]) -> Result<(), SecretStoreError> {
         self.entry(name)?
             .set_secret(secret)
-            .map_err(|e| SecretStoreError(e.to_string()))
+            .map_err(|e| SecretStoreError::failed(e.to_string()))
     }
 
     fn delete(&self, name: &str) -> Result<(), SecretStoreError> {
         match self.entry(name)?.delete_credential() {
             Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(SecretStoreError(e.to_string())),
+            Err(e) => Err(SecretStoreError::failed(e.to_string())),
         }
     }
 }
@@ -112,7 +132,7 @@ pub fn join_session_keyring() -> Result<(), SecretStoreError> {
     use linux_keyutils::{KeyRing, KeyRingIdentifier};
     KeyRing::from_special_id(KeyRingIdentifier::Session, true)
         .map(|_| ())
-        .map_err(|e| SecretStoreError(format!("cannot join a session keyring: {e:?}")))
+        .map_err(|e| SecretStoreError::Failed(format!("cannot join a session keyring: {e:?}")))
 }
 
 /// No-op outside Linux.

@@ -184,6 +184,17 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Deletes the account data stored in `data_dir` (the database and its wrapping secret in
+/// `secrets`): the way out of `SecretLost`, `MissingKey` and `WrongKey`, after which `open`
+/// starts an empty store. Close every client of `data_dir` first. What the relay holds for
+/// the account is untouched.
+pub async fn delete_local_data(data_dir: PathBuf, secrets: Arc<dyn SecretStore>) -> CoreResult<()> {
+    let path = data_dir.join(DB_FILE);
+    tokio::task::spawn_blocking(move || crate::store::Store::destroy(&path, secrets.as_ref()))
+        .await
+        .map_err(|_| CoreError::Closed)?
+}
+
 impl Client {
     /// Opens the account stored in `data_dir` (created if needed) for the relay at
     /// `server_url`, with the data key's wrapping secret in `secrets`.
@@ -275,9 +286,19 @@ impl Client {
         Ok(user_id)
     }
 
-    /// This account's relay user id, once registered.
+    /// This account's relay user id, once registered (`None` before, also for an empty
+    /// store).
     pub async fn user_id(&self) -> CoreResult<Option<Uuid>> {
-        self.shared.protocol.call(|e| e.user_id()).await
+        self.shared
+            .protocol
+            .call(|e| {
+                if e.has_account() {
+                    e.user_id()
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
     }
 
     /// Starts the connection (if not running) and waits until it is online. The connection

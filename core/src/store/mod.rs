@@ -107,7 +107,7 @@ impl Store {
             Some(db_id) => {
                 let secret = secrets
                     .get(&wrap_secret_name(&db_id))
-                    .map_err(|e| CoreError::SecretStore(e.0))?
+                    .map_err(CoreError::from)?
                     .ok_or(CoreError::MissingKey)?;
                 let wrap = WrapKey::from_bytes(&secret)?;
                 let wrapped: Vec<u8> =
@@ -123,7 +123,7 @@ impl Store {
                 // leaves at worst an unused secret, never a database without its key.
                 secrets
                     .set(&wrap_secret_name(&db_id), wrap.as_bytes())
-                    .map_err(|e| CoreError::SecretStore(e.0))?;
+                    .map_err(CoreError::from)?;
                 let tx = conn.unchecked_transaction()?;
                 meta_set(&tx, META_DB_ID, &db_id)?;
                 meta_set(&tx, META_WRAPPED_KEY, &data_key.wrap(&wrap))?;
@@ -149,6 +149,43 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Deletes the database at `path` (with its WAL and journal files) and its wrapping
+    /// secret: the recovery path when the secret is lost or wrong. Nothing may have the
+    /// database open. A missing database is not an error.
+    pub fn destroy(path: &Path, secrets: &dyn SecretStore) -> CoreResult<()> {
+        if path.exists() {
+            // The id is read without the key (it is not secret) so the secret can be found.
+            let db_id = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ok()
+            .and_then(|conn| meta_get(&conn, META_DB_ID).ok().flatten());
+            if let Some(db_id) = db_id {
+                match secrets.delete(&wrap_secret_name(&db_id)) {
+                    // A lost secret is already gone.
+                    Ok(()) | Err(crate::secret_store::SecretStoreError::Lost(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "cannot delete the database: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Name of this database's wrapping secret in the secret store.
@@ -268,7 +305,7 @@ impl Store {
     pub fn rotate_data_key(&mut self, secrets: &dyn SecretStore) -> CoreResult<()> {
         let secret = secrets
             .get(&self.secret_name())
-            .map_err(|e| CoreError::SecretStore(e.0))?
+            .map_err(CoreError::from)?
             .ok_or(CoreError::MissingKey)?;
         let wrap = WrapKey::from_bytes(&secret)?;
         let new_key = DataKey::generate();
