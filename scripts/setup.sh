@@ -34,6 +34,22 @@ if [ ! -x android/jvm-test/node_modules/kotlin-compiler/bin/kotlinc ]; then
   npm ci --prefix android/jvm-test --no-audit --no-fund --loglevel=error
 fi
 
+# The React Native module's tests (bindings/tests/react_native.rs): its npm packages (pinned
+# by package-lock.json), the `ubrn` CLI built from its npm package's Rust source, and the
+# example app's packages for its type check.
+if [ ! -x react-native-module/node_modules/.bin/vitest ]; then
+  echo "setup: installing the React Native module's npm packages"
+  npm ci --prefix react-native-module --no-audit --no-fund --loglevel=error
+fi
+if [ ! -x react-native-module/node_modules/uniffi-bindgen-react-native/target/debug/uniffi-bindgen-react-native ]; then
+  echo "setup: building the ubrn CLI (uniffi-bindgen-react-native; a few minutes, once)"
+  bash react-native-module/scripts/build-ubrn.sh
+fi
+if [ ! -d examples/react-native-app/node_modules ]; then
+  echo "setup: installing the example app's npm packages"
+  npm ci --prefix examples/react-native-app --no-audit --no-fund --loglevel=error
+fi
+
 # rustfmt and clippy are part of the checks.
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

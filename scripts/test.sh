@@ -29,6 +29,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Includes examples/tests/demo.rs, which runs the README's demo binary end to end (built
 # here with the test build's features, so it costs no second build).
-# The Kotlin JVM tests must run here, not skip for want of tools.
-export PRIVCOMM_REQUIRE_JVM_TESTS=1
+# The Kotlin and React Native tests must run here, not skip for want of tools.
+export PRIVCOMM_REQUIRE_FOREIGN_TESTS=1
 cargo test --workspace --locked

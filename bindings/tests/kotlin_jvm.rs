@@ -5,61 +5,16 @@
 //!
 //! Tools (installed by scripts/setup.sh): kotlinc from npm `kotlin-compiler` in
 //! android/jvm-test, JNA and the JUnit 5 console launcher from Debian. Without them the JVM
-//! test is skipped with a notice, unless PRIVCOMM_REQUIRE_JVM_TESTS=1 (scripts/test.sh sets
-//! it) makes their absence a failure.
+//! test is skipped with a notice, unless PRIVCOMM_REQUIRE_FOREIGN_TESTS=1 (scripts/test.sh
+//! sets it) makes their absence a failure.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use camino::Utf8PathBuf;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bindings/ has a parent")
-        .to_owned()
-}
-
-/// The cdylib cargo built with this test binary. `cargo test` leaves it in deps/ (it is
-/// not uplifted), which is also where it is fresh: target/<profile>/ may hold an older one
-/// from a `cargo build` with other features.
-fn ffi_library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    let name = format!(
-        "{}privcomm_ffi{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    [deps, deps.parent().expect("profile dir")]
-        .iter()
-        .map(|dir| dir.join(&name))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()))
-}
-
-/// Every file under `dir`, by relative path.
-fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("under root").to_owned();
-                out.insert(rel, std::fs::read(&path).expect("readable"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
+use common::{ffi_library, read_tree, repo_root, run, tool_check, TestRelay};
 
 fn generate(language: uniffi::TargetLanguage, out_dir: &Path) {
     let root = repo_root();
@@ -168,38 +123,18 @@ fn jvm_kotlin_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(output.status.success(), "{what} failed ({})", output.status);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kotlin_tests_pass_on_the_jvm() {
-    let tools = match find_tools() {
-        Ok(tools) => tools,
-        Err(missing) if std::env::var_os("PRIVCOMM_REQUIRE_JVM_TESTS").is_some() => {
-            panic!("{missing}: run scripts/setup.sh")
-        }
-        Err(missing) => {
-            eprintln!("SKIPPED the Kotlin JVM tests: {missing} (scripts/setup.sh installs it)");
-            return;
-        }
-    };
-
-    let relay_dir = tempfile::tempdir().expect("temp dir");
-    let mut config = privcomm_server::Config::with_defaults(relay_dir.path());
-    config.bind = "127.0.0.1:0".parse().expect("address");
-    config.register_per_hour = 10_000;
-    config.token_per_minute = 10_000;
-    config.challenge_per_minute = 10_000;
-    let relay = privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
-        .await
-        .expect("relay starts");
-    let relay_url = format!("http://{}", relay.local_addr());
+    let tools = find_tools();
+    if !tool_check(
+        "Kotlin JVM tests",
+        tools.as_ref().map(|_| ()).map_err(Clone::clone),
+    ) {
+        return;
+    }
+    let tools = tools.expect("checked");
+    let relay = TestRelay::start().await;
+    let relay_url = relay.url.clone();
 
     let root = repo_root();
     let classes = tempfile::tempdir().expect("temp dir");
@@ -265,5 +200,5 @@ async fn kotlin_tests_pass_on_the_jvm() {
     })
     .await
     .expect("junit ran");
-    let _ = relay.shutdown().await;
+    relay.stop().await;
 }
