@@ -45,6 +45,8 @@ if [ ! -x react-native-module/node_modules/uniffi-bindgen-react-native/target/de
   echo "setup: building the ubrn CLI (uniffi-bindgen-react-native; a few minutes, once)"
   bash react-native-module/scripts/build-ubrn.sh
 fi
+# The Node tests' N-API runtime, from the same ubrn source (the published one leaks).
+bash react-native-module/scripts/build-napi-runtime.sh
 if [ ! -d examples/react-native-app/node_modules ]; then
   echo "setup: installing the example app's npm packages"
   npm ci --prefix examples/react-native-app --no-audit --no-fund --loglevel=error

@@ -46,11 +46,9 @@ describe('Zustand stores fed by the core', () => {
 
     await expect.poll(() => aliceChat.getState().messages[bobId]?.[0]?.status, { timeout: 30_000 }).toBe('delivered');
     expect(aliceChat.getState().messages[bobId]?.[0]?.id).toBe(id);
-    expect(statuses[0]).toBe('queued');
-    expect(statuses[statuses.length - 1]).toBe('delivered');
-    // Never backwards, whatever order the core's events came in.
-    const order: MessageStatus[] = ['queued', 'sent', 'delivered'];
-    expect(statuses.map((s) => order.indexOf(s))).toEqual([...statuses.map((s) => order.indexOf(s))].sort());
+    // Each step shown once, in order, whatever order the core's events and the send's
+    // resolution reached the store in.
+    expect(statuses).toEqual(['queued', 'sent', 'delivered']);
     expect(aliceChat.getState().conversations.map((c) => c.peer)).toEqual([bobId]);
 
     // Bob's store received it and lists the conversation.
