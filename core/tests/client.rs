@@ -539,3 +539,124 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_burst_arrives_once_in_order_and_coalesced_receipts_deliver_it() {
+    const COUNT: usize = 600;
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    let alice_id = alice.user_id().await.unwrap().unwrap();
+    let mut alice_events = alice.events();
+    alice.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..COUNT {
+        sent.push(
+            alice
+                .send_text(bob_id, &format!("burst {i:03}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut at_relay = HashSet::new();
+    until(&mut alice_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Sent,
+        } = event
+        {
+            at_relay.insert(*id);
+        }
+        at_relay.len() == COUNT
+    })
+    .await;
+    // Alice goes away too, so Bob's receipts wait at the relay where they can be counted.
+    alice.disconnect().await;
+
+    let mut bob_events = bob.events();
+    bob.connect().await.unwrap();
+    let mut received = Vec::new();
+    until(&mut bob_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageReceived(m) = event {
+            received.push((m.id, m.body.clone()));
+        }
+        received.len() == COUNT
+    })
+    .await;
+    assert_eq!(
+        received.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        sent,
+        "in order, each once"
+    );
+    assert_eq!(
+        received
+            .iter()
+            .map(|(_, body)| body.clone())
+            .collect::<Vec<_>>(),
+        (0..COUNT)
+            .map(|i| format!("burst {i:03}"))
+            .collect::<Vec<_>>()
+    );
+    let store = relay.server.state().store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while bob.outbox_len().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "receipts reach the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Texts that arrived together are answered together: far fewer receipts than texts.
+    let receipts = store
+        .pending_messages(alice_id, 0, 10 * COUNT)
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        (1..COUNT / 2).contains(&receipts),
+        "{receipts} receipts for {COUNT} texts"
+    );
+
+    alice.connect().await.unwrap();
+    let mut delivered = HashSet::new();
+    until(&mut alice_events, Duration::from_secs(60), |event| {
+        if let ClientEvent::MessageStateChanged {
+            id,
+            state: MessageState::Delivered,
+        } = event
+        {
+            delivered.insert(*id);
+        }
+        delivered.len() == COUNT
+    })
+    .await;
+    assert_eq!(delivered, sent.iter().copied().collect::<HashSet<_>>());
+    let history = alice
+        .history(bob_id, None, 10 * COUNT as u32)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), COUNT);
+    assert!(history
+        .iter()
+        .all(|m| m.outgoing && m.state == MessageState::Delivered));
+    let incoming = bob
+        .history(alice_id, None, 10 * COUNT as u32)
+        .await
+        .unwrap();
+    assert_eq!(incoming.len(), COUNT, "each stored once");
+    // Every delivery and every receipt was acked: the relay holds nothing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.pending_total().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay queue drains"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.close().await;
+    bob.close().await;
+    relay.server.shutdown().await.unwrap();
+}

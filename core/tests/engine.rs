@@ -517,3 +517,91 @@ fn processed_ids_deduplicate() {
     assert_eq!(store.prune_processed(11).unwrap(), 1);
     assert!(!store.is_processed(id).unwrap());
 }
+
+#[test]
+fn a_failing_step_of_a_decrypt_batch_rolls_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob) = pair(dir.path());
+    let from = alice.user_id;
+    let sealed = encrypt_many(&mut alice, bob.user_id, "batch", 10);
+    let mut items: Vec<(u128, Vec<u8>)> = sealed
+        .iter()
+        .enumerate()
+        .map(|(i, (_, payload))| (i as u128, payload.clone()))
+        .collect();
+    // Step 7 does not decrypt; step 4 decrypts and stores, then fails (as storage might).
+    items[7].1 = vec![3, 1, 2, 3];
+    let mut commits = Vec::new();
+    let mut failures = Vec::new();
+    let results = bob.engine().decrypt_batch(
+        &items,
+        |scope, (i, payload)| {
+            let plain = scope.decrypt(from, payload)?;
+            let body = String::from_utf8(plain.to_vec()).expect("utf8");
+            scope.store().save_message(&StoredMessage {
+                id: Uuid::from_u128(i + 1),
+                peer: from,
+                outgoing: false,
+                body: body.clone(),
+                sent_at: 1_700_000_000_000 + *i as i64,
+                state: MessageState::Received,
+            })?;
+            if *i == 4 {
+                return Err(CoreError::Protocol("step 4 fails after writing".into()));
+            }
+            Ok(body)
+        },
+        |_, done| {
+            commits.push(done.len());
+            Ok(())
+        },
+        |_, (i, _), _| {
+            failures.push(*i);
+            true
+        },
+    );
+    assert_eq!(results.len(), 10);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            4 => assert!(matches!(result, Err(CoreError::Protocol(_))), "{result:?}"),
+            7 => assert!(
+                matches!(result, Err(CoreError::InvalidMessage(_))),
+                "{result:?}"
+            ),
+            _ => assert_eq!(result.as_ref().ok(), Some(&sealed[i].0)),
+        }
+    }
+    assert_eq!(failures, [4, 7]);
+    // 0..4 together, 5..7 together, 8..10 together; each failure alone, rolled back.
+    assert_eq!(commits, [4, 2, 2]);
+    let history = bob.engine().store().messages(from, None, 100).unwrap();
+    let mut stored: Vec<u128> = history.iter().map(|m| m.id.as_u128() - 1).collect();
+    stored.sort();
+    assert_eq!(stored, [0, 1, 2, 3, 5, 6, 8, 9]);
+    // Step 4's session advance went with its rollback: its message still decrypts once;
+    // the committed ones are duplicates.
+    assert_eq!(
+        &bob.engine().decrypt(from, &sealed[4].1).unwrap()[..],
+        sealed[4].0.as_bytes()
+    );
+    assert!(matches!(
+        bob.engine().decrypt(from, &sealed[5].1),
+        Err(CoreError::DuplicateMessage)
+    ));
+
+    // A failure the caller stops on ends the batch: what follows is not touched.
+    let more = encrypt_many(&mut alice, bob.user_id, "stop", 3);
+    let items = [more[0].1.clone(), vec![3, 1, 2, 3], more[2].1.clone()];
+    let results = bob.engine().decrypt_batch(
+        &items,
+        |scope, payload| scope.decrypt(from, payload).map(|p| p.to_vec()),
+        |_, _| Ok(()),
+        |_, _, _| false,
+    );
+    assert_eq!(results.len(), 2);
+    assert!(results[0].is_ok() && results[1].is_err());
+    assert_eq!(
+        &bob.engine().decrypt(from, &more[2].1).unwrap()[..],
+        more[2].0.as_bytes()
+    );
+}

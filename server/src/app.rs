@@ -9,6 +9,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use axum::serve::ListenerExt;
 use axum::Router;
 use privcomm_protocol::limits::MAX_REST_BODY_BYTES;
 use privcomm_protocol::ErrorCode;
@@ -26,8 +27,9 @@ use crate::metrics::{Metrics, RouteLabels};
 use crate::rate_limit::RateLimits;
 use crate::routes;
 use crate::state::AppState;
-use crate::store::SqlStore;
+use crate::store::{SqlStore, Store};
 use crate::tokens::{load_or_create_secret, TokenIssuer};
+use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
 use crate::{maintenance, ws};
 
@@ -122,15 +124,32 @@ impl RelayServer {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
+        // Frames are small and latency-bound: send each at once rather than wait for the
+        // peer's ACK of the previous one (Nagle + delayed ACK cost up to 40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let store: Arc<dyn Store> = Arc::new(store);
+        let connections = Arc::new(ConnectionRegistry::new(config.max_connections));
+        let metrics = Arc::new(Metrics::new());
+        let writes = WriteQueue::start(
+            store.clone(),
+            connections.clone(),
+            metrics.clone(),
+            clock.clone(),
+        );
         let state = AppState {
-            store: Arc::new(store),
+            store,
+            writes,
             clock,
             tokens: Arc::new(TokenIssuer::new(
                 &secret,
                 privcomm_protocol::limits::TOKEN_TTL_SECS,
             )),
-            connections: Arc::new(ConnectionRegistry::new(config.max_connections)),
-            metrics: Arc::new(Metrics::new()),
+            connections,
+            metrics,
             rate_limits: Arc::new(RateLimits::new(
                 config.register_per_hour,
                 config.token_per_minute,
@@ -199,5 +218,48 @@ impl RelayServer {
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         (&mut self.serve).await.context("server task panicked")??;
         Ok(())
+    }
+}
+
+/// Runs a relay with `config` until SIGTERM or Ctrl-C, then shuts it down cleanly (what the
+/// `privcomm-server` binary does; the benchmark harness runs the same in its own process).
+pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let mut server = match RelayServer::start(config, Arc::new(crate::SystemClock)).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "relay failed to start");
+            return Err(e);
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            server.shutdown().await?;
+        }
+        result = server.wait() => result?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

@@ -103,6 +103,11 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "storage setup error");
                 Self::new(ErrorCode::Internal, "internal error")
             }
+            StoreError::Sqlite(e) => {
+                tracing::error!(error = %e, "database error");
+                Self::new(ErrorCode::Internal, "internal error")
+            }
+            StoreError::WriterStopped => Self::new(ErrorCode::Unavailable, "shutting down"),
         }
     }
 }

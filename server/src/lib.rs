@@ -17,6 +17,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod writer;
 pub mod ws;
 
 pub use app::RelayServer;

@@ -1,9 +1,7 @@
 //! `privcomm-server`: runs the relay until SIGTERM or Ctrl-C.
 
-use std::sync::Arc;
-
 use clap::Parser;
-use privcomm_server::{logging, Config, RelayServer, SystemClock};
+use privcomm_server::{logging, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,42 +15,5 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "ignoring unreadable .env file");
         }
     }
-    let mut server = match RelayServer::start(config, Arc::new(SystemClock)).await {
-        Ok(server) => server,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "relay failed to start");
-            return Err(e);
-        }
-    };
-    tokio::select! {
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            server.shutdown().await?;
-        }
-        result = server.wait() => result?,
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    privcomm_server::app::run_until_signal(config).await
 }

@@ -1,5 +1,6 @@
-//! Accepting a message for a recipient: validate, store durably, then hand it to the
-//! recipient's connection. Used by both the REST endpoint and the WebSocket `send` frame.
+//! Accepting a message for a recipient: validate, then queue it for the writer, which stores
+//! it durably and hands it to the recipient's connection. Used by both the REST endpoint and
+//! the WebSocket `send` frame.
 
 use privcomm_protocol::limits::MAX_PAYLOAD_BYTES;
 use privcomm_protocol::{Base64String, ErrorCode};
@@ -7,7 +8,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{NewMessage, StoreError, StoreOutcome};
+use crate::store::{NewMessage, StoreError, StoreOutcome, StoreResult};
+use crate::writer::answer;
 
 /// Stores `payload` from `sender` for `to` under the sender's message id `client_id`, and
 /// returns the server id. A repeated (sender, client id) returns the first server id.
@@ -18,6 +20,18 @@ pub async fn accept_message(
     client_id: Uuid,
     payload: &Base64String,
 ) -> Result<Uuid, ApiError> {
+    let message = validate_message(state, sender, to, client_id, payload)?;
+    server_id(answer(state.writes.store_message(message)).await)
+}
+
+/// Checks and decodes a message for storage; nothing is written.
+pub fn validate_message(
+    state: &AppState,
+    sender: Uuid,
+    to: Uuid,
+    client_id: Uuid,
+    payload: &Base64String,
+) -> Result<NewMessage, ApiError> {
     // Reject by encoded length first so an oversize payload is never decoded.
     if payload.as_str().len() > MAX_PAYLOAD_BYTES.div_ceil(3) * 4 {
         return Err(too_large());
@@ -29,21 +43,21 @@ pub async fn accept_message(
     if payload.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "payload is empty"));
     }
-    let message = NewMessage {
-        id: Uuid::new_v4(),
+    Ok(NewMessage {
+        // Time-ordered, so the id index grows at its end instead of at random pages.
+        id: Uuid::now_v7(),
         sender,
         client_id,
         recipient: to,
         payload,
         created_at: state.clock.now_ms(),
-    };
-    match state.store.store_message(&message).await {
-        Ok(StoreOutcome::Stored(pending)) => {
-            state.metrics.messages_stored.inc();
-            let id = pending.id;
-            state.connections.push(pending);
-            Ok(id)
-        }
+    })
+}
+
+/// The server id a store answered with, or the error to report to the sender.
+pub fn server_id(stored: StoreResult<StoreOutcome>) -> Result<Uuid, ApiError> {
+    match stored {
+        Ok(StoreOutcome::Stored(pending)) => Ok(pending.id),
         Ok(StoreOutcome::Duplicate { server_id }) => Ok(server_id),
         Err(StoreError::MissingReference) => {
             Err(ApiError::new(ErrorCode::NotFound, "unknown recipient"))

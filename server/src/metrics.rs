@@ -37,6 +37,10 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// HTTP request latency.
     pub request_latency: Family<RouteLabels, Histogram>,
+    /// Time of one group commit (message stores, acks), seconds.
+    pub write_batch_seconds: Histogram,
+    /// Writes per group commit.
+    pub write_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -54,6 +58,8 @@ impl Metrics {
             request_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            write_batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            write_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +101,16 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency",
             metrics.request_latency.clone(),
+        );
+        registry.register(
+            "write_batch_duration_seconds",
+            "Time of one group commit",
+            metrics.write_batch_seconds.clone(),
+        );
+        registry.register(
+            "write_batch_size",
+            "Writes committed together",
+            metrics.write_batch_size.clone(),
         );
         Self {
             registry,

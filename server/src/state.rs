@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
+use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
 
 /// Everything a request may need; cheap to clone.
@@ -18,6 +19,8 @@ use crate::ws::registry::ConnectionRegistry;
 pub struct AppState {
     /// Storage backend.
     pub store: Arc<dyn Store>,
+    /// The group-committing writer: message stores, acks and `last_seen` go through it.
+    pub writes: WriteQueue,
     /// Configuration in effect.
     pub config: Arc<Config>,
     /// Time source.

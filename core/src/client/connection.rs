@@ -1,7 +1,7 @@
 //! The connection task: authenticate, hold the WebSocket, flush the outbox, take deliveries,
 //! and reconnect with backoff until stopped.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::envelope::Envelope;
-use super::{backoff, now_ms, ClientEvent, ConnectionState, Shared};
+use super::receive::{self, Incoming, Received};
+use super::{backoff, ClientEvent, ConnectionState, Shared};
 use crate::error::{CoreError, CoreResult};
 use crate::net::{RelaySocket, SocketEvent};
-use crate::store::history::{MessageState, StoredMessage};
+use crate::store::history::MessageState;
+use crate::store::outbox::OutboxEntry;
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -33,6 +34,9 @@ const PREKEY_LOW_WATER: u64 = 25;
 const PREKEY_TARGET: u64 = 100;
 /// Signed prekeys are replaced after this long.
 const SIGNED_PREKEY_MAX_AGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Most deliveries taken in one batch (one actor trip, usually one transaction): the
+/// relay's backlog page, so a flushing backlog goes a page at a time.
+const MAX_BATCH: usize = 128;
 
 /// A bearer token and when to renew it.
 pub(crate) struct Token {
@@ -198,28 +202,95 @@ async fn connect(shared: &Shared) -> CoreResult<RelaySocket> {
     }
 }
 
-/// Outcome of the first step of `encrypt_for`.
+/// Outcome of the first step of `encrypt_run`.
 enum Prepared {
-    /// A session existed; here is the payload.
-    Encrypted(Vec<u8>),
-    /// No session: fetch this phone hash's bundle, then encrypt the returned envelope.
+    /// A session existed; here are the payloads, in order.
+    Encrypted(Vec<Vec<u8>>),
+    /// No session: fetch this phone hash's bundle, then encrypt the returned envelopes.
     NeedsBundle {
         phone_hash: String,
-        envelope: Vec<u8>,
+        envelopes: Vec<Vec<u8>>,
     },
 }
 
-/// What became of one delivered message.
-enum Received {
-    AlreadyProcessed,
-    Text(StoredMessage),
-    Receipt(Vec<Uuid>),
-    Call {
-        call_id: Uuid,
-        signal: crate::call::signal::CallSignal,
-        sent_at: i64,
-    },
-    Unreadable,
+/// An `encrypted_message` frame as it came.
+struct Delivery {
+    id: Uuid,
+    sender: Uuid,
+    payload: Base64String,
+}
+
+/// What was waiting on the socket behind a delivery.
+struct Gathered {
+    /// Deliveries, in arrival order.
+    deliveries: Vec<Delivery>,
+    /// The first other frame met, where gathering stopped; handled after the deliveries.
+    then: Option<ServerFrame>,
+    /// The link ended behind these frames.
+    ending: Option<Ended>,
+}
+
+/// Takes the deliveries already waiting on the socket behind `first`, without waiting for
+/// more: a backlog flushing from the relay is then handled a page at a time, with one
+/// transaction and one socket flush of acks instead of one each per message.
+///
+/// Gathering stops at the first other frame, so frames are still handled in the order they
+/// came: a `sent` handled after the receipt that followed it would turn `Delivered` back
+/// into `Sent`.
+fn gather(socket: &mut RelaySocket, first: Delivery) -> Gathered {
+    let mut gathered = Gathered {
+        deliveries: vec![first],
+        then: None,
+        ending: None,
+    };
+    // Heartbeats and malformed frames are skipped, so bound them too.
+    let mut taken = 1;
+    while gathered.deliveries.len() < MAX_BATCH && taken < 2 * MAX_BATCH {
+        let Some(event) = socket.try_next() else {
+            break;
+        };
+        taken += 1;
+        match event {
+            Ok(SocketEvent::Frame(ServerFrame::EncryptedMessage {
+                id,
+                sender,
+                payload,
+                ..
+            })) => gathered.deliveries.push(Delivery {
+                id,
+                sender,
+                payload,
+            }),
+            Ok(SocketEvent::Frame(frame)) => {
+                gathered.then = Some(frame);
+                break;
+            }
+            Ok(SocketEvent::Heartbeat) => {}
+            Ok(SocketEvent::Malformed(reason)) => {
+                tracing::warn!(reason, "ignoring a malformed frame from the relay");
+            }
+            Ok(SocketEvent::Closed(Some(CLOSE_CONNECTED_ELSEWHERE))) => {
+                gathered.ending = Some(Ended::Replaced);
+                break;
+            }
+            Ok(SocketEvent::Closed(_)) | Err(_) => {
+                gathered.ending = Some(Ended::Dropped);
+                break;
+            }
+        }
+    }
+    gathered
+}
+
+/// Writes the acks collected so far with one socket flush.
+async fn send_acks(socket: &mut RelaySocket, acks: &mut Vec<Uuid>) -> CoreResult<()> {
+    if acks.is_empty() {
+        return Ok(());
+    }
+    for id in acks.drain(..) {
+        socket.feed(&ClientFrame::Ack { id }).await?;
+    }
+    socket.flush().await
 }
 
 struct Session<'a> {
@@ -251,6 +322,24 @@ impl<'a> Session<'a> {
                 event = socket.next() => {
                     last_heard = Instant::now();
                     match event {
+                        Ok(SocketEvent::Frame(ServerFrame::EncryptedMessage {
+                            id,
+                            sender,
+                            payload,
+                            ..
+                        })) => {
+                            let first = Delivery { id, sender, payload };
+                            let Gathered { deliveries, then, ending } = gather(&mut socket, first);
+                            let handled = self.on_gathered(&mut socket, deliveries, then).await;
+                            if let Some(ended) = ending {
+                                // What came before the close is handled; acking it may fail.
+                                if let Err(e) = handled {
+                                    tracing::info!(error = %e, "the link ended mid-batch");
+                                }
+                                return ended;
+                            }
+                            handled
+                        }
                         Ok(SocketEvent::Frame(frame)) => self.on_frame(&mut socket, frame).await,
                         Ok(SocketEvent::Heartbeat) => Ok(()),
                         Ok(SocketEvent::Malformed(reason)) => {
@@ -288,6 +377,20 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Handles gathered deliveries as one batch, then the frame that ended the gathering.
+    async fn on_gathered(
+        &mut self,
+        socket: &mut RelaySocket,
+        deliveries: Vec<Delivery>,
+        then: Option<ServerFrame>,
+    ) -> CoreResult<()> {
+        self.on_deliveries(socket, deliveries).await?;
+        match then {
+            Some(frame) => self.on_frame(socket, frame).await,
+            None => Ok(()),
+        }
+    }
+
     async fn on_frame(&mut self, socket: &mut RelaySocket, frame: ServerFrame) -> CoreResult<()> {
         match frame {
             ServerFrame::EncryptedMessage {
@@ -295,7 +398,17 @@ impl<'a> Session<'a> {
                 sender,
                 payload,
                 ..
-            } => self.on_delivery(socket, id, sender, payload).await,
+            } => {
+                self.on_deliveries(
+                    socket,
+                    vec![Delivery {
+                        id,
+                        sender,
+                        payload,
+                    }],
+                )
+                .await
+            }
             ServerFrame::Sent { id, .. } => {
                 if !self.in_flight.remove(&id) {
                     return Ok(());
@@ -352,146 +465,125 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Decrypts and stores a delivery, then acks it — only once it is stored, so a crash in
-    /// between means redelivery, never loss.
-    async fn on_delivery(
+    /// Decrypts and stores deliveries (in one actor trip, usually one transaction), tells
+    /// the app in arrival order, then acks them with one socket flush (a call signal is
+    /// acked and handed over where it comes) — each only once its results are committed,
+    /// so a crash in between means redelivery, never loss.
+    async fn on_deliveries(
         &mut self,
         socket: &mut RelaySocket,
-        id: Uuid,
-        sender: Uuid,
-        payload: Base64String,
+        deliveries: Vec<Delivery>,
     ) -> CoreResult<()> {
-        let Ok(bytes) = payload.decode("payload") else {
-            self.shared
-                .emit(ClientEvent::DecryptionFailed { peer: sender });
-            return socket.send(&ClientFrame::Ack { id }).await;
-        };
-        let received = self
-            .shared
-            .protocol
-            .call(move |e| {
-                if e.store().is_processed(id)? {
-                    return Ok(Received::AlreadyProcessed);
-                }
-                e.decrypt_with(sender, &bytes, |store, plain| {
-                    store.mark_processed(id, now_ms())?;
-                    match Envelope::decode(plain) {
-                        Ok(Envelope::Text {
-                            id: message_id,
-                            body,
-                            sent_at,
-                        }) => {
-                            let message = StoredMessage {
-                                id: message_id,
-                                peer: sender,
-                                outgoing: false,
-                                body,
-                                sent_at,
-                                state: MessageState::Received,
-                            };
-                            store.save_message(&message)?;
-                            let receipt = Envelope::Receipt {
-                                ids: vec![message_id],
-                            }
-                            .encode();
-                            store.enqueue(Uuid::new_v4(), sender, &receipt, now_ms())?;
-                            Ok(Received::Text(message))
-                        }
-                        Ok(Envelope::Receipt { ids }) => {
-                            let mut delivered = Vec::new();
-                            for message_id in ids {
-                                let ours = store
-                                    .message(message_id)?
-                                    .is_some_and(|m| m.outgoing && m.peer == sender);
-                                if ours
-                                    && store
-                                        .set_message_state(message_id, MessageState::Delivered)?
-                                {
-                                    delivered.push(message_id);
-                                }
-                            }
-                            Ok(Received::Receipt(delivered))
-                        }
-                        // Calls are live: nothing to store, the call manager takes it.
-                        Ok(Envelope::Call {
-                            call_id,
-                            signal,
-                            sent_at,
-                        }) => Ok(Received::Call {
-                            call_id,
-                            signal,
-                            sent_at,
-                        }),
-                        // Decrypted but meaningless: keep the session advance, drop the content.
-                        Err(_) => Ok(Received::Unreadable),
-                    }
-                })
-            })
-            .await;
-        let mut call_signal = None;
-        let ack = match received {
-            Ok(Received::AlreadyProcessed) | Ok(Received::Unreadable) => true,
-            Ok(Received::Call {
-                call_id,
-                signal,
-                sent_at,
-            }) => {
-                call_signal = Some((call_id, signal, sent_at));
-                true
-            }
-            Ok(Received::Text(message)) => {
-                self.shared.emit(ClientEvent::MessageReceived(message));
-                self.shared.outbox_wake.notify_one();
-                true
-            }
-            Ok(Received::Receipt(ids)) => {
-                for id in ids {
-                    self.shared.emit(ClientEvent::MessageStateChanged {
-                        id,
-                        state: MessageState::Delivered,
+        // A payload that is not base64 is reported where it came, so `false` marks its place.
+        let mut decoded = Vec::with_capacity(deliveries.len());
+        let mut incoming = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match delivery.payload.decode("payload") {
+                Ok(payload) => {
+                    decoded.push(true);
+                    incoming.push(Incoming {
+                        id: delivery.id,
+                        sender: delivery.sender,
+                        payload,
                     });
                 }
-                true
+                Err(_) => decoded.push(false),
             }
-            Err(CoreError::DuplicateMessage) => true,
-            Err(CoreError::IdentityChanged { peer }) => {
-                // Held at the relay until the app accepts the new key.
-                self.shared.emit(ClientEvent::IdentityChanged { peer });
-                false
-            }
-            Err(
-                CoreError::InvalidMessage(_)
-                | CoreError::NoSession { .. }
-                | CoreError::InvalidBundle(_),
-            ) => {
-                let reset = self
-                    .shared
-                    .protocol
-                    .call(move |e| e.reset_session(sender))
-                    .await;
-                if let Err(e) = reset {
-                    tracing::warn!(error = %e, "session reset failed");
-                }
+        }
+        let results = if incoming.is_empty() {
+            Vec::new()
+        } else {
+            self.shared
+                .protocol
+                .call(move |e| Ok(receive::receive_batch(e, &incoming)))
+                .await?
+        };
+        let mut results = results.into_iter();
+        let mut acks = Vec::with_capacity(deliveries.len());
+        let mut texts = false;
+        let mut fatal = None;
+        for (delivery, decoded) in deliveries.iter().zip(decoded) {
+            let sender = delivery.sender;
+            if !decoded {
                 self.shared
                     .emit(ClientEvent::DecryptionFailed { peer: sender });
-                true
+                acks.push(delivery.id);
+                continue;
             }
-            // Storage trouble: do not ack; the relay delivers again later.
-            Err(e) => return Err(e),
-        };
-        if ack {
-            socket.send(&ClientFrame::Ack { id }).await?;
+            // The batch stopped at a failure the connection drops on: the rest was not taken.
+            let Some(result) = results.next() else {
+                break;
+            };
+            let ack = match result {
+                Ok(Received::AlreadyProcessed) | Ok(Received::Unreadable) => true,
+                Ok(Received::Call {
+                    call_id,
+                    signal,
+                    sent_at,
+                }) => {
+                    // The call manager gets a signal once it is acked, and in its place among
+                    // the other events (calls are rare, so the extra flush costs little).
+                    acks.push(delivery.id);
+                    send_acks(socket, &mut acks).await?;
+                    self.shared
+                        .calls
+                        .on_signal(self.shared, sender, call_id, signal, sent_at);
+                    false
+                }
+                Ok(Received::Text(message)) => {
+                    self.shared.emit(ClientEvent::MessageReceived(message));
+                    texts = true;
+                    true
+                }
+                Ok(Received::Receipt(ids)) => {
+                    for id in ids {
+                        self.shared.emit(ClientEvent::MessageStateChanged {
+                            id,
+                            state: MessageState::Delivered,
+                        });
+                    }
+                    true
+                }
+                Err(CoreError::DuplicateMessage) => true,
+                Err(CoreError::IdentityChanged { peer }) => {
+                    // Held at the relay until the app accepts the new key.
+                    self.shared.emit(ClientEvent::IdentityChanged { peer });
+                    false
+                }
+                // The session was reset already, before the next message was taken.
+                Err(
+                    CoreError::InvalidMessage(_)
+                    | CoreError::NoSession { .. }
+                    | CoreError::InvalidBundle(_),
+                ) => {
+                    self.shared
+                        .emit(ClientEvent::DecryptionFailed { peer: sender });
+                    true
+                }
+                // Storage trouble: do not ack; the relay delivers it (and the rest) again.
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            };
+            if ack {
+                acks.push(delivery.id);
+            }
         }
-        if let Some((call_id, signal, sent_at)) = call_signal {
-            self.shared
-                .calls
-                .on_signal(self.shared, sender, call_id, signal, sent_at);
+        if texts {
+            // Their receipts are queued.
+            self.shared.outbox_wake.notify_one();
         }
-        Ok(())
+        send_acks(socket, &mut acks).await?;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Writes queued messages, oldest first, keeping each peer's order: once one message to
-    /// a peer cannot go, later ones to that peer wait too.
+    /// a peer cannot go, later ones to that peer wait too. The messages of one peer in a
+    /// flush are encrypted together, in one actor trip and one transaction.
     async fn flush(&mut self, socket: &mut RelaySocket) -> CoreResult<()> {
         let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
         if room == 0 {
@@ -502,42 +594,40 @@ impl<'a> Session<'a> {
             .protocol
             .call(|e| e.store().outbox(MAX_IN_FLIGHT * 2))
             .await?;
+        let mut queue: VecDeque<OutboxEntry> = entries
+            .into_iter()
+            .filter(|entry| !self.in_flight.contains(&entry.id))
+            .collect();
         let mut blocked: HashSet<Uuid> = HashSet::new();
         let mut written = 0;
-        for entry in entries {
-            if written == room {
+        // Messages that cannot go leave room for later ones, so take the queue in rounds.
+        while written < room {
+            let mut round = Vec::new();
+            while round.len() < room - written {
+                let Some(entry) = queue.pop_front() else {
+                    break;
+                };
+                if !blocked.contains(&entry.peer) {
+                    round.push(entry);
+                }
+            }
+            if round.is_empty() {
                 break;
             }
-            if self.in_flight.contains(&entry.id) {
-                continue;
-            }
-            if blocked.contains(&entry.peer) {
-                continue;
-            }
-            match self.encrypt_for(entry.peer, entry.envelope).await {
-                Ok(payload) => {
-                    socket
-                        .feed(&ClientFrame::Send {
-                            to: entry.peer,
-                            id: entry.id,
-                            payload: Base64String::encode(payload),
-                        })
-                        .await?;
-                    self.in_flight.insert(entry.id);
-                    written += 1;
-                }
-                Err(CoreError::IdentityChanged { peer }) => {
-                    self.shared.emit(ClientEvent::IdentityChanged { peer });
-                    blocked.insert(entry.peer);
-                }
-                Err(CoreError::UnknownPeer { .. }) | Err(CoreError::Relay { status: 404, .. }) => {
-                    self.settle(entry.id, MessageState::Failed).await?;
-                }
-                Err(e @ (CoreError::Network(_) | CoreError::Relay { .. })) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot encrypt a queued message yet");
-                    blocked.insert(entry.peer);
-                }
+            let payloads = self.encrypt_round(&round, &mut blocked).await?;
+            for (entry, payload) in round.iter().zip(payloads) {
+                let Some(payload) = payload else {
+                    continue;
+                };
+                socket
+                    .feed(&ClientFrame::Send {
+                        to: entry.peer,
+                        id: entry.id,
+                        payload: Base64String::encode(payload),
+                    })
+                    .await?;
+                self.in_flight.insert(entry.id);
+                written += 1;
             }
         }
         if written > 0 {
@@ -546,15 +636,78 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Encrypts `envelope` for `peer`, starting a session from a fresh bundle first if there
-    /// is none. The common case (a session exists) is one trip to the protocol actor.
-    async fn encrypt_for(&self, peer: Uuid, envelope: Vec<u8>) -> CoreResult<Vec<u8>> {
+    /// Encrypts a round of outbox entries, peer by peer; returns the payloads in the round's
+    /// order, `None` for entries that do not go now (their peer blocked, or failed for good).
+    async fn encrypt_round(
+        &self,
+        round: &[OutboxEntry],
+        blocked: &mut HashSet<Uuid>,
+    ) -> CoreResult<Vec<Option<Vec<u8>>>> {
+        let mut payloads: Vec<Option<Vec<u8>>> = vec![None; round.len()];
+        let mut peers: Vec<Uuid> = Vec::new();
+        for entry in round {
+            if !peers.contains(&entry.peer) {
+                peers.push(entry.peer);
+            }
+        }
+        for peer in peers {
+            // This peer's entries, as positions in the round, oldest first.
+            let mut pending: VecDeque<usize> = round
+                .iter()
+                .enumerate()
+                .filter(|(_, entry)| entry.peer == peer)
+                .map(|(at, _)| at)
+                .collect();
+            while !pending.is_empty() {
+                let envelopes = pending
+                    .iter()
+                    .map(|&at| round[at].envelope.clone())
+                    .collect();
+                match self.encrypt_run(peer, envelopes).await {
+                    // Never empty for envelopes; the guard keeps a surprise from spinning.
+                    Ok(encrypted) if encrypted.is_empty() => break,
+                    Ok(encrypted) => {
+                        for payload in encrypted {
+                            if let Some(at) = pending.pop_front() {
+                                payloads[at] = Some(payload);
+                            }
+                        }
+                    }
+                    Err(CoreError::IdentityChanged { peer }) => {
+                        self.shared.emit(ClientEvent::IdentityChanged { peer });
+                        blocked.insert(peer);
+                        break;
+                    }
+                    // This message fails; the next one to the peer tries on its own.
+                    Err(CoreError::UnknownPeer { .. })
+                    | Err(CoreError::Relay { status: 404, .. }) => {
+                        if let Some(at) = pending.pop_front() {
+                            self.settle(round[at].id, MessageState::Failed).await?;
+                        }
+                    }
+                    Err(e @ (CoreError::Network(_) | CoreError::Relay { .. })) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encrypt a queued message yet");
+                        blocked.insert(peer);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(payloads)
+    }
+
+    /// Encrypts `envelopes` for `peer`, in order, in one transaction. Without a session one
+    /// is started from a fresh bundle first. The common case (a session exists) is one trip
+    /// to the protocol actor. Returns a payload per envelope.
+    async fn encrypt_run(&self, peer: Uuid, envelopes: Vec<Vec<u8>>) -> CoreResult<Vec<Vec<u8>>> {
         let prepared = self
             .shared
             .protocol
             .call(move |e| {
                 if e.has_session(peer)? {
-                    return Ok(Prepared::Encrypted(e.encrypt(peer, &envelope)?));
+                    let plaintexts: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+                    return Ok(Prepared::Encrypted(e.encrypt_batch(peer, &plaintexts)?));
                 }
                 let phone_hash = e
                     .store()
@@ -562,16 +715,16 @@ impl<'a> Session<'a> {
                     .ok_or(CoreError::UnknownPeer { peer })?;
                 Ok(Prepared::NeedsBundle {
                     phone_hash,
-                    envelope,
+                    envelopes,
                 })
             })
             .await?;
-        let (phone_hash, envelope) = match prepared {
-            Prepared::Encrypted(payload) => return Ok(payload),
+        let (phone_hash, envelopes) = match prepared {
+            Prepared::Encrypted(payloads) => return Ok(payloads),
             Prepared::NeedsBundle {
                 phone_hash,
-                envelope,
-            } => (phone_hash, envelope),
+                envelopes,
+            } => (phone_hash, envelopes),
         };
         let token = token(self.shared).await?;
         let bundle = self.shared.api.bundle(&token, &phone_hash).await?;
@@ -579,7 +732,8 @@ impl<'a> Session<'a> {
             .protocol
             .call(move |e| {
                 e.process_bundle(peer, &bundle)?;
-                e.encrypt(peer, &envelope)
+                let plaintexts: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+                e.encrypt_batch(peer, &plaintexts)
             })
             .await
     }

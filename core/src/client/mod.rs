@@ -8,6 +8,7 @@ mod backoff;
 pub(crate) mod connection;
 pub mod envelope;
 pub mod phone;
+mod receive;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 pub use account::INITIAL_ONE_TIME_PREKEYS;
 pub use identity::SafetyNumber;
+pub use session::BatchScope;
 
 use crate::error::{CoreError, CoreResult};
 use crate::secret_store::SecretStore;

@@ -99,13 +99,61 @@ fn to_payload(message: &CiphertextMessage) -> Vec<u8> {
     payload
 }
 
+/// Parses a relay payload: its type byte, then the serialized Signal message.
+fn parse_payload(payload: &[u8]) -> CoreResult<CiphertextMessage> {
+    let (&kind, body) = payload
+        .split_first()
+        .ok_or_else(|| CoreError::InvalidMessage("empty payload".into()))?;
+    if kind == CiphertextMessageType::PreKey as u8 {
+        Ok(CiphertextMessage::PreKeySignalMessage(
+            PreKeySignalMessage::try_from(body).map_err(into_core_error)?,
+        ))
+    } else if kind == CiphertextMessageType::Whisper as u8 {
+        Ok(CiphertextMessage::SignalMessage(
+            SignalMessage::try_from(body).map_err(into_core_error)?,
+        ))
+    } else {
+        Err(CoreError::InvalidMessage(format!(
+            "unknown message type {kind}"
+        )))
+    }
+}
+
+/// What a `decrypt_batch` step works with: the store and decryption, both inside the
+/// batch's transaction.
+pub struct BatchScope<'a> {
+    engine: &'a SignalEngine,
+}
+
+impl BatchScope<'_> {
+    /// The store, inside the batch's transaction.
+    pub fn store(&self) -> &Store {
+        &self.engine.store
+    }
+
+    /// Decrypts a relay payload from `peer`; the session advance commits or rolls back with
+    /// the batch's transaction.
+    pub fn decrypt(&self, peer: Uuid, payload: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+        let message = parse_payload(payload)?;
+        self.engine.decrypt_in_transaction(peer, &message)
+    }
+}
+
 impl SignalEngine {
     /// After an operation refused a changed identity, keeps the presented key as pending.
     fn after_refusal<T>(&self, result: CoreResult<T>) -> CoreResult<T> {
-        if matches!(result, Err(CoreError::IdentityChanged { .. })) {
-            self.store.record_untrusted()?;
+        result.map_err(|e| self.refusal_recorded(e))
+    }
+
+    /// `error`, after keeping the presented key as pending if it is a refused identity (or
+    /// the store's error if that failed).
+    fn refusal_recorded(&self, error: CoreError) -> CoreError {
+        if matches!(error, CoreError::IdentityChanged { .. }) {
+            if let Err(e) = self.store.record_untrusted() {
+                return e;
+            }
         }
-        result
+        error
     }
 
     /// Forgets the session with `peer` (after a message from them could not be decrypted):
@@ -195,45 +243,110 @@ impl SignalEngine {
         payload: &[u8],
         then: impl FnOnce(&crate::store::Store, &[u8]) -> CoreResult<T>,
     ) -> CoreResult<T> {
-        let (&kind, body) = payload
-            .split_first()
-            .ok_or_else(|| CoreError::InvalidMessage("empty payload".into()))?;
-        let message = if kind == CiphertextMessageType::PreKey as u8 {
-            CiphertextMessage::PreKeySignalMessage(
-                PreKeySignalMessage::try_from(body).map_err(into_core_error)?,
-            )
-        } else if kind == CiphertextMessageType::Whisper as u8 {
-            CiphertextMessage::SignalMessage(
-                SignalMessage::try_from(body).map_err(into_core_error)?,
-            )
-        } else {
-            return Err(CoreError::InvalidMessage(format!(
-                "unknown message type {kind}"
-            )));
-        };
+        let message = parse_payload(payload)?;
+        let result = self.store.write(|store| {
+            let plaintext = self.decrypt_in_transaction(peer, &message)?;
+            then(store, &plaintext)
+        });
+        self.after_refusal(result)
+    }
+
+    /// Decrypts `message` from `peer` inside the transaction the caller opened with
+    /// `Store::write`, so the session advance commits or rolls back with it.
+    fn decrypt_in_transaction(
+        &self,
+        peer: Uuid,
+        message: &CiphertextMessage,
+    ) -> CoreResult<Zeroizing<Vec<u8>>> {
         let address = peer_address(peer);
         let mut sessions = SignalView(&self.store);
         let mut identities = SignalView(&self.store);
         let mut prekeys = SignalView(&self.store);
         let signed = SignalView(&self.store);
         let mut kyber = SignalView(&self.store);
-        let result = self.store.write(|store| {
-            let plaintext = Zeroizing::new(
-                run_now(message_decrypt(
-                    &message,
-                    &address,
-                    &mut sessions,
-                    &mut identities,
-                    &mut prekeys,
-                    &signed,
-                    &mut kyber,
-                    &mut rand::rng(),
-                ))?
-                .map_err(|e| peer_error(store, peer, e))?,
-            );
-            then(store, &plaintext)
-        });
-        self.after_refusal(result)
+        Ok(Zeroizing::new(
+            run_now(message_decrypt(
+                message,
+                &address,
+                &mut sessions,
+                &mut identities,
+                &mut prekeys,
+                &signed,
+                &mut kyber,
+                &mut rand::rng(),
+            ))?
+            .map_err(|e| peer_error(&self.store, peer, e))?,
+        ))
+    }
+
+    /// Decrypts and handles many relay payloads in as few transactions as possible: one
+    /// when nothing fails, instead of one per message.
+    ///
+    /// `step` handles one message (it may decrypt through the `BatchScope` and read and
+    /// write the store); `finish` runs at the end of each transaction with the values of the
+    /// steps it holds. A failing step must not take the others' work with it nor leave half
+    /// of its own behind, so its transaction is rolled back, the steps before it are run
+    /// again and committed without it, and it is run alone in a transaction of its own,
+    /// which rolls back: its error is exactly what `decrypt_with` would have given.
+    /// `on_failure` then sees it (with the engine, to reset a session before the next
+    /// message) and says whether to go on with the rest.
+    ///
+    /// Returns one result per message handled, in order: all of them, unless `on_failure`
+    /// stopped the batch after the failure it was shown, or committing (or `finish`) failed,
+    /// whose error is then reported for the first message of that transaction.
+    pub fn decrypt_batch<M, T>(
+        &mut self,
+        messages: &[M],
+        mut step: impl FnMut(&BatchScope<'_>, &M) -> CoreResult<T>,
+        mut finish: impl FnMut(&Store, &[T]) -> CoreResult<()>,
+        mut on_failure: impl FnMut(&mut Self, &M, &CoreError) -> bool,
+    ) -> Vec<CoreResult<T>> {
+        let mut results = Vec::with_capacity(messages.len());
+        let mut start = 0;
+        let mut end = messages.len();
+        while start < messages.len() {
+            let mut failed_at = None;
+            let attempt = self.store.write(|store| {
+                let scope = BatchScope { engine: &*self };
+                let mut done = Vec::with_capacity(end - start);
+                for (offset, message) in messages[start..end].iter().enumerate() {
+                    match step(&scope, message) {
+                        Ok(value) => done.push(value),
+                        Err(e) => {
+                            failed_at = Some(start + offset);
+                            return Err(e);
+                        }
+                    }
+                }
+                finish(store, &done)?;
+                Ok(done)
+            });
+            match (attempt, failed_at) {
+                (Ok(done), _) => {
+                    results.extend(done.into_iter().map(Ok));
+                    start = end;
+                    end = messages.len();
+                }
+                // Commit the steps before the failure first; it is run alone afterwards.
+                (Err(_), Some(at)) if at > start => end = at,
+                // It failed first in its transaction, so nothing else was rolled back with it.
+                (Err(error), Some(at)) => {
+                    let error = self.refusal_recorded(error);
+                    let go_on = on_failure(self, &messages[at], &error);
+                    results.push(Err(error));
+                    if !go_on {
+                        break;
+                    }
+                    start = at + 1;
+                    end = messages.len();
+                }
+                (Err(error), None) => {
+                    results.push(Err(error));
+                    break;
+                }
+            }
+        }
+        results
     }
 
     /// Decrypts a relay payload from `peer`.

@@ -1,6 +1,6 @@
 //! The relay WebSocket: JSON frames in both directions, with size limits.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use privcomm_protocol::limits::MAX_WS_FRAME_BYTES;
 use privcomm_protocol::ws::{ClientFrame, ServerFrame};
 use tokio::net::TcpStream;
@@ -113,6 +113,13 @@ impl RelaySocket {
                 Message::Frame(_) => continue,
             }
         }
+    }
+
+    /// The next event if one is already waiting, without waiting for the network (`None`
+    /// when reading would wait). Lets the caller take a burst of frames at once.
+    pub fn try_next(&mut self) -> Option<CoreResult<SocketEvent>> {
+        // `next` is cancel-safe, so dropping it when it would wait loses nothing.
+        self.next().now_or_never()
     }
 
     /// Closes the connection politely.

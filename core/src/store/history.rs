@@ -90,6 +90,13 @@ impl Store {
 
     /// Adds a message (or replaces the one with the same id) and bumps its conversation.
     pub fn save_message(&self, message: &StoredMessage) -> CoreResult<()> {
+        self.put_message(message)?;
+        self.touch_conversation(message.peer, message.sent_at)
+    }
+
+    /// Adds a message (or replaces the one with the same id) without bumping its
+    /// conversation: for a batch, which bumps each conversation once (`touch_conversation`).
+    pub(crate) fn put_message(&self, message: &StoredMessage) -> CoreResult<()> {
         let peer_hash = self.peer_hash(message.peer);
         let plain = Writer::new()
             .bytes(message.peer.as_bytes())
@@ -109,10 +116,11 @@ impl Store {
                 sealed
             ],
         )?;
-        self.touch_conversation(message.peer, message.sent_at)
+        Ok(())
     }
 
-    fn touch_conversation(&self, peer: Uuid, at: i64) -> CoreResult<()> {
+    /// Creates the conversation with `peer`, or moves its last activity up to `at`.
+    pub(crate) fn touch_conversation(&self, peer: Uuid, at: i64) -> CoreResult<()> {
         let peer_hash = self.peer_hash(peer);
         let sealed = self.keys().seal(CONVERSATIONS, &peer_hash, peer.as_bytes());
         self.exec(
@@ -126,9 +134,16 @@ impl Store {
 
     /// Changes a message's state; false if there is no such message.
     pub fn set_message_state(&self, id: Uuid, state: MessageState) -> CoreResult<bool> {
+        // A receipt can overtake the relay's `sent` for the same message (they travel on
+        // different paths); `sent` must not move a delivered message back.
         let n = self.exec(
-            "UPDATE messages SET state = ?2 WHERE id = ?1",
-            params![&id.as_bytes()[..], state.to_i64()],
+            "UPDATE messages SET state = ?2 WHERE id = ?1 AND NOT (?2 = ?3 AND state = ?4)",
+            params![
+                &id.as_bytes()[..],
+                state.to_i64(),
+                MessageState::Sent.to_i64(),
+                MessageState::Delivered.to_i64()
+            ],
         )?;
         Ok(n > 0)
     }

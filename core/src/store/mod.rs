@@ -222,11 +222,13 @@ impl Store {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction: committed if it returns `Ok`, rolled back
-    /// otherwise.
+    /// otherwise. Sessions saved in it reach their rows just before the commit, each in its
+    /// last state.
     pub fn write<T>(&self, f: impl FnOnce(&Self) -> CoreResult<T>) -> CoreResult<T> {
         self.exec("BEGIN IMMEDIATE", [])?;
         self.cache.borrow_mut().begin();
         let result = f(self).and_then(|value| {
+            self.write_staged_sessions()?;
             self.exec("COMMIT", [])?;
             Ok(value)
         });

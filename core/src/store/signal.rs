@@ -218,6 +218,23 @@ impl Store {
 
     fn save_session(&self, address: &ProtocolAddress, record: &SessionRecord) -> CoreResult<()> {
         let key = address_key(address);
+        // Inside a transaction the row is written once, at commit (`write_staged_sessions`):
+        // a batch advances a session once per message, and only its last state is kept.
+        if self.cache.borrow().in_transaction() {
+            self.cache
+                .borrow_mut()
+                .stage_session_write(key, record.clone());
+            return Ok(());
+        }
+        self.write_session_row(&key, record)?;
+        self.cache
+            .borrow_mut()
+            .put_session(key, record.clone(), true);
+        Ok(())
+    }
+
+    /// Seals and writes the row of the session filed under `key`.
+    fn write_session_row(&self, key: &str, record: &SessionRecord) -> CoreResult<()> {
         let hash = self.keys().lookup("address", key.as_bytes());
         let bytes = zeroize::Zeroizing::new(
             record
@@ -231,9 +248,16 @@ impl Store {
              ON CONFLICT (address_hash) DO UPDATE SET sealed = excluded.sealed",
             params![&hash[..], sealed],
         )?;
-        self.cache
-            .borrow_mut()
-            .put_session(key, record.clone(), true);
+        Ok(())
+    }
+
+    /// Writes the rows of the sessions saved in this transaction, each in its last state.
+    /// `Store::write` calls it just before committing.
+    pub(crate) fn write_staged_sessions(&self) -> CoreResult<()> {
+        let unwritten = self.cache.borrow_mut().take_unwritten_sessions();
+        for (key, record) in unwritten {
+            self.write_session_row(&key, &record)?;
+        }
         Ok(())
     }
 

@@ -2,8 +2,10 @@
 //! (undelivered) messages and auth nonces. One trait, so the relay logic is the same on every
 //! backend; `sql::SqlStore` implements it for SQLite and PostgreSQL.
 
+mod batch;
 mod dialect;
 mod sql;
+mod sqlite_writer;
 
 pub use sql::SqlStore;
 
@@ -28,6 +30,12 @@ pub enum StoreError {
     /// The database URL or migrations are unusable.
     #[error("storage setup failed: {0}")]
     Setup(String),
+    /// SQLite failed under the group-commit writer.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The relay's writer has stopped (it is shutting down).
+    #[error("the storage writer has stopped")]
+    WriterStopped,
 }
 
 /// Result of storage calls.
@@ -155,6 +163,38 @@ pub struct PendingMessage {
     pub created_at: i64,
 }
 
+/// An acknowledgement to apply: `recipient` has durably stored message `id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckRequest {
+    /// The acknowledging user; only their own messages are deleted.
+    pub recipient: Uuid,
+    /// Server id of the message.
+    pub id: Uuid,
+}
+
+/// Writes committed together in one transaction (group commit): one durable commit for many
+/// messages instead of one each.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// Messages to store, in arrival order.
+    pub messages: Vec<NewMessage>,
+    /// Acknowledgements to apply, in arrival order.
+    pub acks: Vec<AckRequest>,
+    /// Users whose `last_seen` becomes `now`.
+    pub touches: Vec<Uuid>,
+    /// Unix milliseconds, for delivery records and `last_seen`.
+    pub now: i64,
+}
+
+/// What became of each write of a `WriteBatch`, index for index.
+#[derive(Debug, Default)]
+pub struct WriteBatchOutcome {
+    /// Per message: stored, a duplicate, or `MissingReference` for an unknown recipient.
+    pub messages: Vec<StoreResult<StoreOutcome>>,
+    /// Per ack: true if it deleted a pending message (false: not the caller's, or gone).
+    pub acks: Vec<bool>,
+}
+
 /// Age limits for `purge`, as absolute cut-off times in Unix milliseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct PurgeCutoffs {
@@ -233,6 +273,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<PendingMessage>>;
     /// Deletes a delivered message of this recipient; false if there was none.
     async fn ack_message(&self, recipient: Uuid, id: Uuid, now: i64) -> StoreResult<bool>;
+    /// Applies a batch of writes in one transaction. An `Err` means nothing was written (the
+    /// caller may retry the writes one by one); per-write refusals are in the outcome.
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome>;
     /// All pending messages (the queue-depth metric).
     async fn pending_total(&self) -> StoreResult<u64>;
 

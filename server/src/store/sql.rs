@@ -12,9 +12,11 @@ use sqlx::{AnyPool, Executor, Row};
 use uuid::Uuid;
 
 use super::dialect::Backend;
+use super::sqlite_writer::{self, SqliteWriter};
 use super::{
-    ClaimedBundle, NewMessage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs, PurgeReport,
-    Store, StoreError, StoreOutcome, StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity,
+    batch, ClaimedBundle, NewMessage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs,
+    PurgeReport, Store, StoreError, StoreOutcome, StoreResult, StoredPreKey, StoredSignedPreKey,
+    UserIdentity, WriteBatch, WriteBatchOutcome,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -30,6 +32,8 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FU
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Group commits on a SQLite file go through their own connection and thread.
+    sqlite_writer: Option<std::sync::Arc<SqliteWriter>>,
 }
 
 impl SqlStore {
@@ -67,7 +71,15 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;
-        Ok(Self { pool, backend })
+        let sqlite_writer = match (backend, sqlite_writer::file_of(url)) {
+            (Backend::Sqlite, Some(path)) => Some(std::sync::Arc::new(SqliteWriter::open(&path)?)),
+            _ => None,
+        };
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer,
+        })
     }
 
     /// Which database this is.
@@ -76,7 +88,7 @@ impl SqlStore {
     }
 }
 
-fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
+pub(super) fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
     Uuid::from_slice(bytes).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
@@ -431,6 +443,17 @@ impl Store for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+        if let Some(writer) = &self.sqlite_writer {
+            return writer.write(batch).await;
+        }
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
+        let outcome = batch::apply(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn pending_total(&self) -> StoreResult<u64> {

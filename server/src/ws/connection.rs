@@ -1,10 +1,15 @@
 //! One WebSocket connection: reads client frames, writes deliveries, keeps the link alive.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use privcomm_protocol::limits::{
     CLOSE_CONNECTED_ELSEWHERE, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, DELIVERY_PAGE,
     DELIVERY_WINDOW,
@@ -16,12 +21,15 @@ use uuid::Uuid;
 
 use super::delivery::Delivery;
 use crate::error::ApiError;
-use crate::messaging::accept_message;
+use crate::messaging::{server_id, validate_message};
 use crate::state::AppState;
-use crate::store::PendingMessage;
+use crate::store::{PendingMessage, StoreResult};
+use crate::writer::answer;
 
 /// A write that takes longer than this means the peer stopped reading: drop it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client frames whose writes may be under way at once; reading pauses beyond this.
+const MAX_PIPELINED: usize = 256;
 /// Missed ping intervals before a silent connection is considered dead.
 const DEAD_AFTER_PINGS: u32 = 3;
 
@@ -49,14 +57,13 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
         }
     };
     state.metrics.connections.inc();
-    if let Err(e) = state.store.touch_user(user, state.clock.now_ms()).await {
-        tracing::warn!(error = %e, "could not record last_seen");
-    }
+    state.writes.touch(user);
     tracing::info!("websocket connected");
     let end = Connection {
         state: &state,
         user,
         delivery: Delivery::new(DELIVERY_WINDOW, DELIVERY_PAGE),
+        pending: FuturesOrdered::new(),
     }
     .serve(&mut socket, registration)
     .await;
@@ -77,10 +84,24 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
         .unwrap_or(Ok(()))
 }
 
+/// A client frame whose storage write is under way; its outcome is handled in frame order.
+type InProgress = Pin<Box<dyn Future<Output = Completed> + Send>>;
+
+/// The outcome of a client frame.
+enum Completed {
+    /// Write this frame back (`sent` or `error`).
+    Reply(ServerFrame),
+    /// An ack was applied (or failed).
+    Acked(Uuid, StoreResult<bool>),
+}
+
 struct Connection<'a> {
     state: &'a AppState,
     user: Uuid,
     delivery: Delivery,
+    /// Frames whose writes are queued for the next group commit. Several per connection may
+    /// wait at once, so one client is not held to one message per commit.
+    pending: FuturesOrdered<InProgress>,
 }
 
 impl Connection<'_> {
@@ -105,15 +126,20 @@ impl Connection<'_> {
                 _ = signals.replaced.cancelled() => {
                     return End::Close(CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere");
                 }
-                incoming = socket.next() => {
+                incoming = socket.next(), if self.pending.len() < MAX_PIPELINED => {
                     let Some(Ok(message)) = incoming else { return End::Gone };
                     last_heard = Instant::now();
-                    if let Err(end) = self.on_message(socket, message).await {
+                    if let Err(end) = self.on_message(message) {
+                        return end;
+                    }
+                }
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                    if let Err(end) = self.on_completed(socket, done).await {
                         return end;
                     }
                 }
                 Some(pushed) = registration.pushes.recv() => {
-                    if let Some(message) = self.delivery.on_push(pushed) {
+                    if let Some(message) = self.delivery.on_push(Arc::unwrap_or_clone(pushed)) {
                         if let Err(end) = self.write_delivery(socket, message).await {
                             return end;
                         }
@@ -188,23 +214,20 @@ impl Connection<'_> {
         Ok(())
     }
 
-    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+    /// Takes one client frame: queues its write, or its error reply, in frame order.
+    fn on_message(&mut self, message: Message) -> Result<(), End> {
         match message {
             Message::Text(text) => {
-                let reply = match parse_frame(text.as_str()) {
-                    Ok(frame) => self.on_frame(frame).await,
-                    Err(err) => Some(error_frame(err, None)),
-                };
-                if let Some(reply) = reply {
-                    feed(socket, &reply).await?;
-                    flush(socket).await?;
+                match parse_frame(text.as_str()) {
+                    Ok(frame) => self.on_frame(frame),
+                    Err(err) => self.reply(error_frame(err, None)),
                 }
                 Ok(())
             }
             Message::Binary(_) => {
                 let err = ApiError::new(ErrorCode::InvalidRequest, "frames must be JSON text");
-                feed(socket, &error_frame(err, None)).await?;
-                flush(socket).await
+                self.reply(error_frame(err, None));
+                Ok(())
             }
             Message::Close(_) => Err(End::Gone),
             // Pings are answered by the WebSocket layer; pongs only prove liveness.
@@ -212,33 +235,67 @@ impl Connection<'_> {
         }
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
+    fn reply(&mut self, frame: ServerFrame) {
+        self.pending
+            .push_back(Box::pin(std::future::ready(Completed::Reply(frame))));
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame) {
         match frame {
             ClientFrame::Send { to, id, payload } => {
-                match accept_message(self.state, self.user, to, id, &payload).await {
-                    Ok(server_id) => Some(ServerFrame::Sent { id, server_id }),
-                    Err(err) => Some(error_frame(err, Some(id))),
+                match validate_message(self.state, self.user, to, id, &payload) {
+                    Ok(message) => {
+                        let stored = self.state.writes.store_message(message);
+                        self.pending.push_back(Box::pin(async move {
+                            Completed::Reply(match server_id(answer(stored).await) {
+                                Ok(server_id) => ServerFrame::Sent { id, server_id },
+                                Err(err) => error_frame(err, Some(id)),
+                            })
+                        }));
+                    }
+                    Err(err) => self.reply(error_frame(err, Some(id))),
                 }
             }
             ClientFrame::Ack { id } => {
-                let now = self.state.clock.now_ms();
-                match self.state.store.ack_message(self.user, id, now).await {
-                    Ok(deleted) => {
-                        if deleted {
-                            self.state.metrics.messages_acked.inc();
-                        }
-                        self.delivery.on_ack(id);
-                        None
-                    }
-                    Err(e) => Some(error_frame(e.into(), Some(id))),
-                }
+                let acked = self.state.writes.ack(self.user, id);
+                self.pending.push_back(Box::pin(async move {
+                    Completed::Acked(id, answer(acked).await)
+                }));
             }
         }
+    }
+
+    /// Handles a finished frame and every other one already finished, then flushes once.
+    async fn on_completed(&mut self, socket: &mut WebSocket, first: Completed) -> Result<(), End> {
+        let mut wrote = false;
+        let mut done = Some(first);
+        while let Some(completed) = done.take() {
+            match completed {
+                Completed::Reply(frame) => {
+                    feed(socket, &frame).await?;
+                    wrote = true;
+                }
+                Completed::Acked(id, Ok(_)) => self.delivery.on_ack(id),
+                Completed::Acked(id, Err(e)) => {
+                    feed(socket, &error_frame(e.into(), Some(id))).await?;
+                    wrote = true;
+                }
+            }
+            done = self.pending.next().now_or_never().flatten();
+        }
+        if wrote {
+            flush(socket).await?;
+        }
+        Ok(())
     }
 }
 
 /// Parses a client frame, telling malformed JSON from an unknown type from bad fields.
 fn parse_frame(text: &str) -> Result<ClientFrame, ApiError> {
+    // The common case in one pass; the slower path below only explains a failure.
+    if let Ok(frame) = serde_json::from_str(text) {
+        return Ok(frame);
+    }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|_| ApiError::new(ErrorCode::MalformedJson, "frame is not valid JSON"))?;
     match value.get("type").and_then(|t| t.as_str()) {

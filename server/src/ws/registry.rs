@@ -11,12 +11,13 @@ use uuid::Uuid;
 use crate::store::PendingMessage;
 
 /// Live pushes queued per connection before further ones are dropped (they stay in storage
-/// and the connection re-reads them).
+/// and the connection re-reads them). Items are `Arc`s so an idle connection's channel
+/// (allocated in blocks of 32 slots) stays small.
 const PUSH_QUEUE: usize = 1024;
 
 struct Entry {
     conn_id: u64,
-    push: mpsc::Sender<PendingMessage>,
+    push: mpsc::Sender<Arc<PendingMessage>>,
     signals: Arc<Signals>,
 }
 
@@ -42,7 +43,7 @@ pub struct Registration {
     user: Uuid,
     conn_id: u64,
     /// Live messages for this connection.
-    pub pushes: mpsc::Receiver<PendingMessage>,
+    pub pushes: mpsc::Receiver<Arc<PendingMessage>>,
     /// Signals for this connection.
     pub signals: Arc<Signals>,
 }
@@ -133,7 +134,7 @@ impl ConnectionRegistry {
 
     /// Hands a newly stored message to its recipient's connection, if online. Never blocks:
     /// when the connection is behind, it is told to re-read storage instead.
-    pub fn push(&self, message: PendingMessage) {
+    pub fn push(&self, message: Arc<PendingMessage>) {
         let target = {
             let entries = self.lock();
             entries

@@ -13,6 +13,9 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Initial read buffer of a WebSocket.
+const WS_READ_BUFFER: usize = 2048;
+
 /// Query of the upgrade request.
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -56,6 +59,10 @@ pub async fn ws_handler(
     let span = tracing::Span::current();
     let tasks = state.tasks.clone();
     Ok(upgrade
+        // tungstenite zero-fills its whole read buffer on every read, so the 128 KiB default
+        // would be resident for every idle connection. Frames are a few hundred bytes;
+        // larger ones grow the buffer as needed.
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(MAX_WS_FRAME_BYTES)
         .max_frame_size(MAX_WS_FRAME_BYTES)
         .on_upgrade(move |socket| {

@@ -7,6 +7,7 @@ mod auth_errors;
 mod crash;
 mod delivery;
 mod end_to_end;
+mod group_commit;
 mod operations;
 mod prekeys;
 mod websocket;

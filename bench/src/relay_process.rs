@@ -1,0 +1,255 @@
+//! The relay under test, in a process of its own so its CPU time and memory can be read
+//! apart from the load generator's: this executable started again as `privcomm-bench relay`,
+//! which runs exactly what the `privcomm-server` binary runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use uuid::Uuid;
+
+/// Where the relay keeps its data.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// SQLite in a fresh temporary directory under this path (on disk, not tmpfs, unless
+    /// the path says otherwise).
+    Sqlite { parent: PathBuf },
+    /// A fresh schema in this PostgreSQL database, dropped afterwards.
+    Postgres { url: String },
+}
+
+impl Database {
+    /// SQLite under `data_parent`, or PostgreSQL when `postgres_url` is given.
+    pub fn from_args(postgres_url: Option<String>, data_parent: Option<PathBuf>) -> Self {
+        match postgres_url {
+            Some(url) => Self::Postgres { url },
+            None => Self::Sqlite {
+                parent: data_parent.unwrap_or_else(std::env::temp_dir),
+            },
+        }
+    }
+
+    /// Short name for reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// A running relay process.
+pub struct RelayProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    pg_schema: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+/// CPU time of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("bad VmRSS")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+impl RelayProcess {
+    /// Starts a relay on a free loopback port with rate limits out of the way and room for
+    /// `max_connections`, and waits until it answers `/health`.
+    pub async fn spawn(database: &Database, max_connections: usize) -> anyhow::Result<Self> {
+        let parent = match database {
+            Database::Sqlite { parent } => parent.clone(),
+            Database::Postgres { .. } => std::env::temp_dir(),
+        };
+        std::fs::create_dir_all(&parent)?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("privcomm-bench-relay")
+            .tempdir_in(&parent)?;
+        let mut pg_schema = None;
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            data_dir.path().display().to_string(),
+            "--max-connections".to_owned(),
+            max_connections.to_string(),
+            "--register-per-hour".to_owned(),
+            "100000000".to_owned(),
+            "--token-per-minute".to_owned(),
+            "100000000".to_owned(),
+            "--challenge-per-minute".to_owned(),
+            "100000000".to_owned(),
+            "--log".to_owned(),
+            "error".to_owned(),
+        ];
+        if let Database::Postgres { url } = database {
+            let schema = format!("bench_{}", Uuid::new_v4().simple());
+            pg_exec(url, &format!("CREATE SCHEMA {schema}")).await?;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            args.push("--database-url".to_owned());
+            args.push(format!("{url}{sep}options=-c%20search_path%3D{schema}"));
+            // The writer holds one connection; readers and REST share the rest.
+            args.push("--database-pool".to_owned());
+            args.push("16".to_owned());
+            pg_schema = Some((url.clone(), schema));
+        }
+        let (child, base) = start(&args, data_dir.path()).await?;
+        Ok(Self {
+            child,
+            base,
+            data_dir,
+            args,
+            pg_schema,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Stops the relay and starts it again on the same data (a fresh process: no memory
+    /// left over from earlier work).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let (child, base) = start(&self.args, self.data_dir.path()).await?;
+        self.child = child;
+        self.base = base;
+        Ok(())
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `ws://…/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base.replacen("http://", "ws://", 1))
+    }
+
+    /// CPU seconds the relay has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// The relay's resident memory in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        rss_bytes(self.pid())
+    }
+
+    /// A value from `/metrics` (the first sample of `name`, labels ignored).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                let key = key.split('{').next()?;
+                (key == name).then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .with_context(|| format!("metric {name} not found"))
+    }
+
+    /// Stops the relay and removes its data.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.kill();
+        if let Some((url, schema)) = self.pg_schema.take() {
+            pg_exec(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn start(args: &[String], data_dir: &Path) -> anyhow::Result<(Child, String)> {
+    // Ask the OS for a free port, then hand it to the relay.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(data_dir.join("relay.log"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("relay")
+        .args(args)
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting the relay process")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(data_dir.join("relay.log")).unwrap_or_default();
+            bail!("the relay exited at start ({status}): {log}");
+        }
+        if let Ok(resp) = http.get(format!("{base}/health")).send().await {
+            if resp.status().is_success() {
+                return Ok((child, base));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    bail!("the relay did not become healthy within 30 s")
+}
+
+async fn pg_exec(url: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| "connecting to PostgreSQL".to_string())?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}

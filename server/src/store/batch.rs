@@ -1,0 +1,307 @@
+//! Group commit: many message stores, acks and `last_seen` updates in one transaction, with
+//! multi-row statements so the database sees a handful of statements per batch instead of
+//! one per message.
+//!
+//! Statements are built for power-of-two row counts only (a batch of 100 runs as 64 + 32 + 4)
+//! so each connection's prepared-statement cache holds a few shapes, not one per size.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+
+use super::sql::uuid_from;
+use super::{
+    AckRequest, NewMessage, PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch,
+    WriteBatchOutcome,
+};
+
+/// Most rows in one multi-row insert (7 parameters each).
+const INSERT_CHUNK: usize = 128;
+/// Most ids in one `IN (…)` list.
+const ID_CHUNK: usize = 256;
+/// Most rows in one delivery-record insert (4 parameters each).
+const DELIVERED_CHUNK: usize = 128;
+
+type Tx = Transaction<'static, Any>;
+
+/// Splits `len` items into power-of-two chunk lengths of at most `max` (itself a power of two).
+fn chunk_lengths(mut len: usize, max: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while len > 0 {
+        let size = if len >= max {
+            max
+        } else {
+            1 << (usize::BITS - 1 - len.leading_zeros())
+        };
+        out.push(size);
+        len -= size;
+    }
+    out
+}
+
+/// `($1, $2, …), ($n, …)`: `rows` groups of `width` numbered parameters.
+fn value_rows(rows: usize, width: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * width + col + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Applies `batch` inside `tx` (which the caller commits).
+pub(super) async fn apply(tx: &mut Tx, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+    let messages = store_messages(tx, &batch.messages).await?;
+    let acks = apply_acks(tx, &batch.acks, batch.now).await?;
+    for user in &batch.touches {
+        sqlx::query("UPDATE users SET last_seen = $2 WHERE id = $1")
+            .bind(user.as_bytes().to_vec())
+            .bind(batch.now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(WriteBatchOutcome { messages, acks })
+}
+
+async fn store_messages(
+    tx: &mut Tx,
+    messages: &[NewMessage],
+) -> StoreResult<Vec<StoreResult<StoreOutcome>>> {
+    // A resend inside one batch is stored once; its copies answer like any duplicate.
+    let mut first_of: HashMap<(Uuid, Uuid), usize> = HashMap::new();
+    let mut unique: Vec<usize> = Vec::with_capacity(messages.len());
+    let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(messages.len());
+    for (index, message) in messages.iter().enumerate() {
+        match first_of.entry((message.sender, message.client_id)) {
+            std::collections::hash_map::Entry::Occupied(first) => copy_of.push(Some(*first.get())),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(index);
+                unique.push(index);
+                copy_of.push(None);
+            }
+        }
+    }
+
+    let mut seq_of: HashMap<Uuid, i64> = HashMap::with_capacity(unique.len());
+    let mut start = 0;
+    for len in chunk_lengths(unique.len(), INSERT_CHUNK) {
+        let chunk = &unique[start..start + len];
+        start += len;
+        // Rows whose recipient is unknown or that were already delivered are filtered out
+        // rather than failing the statement; those still pending hit the unique constraint.
+        // The seventh column orders the insert: PostgreSQL may otherwise emit the rows of a
+        // VALUES join in any order, and `seq` must follow arrival order.
+        let sql = format!(
+            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
+             FROM (VALUES {}) AS v
+             WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.column2)
+               AND NOT EXISTS (SELECT 1 FROM delivered_messages d
+                               WHERE d.sender_id = v.column3 AND d.client_id = v.column4)
+             ORDER BY v.column7
+             ON CONFLICT (sender_id, client_id) DO NOTHING
+             RETURNING seq, id",
+            value_rows(len, 7)
+        );
+        // Only numbered placeholders are formatted in; all data is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (ordinal, &index) in chunk.iter().enumerate() {
+            let m = &messages[index];
+            query = query
+                .bind(m.id.as_bytes().to_vec())
+                .bind(m.recipient.as_bytes().to_vec())
+                .bind(m.sender.as_bytes().to_vec())
+                .bind(m.client_id.as_bytes().to_vec())
+                .bind(m.payload.clone())
+                .bind(m.created_at)
+                .bind(ordinal as i64);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
+            seq_of.insert(id, row.try_get("seq")?);
+        }
+    }
+
+    let mut results: Vec<Option<StoreResult<StoreOutcome>>> =
+        (0..messages.len()).map(|_| None).collect();
+    for &index in &unique {
+        let m = &messages[index];
+        let outcome = match seq_of.get(&m.id) {
+            Some(&seq) => Ok(StoreOutcome::Stored(PendingMessage {
+                seq,
+                id: m.id,
+                sender: m.sender,
+                recipient: m.recipient,
+                payload: m.payload.clone(),
+                created_at: m.created_at,
+            })),
+            None => refused(tx, m).await?,
+        };
+        results[index] = Some(outcome);
+    }
+    for (index, copy) in copy_of.iter().enumerate() {
+        if let Some(first) = copy {
+            let answer = match &results[*first] {
+                Some(Ok(StoreOutcome::Stored(p))) => {
+                    Ok(StoreOutcome::Duplicate { server_id: p.id })
+                }
+                Some(Ok(dup @ StoreOutcome::Duplicate { .. })) => Ok(dup.clone()),
+                _ => Err(StoreError::MissingReference),
+            };
+            results[index] = Some(answer);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(StoreError::Conflict)))
+        .collect())
+}
+
+/// Why a row was not inserted: stored before (pending or delivered), or an unknown recipient.
+async fn refused(tx: &mut Tx, message: &NewMessage) -> StoreResult<StoreResult<StoreOutcome>> {
+    let sender = message.sender.as_bytes().to_vec();
+    let client_id = message.client_id.as_bytes().to_vec();
+    let existing = sqlx::query(
+        "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
+         UNION ALL
+         SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
+    )
+    .bind(sender)
+    .bind(client_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(Ok(StoreOutcome::Duplicate {
+            server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
+        }));
+    }
+    Ok(Err(StoreError::MissingReference))
+}
+
+async fn apply_acks(tx: &mut Tx, acks: &[AckRequest], now: i64) -> StoreResult<Vec<bool>> {
+    let ids: Vec<Uuid> = {
+        let mut seen = HashSet::new();
+        acks.iter()
+            .map(|a| a.id)
+            .filter(|id| seen.insert(*id))
+            .collect()
+    };
+    // Whose message each id is: an ack deletes only the acknowledging user's own messages.
+    let mut owner: HashMap<Uuid, Uuid> = HashMap::with_capacity(ids.len());
+    let mut start = 0;
+    for len in chunk_lengths(ids.len(), ID_CHUNK) {
+        let chunk = &ids[start..start + len];
+        start += len;
+        let sql = format!(
+            "SELECT id, recipient_id FROM pending_messages WHERE id IN ({})",
+            placeholders(len)
+        );
+        // Only numbered placeholders are formatted in; all data is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            owner.insert(
+                uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
+                uuid_from(&row.try_get::<Vec<u8>, _>("recipient_id")?)?,
+            );
+        }
+    }
+    let mut matched: Vec<Uuid> = Vec::with_capacity(owner.len());
+    let mut taken = HashSet::new();
+    for ack in acks {
+        if owner.get(&ack.id) == Some(&ack.recipient) && taken.insert(ack.id) {
+            matched.push(ack.id);
+        }
+    }
+
+    let mut delivered: Vec<(Vec<u8>, Vec<u8>, Uuid)> = Vec::with_capacity(matched.len());
+    let mut start = 0;
+    for len in chunk_lengths(matched.len(), ID_CHUNK) {
+        let chunk = &matched[start..start + len];
+        start += len;
+        let sql = format!(
+            "DELETE FROM pending_messages WHERE id IN ({}) RETURNING id, sender_id, client_id",
+            placeholders(len)
+        );
+        // Only numbered placeholders are formatted in; all data is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            delivered.push((
+                row.try_get("sender_id")?,
+                row.try_get("client_id")?,
+                uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
+            ));
+        }
+    }
+    let mut start = 0;
+    for len in chunk_lengths(delivered.len(), DELIVERED_CHUNK) {
+        let chunk = &delivered[start..start + len];
+        start += len;
+        let sql = format!(
+            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
+             VALUES {} ON CONFLICT (sender_id, client_id) DO NOTHING",
+            value_rows(len, 4)
+        );
+        // Only numbered placeholders are formatted in; all data is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (sender, client_id, server_id) in chunk {
+            query = query
+                .bind(sender.clone())
+                .bind(client_id.clone())
+                .bind(server_id.as_bytes().to_vec())
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+
+    // Each deleted id answers true once: a repeated ack in the same batch finds it gone.
+    let mut deleted: HashSet<Uuid> = delivered.iter().map(|(_, _, id)| *id).collect();
+    Ok(acks
+        .iter()
+        .map(|ack| owner.get(&ack.id) == Some(&ack.recipient) && deleted.remove(&ack.id))
+        .collect())
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_within_the_cap() {
+        assert_eq!(chunk_lengths(0, 128), Vec::<usize>::new());
+        assert_eq!(chunk_lengths(1, 128), [1]);
+        assert_eq!(chunk_lengths(100, 128), [64, 32, 4]);
+        assert_eq!(chunk_lengths(300, 128), [128, 128, 32, 8, 4]);
+        assert_eq!(chunk_lengths(300, 128).iter().sum::<usize>(), 300);
+    }
+
+    #[test]
+    fn value_rows_number_parameters_row_by_row() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(3), "$1, $2, $3");
+    }
+}

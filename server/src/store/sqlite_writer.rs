@@ -1,0 +1,193 @@
+//! Group commits on SQLite through one rusqlite connection on a thread of its own.
+//!
+//! sqlx runs each SQLite statement as a round trip to a worker thread; a group commit of a
+//! few dozen writes then spends most of its time on those hops rather than in SQLite, and
+//! every message waits for the whole commit. Here a batch is one hop: the thread runs all
+//! its statements (prepared once, cached) and the commit, then answers. Everything else the
+//! relay stores still goes through sqlx; SQLite's lock and `busy_timeout` order the two.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch, WriteBatchOutcome};
+
+/// Pages of cache for the writer (negative: KiB). Index pages of the message tables stay
+/// resident, so inserts and deletes rarely read from disk.
+const CACHE_KIB: i64 = 65_536;
+
+struct Job {
+    batch: WriteBatch,
+    reply: oneshot::Sender<StoreResult<WriteBatchOutcome>>,
+}
+
+/// Handle to the writer thread.
+#[derive(Debug)]
+pub(super) struct SqliteWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// The file of a `sqlite:` URL, or None for an in-memory database (which another
+/// connection could not share).
+pub(super) fn file_of(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+impl SqliteWriter {
+    /// Opens `path` (already created and migrated) and starts the thread.
+    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(setup)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{CACHE_KIB};"
+        ))
+        .map_err(setup)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(setup)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("privcomm-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = queue.recv() {
+                    let result = apply(&mut conn, &job.batch).map_err(StoreError::from);
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| StoreError::Setup(format!("starting the SQLite writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Commits `batch` in one transaction.
+    pub(super) async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                batch: batch.clone(),
+                reply,
+            })
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+fn setup(e: rusqlite::Error) -> StoreError {
+    StoreError::Setup(format!("opening the SQLite writer: {e}"))
+}
+
+fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBatchOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcome = WriteBatchOutcome::default();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
+               AND NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = ?3 AND client_id = ?4)
+             ON CONFLICT (sender_id, client_id) DO NOTHING
+             RETURNING seq",
+        )?;
+        let mut existing = tx.prepare_cached(
+            "SELECT id FROM pending_messages WHERE sender_id = ?1 AND client_id = ?2
+             UNION ALL
+             SELECT server_id FROM delivered_messages WHERE sender_id = ?1 AND client_id = ?2",
+        )?;
+        for m in &batch.messages {
+            let (id, recipient, sender, client_id) = (
+                m.id.as_bytes(),
+                m.recipient.as_bytes(),
+                m.sender.as_bytes(),
+                m.client_id.as_bytes(),
+            );
+            let seq: Option<i64> = insert
+                .query_row(
+                    params![id, recipient, sender, client_id, m.payload, m.created_at],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let result = match seq {
+                Some(seq) => Ok(StoreOutcome::Stored(PendingMessage {
+                    seq,
+                    id: m.id,
+                    sender: m.sender,
+                    recipient: m.recipient,
+                    payload: m.payload.clone(),
+                    created_at: m.created_at,
+                })),
+                None => {
+                    // Stored before (pending or delivered, also earlier in this batch), or
+                    // the recipient does not exist.
+                    let first: Option<Vec<u8>> = existing
+                        .query_row(params![sender, client_id], |row| row.get(0))
+                        .optional()?;
+                    match first.and_then(|bytes| Uuid::from_slice(&bytes).ok()) {
+                        Some(server_id) => Ok(StoreOutcome::Duplicate { server_id }),
+                        None => Err(StoreError::MissingReference),
+                    }
+                }
+            };
+            outcome.messages.push(result);
+        }
+
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM pending_messages WHERE id = ?1 AND recipient_id = ?2
+             RETURNING sender_id, client_id",
+        )?;
+        let mut record = tx.prepare_cached(
+            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sender_id, client_id) DO NOTHING",
+        )?;
+        let mut seen = HashSet::new();
+        for ack in &batch.acks {
+            // A repeated ack in the same batch finds the row already gone.
+            if !seen.insert(ack.id) {
+                outcome.acks.push(false);
+                continue;
+            }
+            let id = ack.id.as_bytes();
+            let deleted: Option<(Vec<u8>, Vec<u8>)> = delete
+                .query_row(params![id, ack.recipient.as_bytes()], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            if let Some((sender, client_id)) = &deleted {
+                record.execute(params![sender, client_id, id, batch.now])?;
+            }
+            outcome.acks.push(deleted.is_some());
+        }
+
+        let mut touch = tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?;
+        for user in &batch.touches {
+            touch.execute(params![user.as_bytes(), batch.now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_are_recognised_and_memory_is_not() {
+        assert_eq!(
+            file_of("sqlite:///data/privcomm.db?mode=rwc"),
+            Some(PathBuf::from("/data/privcomm.db"))
+        );
+        assert_eq!(file_of("sqlite:relay.db"), Some(PathBuf::from("relay.db")));
+        assert_eq!(file_of("sqlite::memory:"), None);
+        assert_eq!(file_of("sqlite://x.db?mode=memory"), None);
+        assert_eq!(file_of("postgres://localhost/test"), None);
+    }
+}
