@@ -64,7 +64,14 @@ async fn measure(args: &Args, relay: &RelayProcess) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let secrets = || -> Arc<dyn SecretStore> { Arc::new(MemorySecretStore::new()) };
     let alice = Client::open(dir.path().join("alice"), &relay.base, secrets()).await?;
-    let bob = Client::open(dir.path().join("bob"), &relay.base, secrets()).await?;
+    // One sender's whole run must land: the receive quota is lifted for the benchmark.
+    let bob = Client::open_with(
+        dir.path().join("bob"),
+        &relay.base,
+        secrets(),
+        crate::unlimited_receiving(),
+    )
+    .await?;
     alice.register("+1 555 0198 001").await?;
     bob.register("+1 555 0198 002").await?;
     alice.connect().await?;

@@ -21,6 +21,19 @@ mod wire;
 
 use clap::{Parser, Subcommand};
 
+/// Client options for a benchmark's receiving client: one sender's whole run (10,000
+/// messages and more) must be stored, so the per-peer receive quota is lifted.
+pub(crate) fn unlimited_receiving() -> privcomm_core::ClientOptions {
+    privcomm_core::ClientOptions {
+        receive_quota: privcomm_core::ReceiveQuota {
+            messages: u32::MAX,
+            bytes: u64::MAX,
+            ..privcomm_core::ReceiveQuota::default()
+        },
+        ..privcomm_core::ClientOptions::default()
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "privcomm-bench",

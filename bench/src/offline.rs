@@ -188,7 +188,14 @@ async fn core_drain(relay: &RelayProcess, n: usize, report: &mut Report) -> anyh
     let dir = tempfile::tempdir()?;
     let secrets = || -> Arc<dyn SecretStore> { Arc::new(MemorySecretStore::new()) };
     let alice = Client::open(dir.path().join("alice"), &relay.base, secrets()).await?;
-    let bob = Client::open(dir.path().join("bob"), &relay.base, secrets()).await?;
+    // One sender's whole run must land: the receive quota is lifted for the benchmark.
+    let bob = Client::open_with(
+        dir.path().join("bob"),
+        &relay.base,
+        secrets(),
+        crate::unlimited_receiving(),
+    )
+    .await?;
     let alice_id = alice.register("+1 555 0199 001").await?;
     bob.register("+1 555 0199 002").await?;
     alice.connect().await?;
@@ -238,9 +245,22 @@ async fn core_drain(relay: &RelayProcess, n: usize, report: &mut Report) -> anyh
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     report.core_drain_relay_empty_seconds = Some(started.elapsed().as_secs_f64());
-    let stored = bob.history(alice_id, None, n as u32 + 10).await?;
-    if stored.len() < n {
-        bail!("Bob's history holds {} of {n} messages", stored.len());
+    // Counted a page at a time (a history page holds at most MAX_HISTORY_PAGE messages).
+    let mut stored = 0;
+    let mut cursor = None;
+    loop {
+        let page = bob
+            .history(alice_id, cursor, privcomm_core::client::MAX_HISTORY_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(privcomm_core::HistoryCursor {
+            sent_at: last.sent_at,
+            id: last.id,
+        });
+        stored += page.len();
+    }
+    if stored < n {
+        bail!("Bob's history holds {stored} of {n} messages");
     }
     alice.close().await;
     bob.close().await;

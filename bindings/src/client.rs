@@ -1,22 +1,21 @@
 //! `PrivcommClient`: the core's `Client` as an FFI object.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use privcomm_core as core;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::PrivcommError;
 use crate::events::{spawn_listener, AudioSink, Delivery, EventListener, Subscription};
+use crate::foreign::{Abandoned, ForeignHandle};
 use crate::runtime::{run, runtime};
 use crate::secret_store::{ForeignSecretStore, SecretStore};
 use crate::types::{
     parse_id, CallInfo, CallStats, ClientConfig, ClientEvent, ConnectionState, Conversation,
-    HistoryCursor, Message, SafetyNumber,
+    DroppedMessages, HistoryCursor, Message, SafetyNumber,
 };
-
-/// Most messages one `history` page may ask for.
-const MAX_HISTORY_PAGE: u32 = 1000;
 
 /// One Privcomm account on this device. Open it once per data directory and keep it for the
 /// app's lifetime; every method may be called from any thread. `shutdown` it when done (a
@@ -25,19 +24,39 @@ const MAX_HISTORY_PAGE: u32 = 1000;
 #[derive(uniffi::Object)]
 pub struct PrivcommClient {
     inner: core::Client,
-    /// Cancelled on close; every subscription's token is a child of it.
+    /// Cancelled on shutdown: every listener hands over what is queued, then stops.
     closed: CancellationToken,
+    /// Set when dropped without `shutdown`: foreign objects are then left alone.
+    abandoned: Abandoned,
+    /// The listener threads, joined by `shutdown`.
+    listeners: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// How long `shutdown` waits for listeners to take what was announced before it.
+const LISTENER_DRAIN: Duration = Duration::from_secs(5);
 
 impl Drop for PrivcommClient {
     fn drop(&mut self) {
         if self.closed.is_cancelled() {
             return;
         }
+        // Dropped without `shutdown`: possibly while the host is exiting, when calling into
+        // it (or freeing its objects) would abort the process. The core closes in the
+        // background and touches no foreign object again (`foreign`).
+        self.abandoned.set();
         self.closed.cancel();
         if let Ok(rt) = runtime() {
             let inner = self.inner.clone();
             rt.spawn(async move { inner.close().await });
+        }
+    }
+}
+
+impl PrivcommClient {
+    fn keep_listener(&self, thread: std::thread::JoinHandle<()>) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.retain(|t| !t.is_finished());
+            listeners.push(thread);
         }
     }
 }
@@ -49,7 +68,8 @@ pub async fn delete_local_data(
     data_dir: String,
     secrets: Arc<dyn SecretStore>,
 ) -> Result<(), PrivcommError> {
-    let secrets: Arc<dyn core::SecretStore> = Arc::new(ForeignSecretStore(secrets));
+    let secrets: Arc<dyn core::SecretStore> =
+        Arc::new(ForeignSecretStore::new(secrets, Abandoned::default()));
     run(core::delete_local_data(PathBuf::from(data_dir), secrets)).await
 }
 
@@ -69,14 +89,15 @@ impl PrivcommClient {
         secrets: Arc<dyn SecretStore>,
     ) -> Result<Arc<Self>, PrivcommError> {
         if config.data_dir.is_empty() {
-            return Err(PrivcommError::InvalidArgument {
-                detail: "data_dir must not be empty".into(),
-            });
+            return Err(PrivcommError::invalid("data_dir must not be empty"));
         }
         let options = core::ClientOptions {
-            call: config.call.unwrap_or_default().to_core()?,
+            call: config.call.unwrap_or_default().to_core(),
+            ..core::ClientOptions::default()
         };
-        let secrets: Arc<dyn core::SecretStore> = Arc::new(ForeignSecretStore(secrets));
+        let abandoned = Abandoned::default();
+        let secrets: Arc<dyn core::SecretStore> =
+            Arc::new(ForeignSecretStore::new(secrets, abandoned.clone()));
         let inner = run(async move {
             core::Client::open_with(
                 PathBuf::from(config.data_dir),
@@ -90,6 +111,8 @@ impl PrivcommClient {
         Ok(Arc::new(Self {
             inner,
             closed: CancellationToken::new(),
+            abandoned,
+            listeners: Mutex::new(Vec::new()),
         }))
     }
 
@@ -126,14 +149,32 @@ impl PrivcommClient {
         .await
     }
 
-    /// Hangs up any call, disconnects, stops every listener and closes the store. The
-    /// client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
-    /// frees the object itself, which also shuts the client down.)
+    /// Hangs up any call, disconnects and closes the store, then stops every listener once
+    /// it was handed every event announced before (waiting up to 5 s for them). The client
+    /// is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+    /// the object itself, which also shuts the client down.)
     pub async fn shutdown(&self) -> Result<(), PrivcommError> {
-        self.closed.cancel();
         let client = self.inner.clone();
         run(async move {
             client.close().await;
+            Ok::<_, PrivcommError>(())
+        })
+        .await?;
+        self.closed.cancel();
+        let threads = self
+            .listeners
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        run(async move {
+            // A listener that calls `shutdown` from its own callback is not waited for.
+            let me = std::thread::current().id();
+            let deadline = tokio::time::Instant::now() + LISTENER_DRAIN;
+            for thread in threads.iter().filter(|t| t.thread().id() != me) {
+                while !thread.is_finished() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
             Ok::<_, PrivcommError>(())
         })
         .await
@@ -151,20 +192,26 @@ impl PrivcommClient {
         listener: Arc<dyn EventListener>,
     ) -> Result<Arc<Subscription>, PrivcommError> {
         if self.closed.is_cancelled() {
-            return Err(PrivcommError::Closed);
+            return Err(PrivcommError::from(core::CoreError::Closed));
         }
-        let subscription = spawn_listener(
+        let listener = ForeignHandle::new(listener, self.abandoned.clone());
+        let (subscription, thread) = spawn_listener(
             "privcomm-events",
             self.inner.events(),
-            self.closed.child_token(),
+            self.closed.clone(),
+            self.abandoned.clone(),
             move |delivery| {
                 let event = match delivery {
                     Delivery::Item(event) => ClientEvent::from(event),
                     Delivery::Missed(count) => ClientEvent::EventsMissed { count },
                 };
-                listener.on_event(event)
+                match listener.get() {
+                    Some(listener) => listener.on_event(event),
+                    None => Ok(()),
+                }
             },
         )?;
+        self.keep_listener(thread);
         Ok(Arc::new(subscription))
     }
 
@@ -177,8 +224,9 @@ impl PrivcommClient {
             .map(|id| id.to_string())
     }
 
-    /// Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
-    /// it is sent whenever online and survives restarts.
+    /// Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+    /// resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+    /// whenever online and survives restarts.
     pub async fn send_text(&self, peer: String, text: String) -> Result<String, PrivcommError> {
         let peer = parse_id("peer", &peer)?;
         let client = self.inner.clone();
@@ -194,7 +242,8 @@ impl PrivcommClient {
         Ok(list.into_iter().map(Into::into).collect())
     }
 
-    /// Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+    /// Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+    /// `MAX_HISTORY_PAGE`); pass the last
     /// message's cursor as `before` to page back.
     pub async fn history(
         &self,
@@ -204,11 +253,6 @@ impl PrivcommClient {
     ) -> Result<Vec<Message>, PrivcommError> {
         let peer = parse_id("peer", &peer)?;
         let before = before.map(|c| c.to_core()).transpose()?;
-        if limit == 0 || limit > MAX_HISTORY_PAGE {
-            return Err(PrivcommError::InvalidArgument {
-                detail: format!("limit must be 1 to {MAX_HISTORY_PAGE}"),
-            });
-        }
         let client = self.inner.clone();
         let page = run(async move { client.history(peer, before, limit).await }).await?;
         Ok(page.into_iter().map(Into::into).collect())
@@ -249,6 +293,36 @@ impl PrivcommClient {
     pub async fn outbox_len(&self) -> Result<u64, PrivcommError> {
         let client = self.inner.clone();
         run(async move { client.outbox_len().await }).await
+    }
+
+    /// Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+    /// sending to them fails with `PeerBlocked`. False if they were blocked already.
+    pub async fn block_peer(&self, peer: String) -> Result<bool, PrivcommError> {
+        let peer = parse_id("peer", &peer)?;
+        let client = self.inner.clone();
+        run(async move { client.block_peer(peer).await }).await
+    }
+
+    /// Unblocks `peer`. False if they were not blocked.
+    pub async fn unblock_peer(&self, peer: String) -> Result<bool, PrivcommError> {
+        let peer = parse_id("peer", &peer)?;
+        let client = self.inner.clone();
+        run(async move { client.unblock_peer(peer).await }).await
+    }
+
+    /// Every blocked peer.
+    pub async fn blocked_peers(&self) -> Result<Vec<String>, PrivcommError> {
+        let client = self.inner.clone();
+        let peers = run(async move { client.blocked_peers().await }).await?;
+        Ok(peers.into_iter().map(|p| p.to_string()).collect())
+    }
+
+    /// Incoming messages dropped since the store was created, by reason.
+    pub async fn dropped_messages(&self) -> Result<DroppedMessages, PrivcommError> {
+        let client = self.inner.clone();
+        run(async move { client.dropped_messages().await })
+            .await
+            .map(Into::into)
     }
 
     /// Calls `peer` (a resolved contact); needs a live connection. Returns the call id;
@@ -295,9 +369,7 @@ impl PrivcommClient {
     pub fn push_audio_frame(&self, call_id: String, pcm: Vec<u8>) -> Result<(), PrivcommError> {
         let call_id = parse_id("call id", &call_id)?;
         if !pcm.len().is_multiple_of(2) {
-            return Err(PrivcommError::InvalidArgument {
-                detail: "pcm must hold whole 16-bit samples".into(),
-            });
+            return Err(PrivcommError::invalid("pcm must hold whole 16-bit samples"));
         }
         let samples: Vec<i16> = pcm
             .chunks_exact(2)
@@ -314,21 +386,24 @@ impl PrivcommClient {
         sink: Arc<dyn AudioSink>,
     ) -> Result<Arc<Subscription>, PrivcommError> {
         if self.closed.is_cancelled() {
-            return Err(PrivcommError::Closed);
+            return Err(PrivcommError::from(core::CoreError::Closed));
         }
-        let subscription = spawn_listener(
+        let sink = ForeignHandle::new(sink, self.abandoned.clone());
+        let (subscription, thread) = spawn_listener(
             "privcomm-audio",
             self.inner.audio_frames(),
-            self.closed.child_token(),
-            move |delivery| match delivery {
-                Delivery::Item(frame) => {
+            self.closed.clone(),
+            self.abandoned.clone(),
+            move |delivery| match (delivery, sink.get()) {
+                (Delivery::Item(frame), Some(sink)) => {
                     let pcm = frame.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
                     sink.on_audio_frame(frame.call_id.to_string(), pcm)
                 }
                 // Late audio is worthless; the decoder's concealment covers the gap.
-                Delivery::Missed(_) => Ok(()),
+                _ => Ok(()),
             },
         )?;
+        self.keep_listener(thread);
         Ok(Arc::new(subscription))
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::PrivcommError;
+use crate::foreign::Abandoned;
 use crate::runtime::runtime;
 use crate::types::ClientEvent;
 
@@ -48,11 +49,12 @@ pub trait AudioSink: Send + Sync {
     fn on_audio_frame(&self, call_id: String, pcm: Vec<u8>) -> Result<(), ListenerError>;
 }
 
-/// A running listener. It runs until `cancel` or until its client is closed; dropping
-/// this handle does not stop it.
+/// A running listener. It runs until `cancel` or until its client is shut down (then it
+/// is first handed what was already announced); dropping this handle does not stop it.
 #[derive(uniffi::Object)]
 pub struct Subscription {
     stop: CancellationToken,
+    closed: CancellationToken,
 }
 
 #[uniffi::export]
@@ -64,7 +66,7 @@ impl Subscription {
 
     /// Whether it was cancelled (or its client closed).
     pub fn is_cancelled(&self) -> bool {
-        self.stop.is_cancelled()
+        self.stop.is_cancelled() || self.closed.is_cancelled()
     }
 }
 
@@ -74,46 +76,71 @@ pub(crate) enum Delivery<T> {
     Missed(u64),
 }
 
-/// Starts a thread called `name` that hands each item of `items` to `deliver` until `stop`
-/// is cancelled or the channel closes.
+/// Starts a thread called `name` that hands each item of `items` to `deliver`, until the
+/// subscription is cancelled, the channel closes, or `closed` (the client shut down): then
+/// what is still queued is handed over first, so nothing the core announced before it
+/// closed is lost. Once the client is `abandoned` nothing is delivered any more. Returns
+/// the subscription and the thread.
 pub(crate) fn spawn_listener<T, F>(
     name: &str,
     mut items: broadcast::Receiver<T>,
-    stop: CancellationToken,
+    closed: CancellationToken,
+    abandoned: Abandoned,
     mut deliver: F,
-) -> Result<Subscription, PrivcommError>
+) -> Result<(Subscription, std::thread::JoinHandle<()>), PrivcommError>
 where
     T: Clone + Send + 'static,
     F: FnMut(Delivery<T>) -> Result<(), ListenerError> + Send + 'static,
 {
     let handle = runtime()?.handle().clone();
+    let stop = CancellationToken::new();
     let thread_stop = stop.clone();
+    let thread_closed = closed.clone();
     let thread_name = name.to_owned();
-    std::thread::Builder::new()
+    let mut hand_over = move |delivery: Delivery<T>| {
+        if abandoned.is_set() {
+            return false;
+        }
+        if deliver(delivery).is_err() {
+            // The listener's own message may quote app data; only the fact is logged.
+            tracing::warn!(listener = %thread_name, "a listener threw; it keeps receiving");
+        }
+        true
+    };
+    let thread = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || loop {
             let next = handle.block_on(async {
                 tokio::select! {
                     biased;
                     _ = thread_stop.cancelled() => None,
+                    _ = thread_closed.cancelled() => None,
                     item = items.recv() => Some(item),
                 }
             });
             let delivery = match next {
+                None if thread_closed.is_cancelled() && !thread_stop.is_cancelled() => {
+                    // Shut down: hand over what the core announced before it closed.
+                    loop {
+                        let delivery = match items.try_recv() {
+                            Ok(item) => Delivery::Item(item),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => Delivery::Missed(n),
+                            Err(_) => break,
+                        };
+                        if thread_stop.is_cancelled() || !hand_over(delivery) {
+                            break;
+                        }
+                    }
+                    break;
+                }
                 None | Some(Err(RecvError::Closed)) => break,
                 Some(Ok(item)) => Delivery::Item(item),
                 Some(Err(RecvError::Lagged(count))) => Delivery::Missed(count),
             };
-            if thread_stop.is_cancelled() {
+            if thread_stop.is_cancelled() || !hand_over(delivery) {
                 break;
             }
-            if deliver(delivery).is_err() {
-                // The listener's own message may quote app data; only the fact is logged.
-                tracing::warn!(listener = %thread_name, "a listener threw; it keeps receiving");
-            }
         })
-        .map_err(|e| PrivcommError::Internal {
-            detail: format!("cannot start the listener thread: {e}"),
-        })?;
-    Ok(Subscription { stop })
+        .map_err(|e| PrivcommError::internal(format!("cannot start the listener thread: {e}")))?;
+    Ok((Subscription { stop, closed }, thread))
 }

@@ -6,6 +6,7 @@
 //! - `secret_store`: the app's secret store (Android Keystore, iOS Keychain) as a foreign
 //!   trait;
 //! - `events`: event and audio listeners (foreign traits) and their `Subscription`s;
+//! - `foreign`: foreign objects that a client dropped without `shutdown` never touches;
 //! - `types` and `error`: the records, enums and the one error type the app sees.
 
 uniffi::setup_scaffolding!("privcomm");
@@ -13,6 +14,7 @@ uniffi::setup_scaffolding!("privcomm");
 pub mod client;
 pub mod error;
 pub mod events;
+mod foreign;
 pub mod runtime;
 pub mod secret_store;
 pub mod types;

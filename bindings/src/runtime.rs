@@ -31,9 +31,7 @@ pub fn runtime() -> Result<&'static Runtime, PrivcommError> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| PrivcommError::Internal {
-            detail: format!("cannot start the runtime: {e}"),
-        })
+        .map_err(|e| PrivcommError::internal(format!("cannot start the runtime: {e}")))
 }
 
 /// Runs `work` on the shared runtime and returns its result. If the caller stops waiting
@@ -48,8 +46,6 @@ where
     runtime()?
         .spawn(work)
         .await
-        .map_err(|e| PrivcommError::Internal {
-            detail: format!("the operation did not complete: {e}"),
-        })?
+        .map_err(|e| PrivcommError::internal(format!("the operation did not complete: {e}")))?
         .map_err(Into::into)
 }

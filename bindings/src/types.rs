@@ -2,7 +2,6 @@
 //! cross the FFI as UUID strings and are parsed here, so a malformed id is an
 //! `InvalidArgument` error rather than a crash.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use privcomm_core as core;
@@ -12,9 +11,7 @@ use crate::error::PrivcommError;
 
 /// Parses an id given by the app; `what` names it in the error.
 pub(crate) fn parse_id(what: &str, id: &str) -> Result<Uuid, PrivcommError> {
-    Uuid::parse_str(id).map_err(|_| PrivcommError::InvalidArgument {
-        detail: format!("{what} is not a UUID"),
-    })
+    Uuid::parse_str(id).map_err(|_| PrivcommError::invalid(format!("{what} is not a UUID")))
 }
 
 /// How to open a client.
@@ -54,51 +51,29 @@ pub struct CallSettings {
 }
 
 impl CallSettings {
-    /// The core's call configuration, after checking every field.
-    pub(crate) fn to_core(&self) -> Result<core::CallConfig, PrivcommError> {
+    /// The core's call configuration; the core checks it (`CallConfig::validate`) when the
+    /// client opens.
+    pub(crate) fn to_core(&self) -> core::CallConfig {
         let mut config = core::CallConfig::default();
         if let Some(addrs) = &self.bind_addrs {
-            if addrs.is_empty() {
-                return Err(invalid("bind_addrs must not be empty"));
-            }
-            for addr in addrs {
-                addr.parse::<SocketAddr>()
-                    .map_err(|_| invalid("bind_addrs: each must be ip:port"))?;
-            }
             config.bind_addrs = addrs.clone();
         }
         if let Some(urls) = &self.stun_urls {
-            if urls.iter().any(|u| !u.starts_with("stun:")) {
-                return Err(invalid("stun_urls: each must start with stun:"));
-            }
             config.stun_urls = urls.clone();
         }
         if let Some(relay_only) = self.relay_only {
             config.relay_only = relay_only;
         }
-        let millis = |name: &str, v: u64| {
-            if v == 0 || v > 3_600_000 {
-                Err(invalid(&format!("{name} must be 1 to 3,600,000 ms")))
-            } else {
-                Ok(Duration::from_millis(v))
-            }
-        };
         if let Some(v) = self.ring_timeout_ms {
-            config.ring_timeout = millis("ring_timeout_ms", v)?;
+            config.ring_timeout = Duration::from_millis(v);
         }
         if let Some(v) = self.ice_disconnected_timeout_ms {
-            config.ice_disconnected_timeout = millis("ice_disconnected_timeout_ms", v)?;
+            config.ice_disconnected_timeout = Duration::from_millis(v);
         }
         if let Some(v) = self.ice_failed_timeout_ms {
-            config.ice_failed_timeout = millis("ice_failed_timeout_ms", v)?;
+            config.ice_failed_timeout = Duration::from_millis(v);
         }
-        Ok(config)
-    }
-}
-
-fn invalid(detail: &str) -> PrivcommError {
-    PrivcommError::InvalidArgument {
-        detail: detail.to_owned(),
+        config
     }
 }
 
@@ -174,6 +149,33 @@ impl HistoryCursor {
             sent_at: self.sent_at,
             id: parse_id("cursor id", &self.id)?,
         })
+    }
+}
+
+/// Incoming messages dropped (acked, never stored), by reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct DroppedMessages {
+    /// They reused the id of another stored message (an attempt to rewrite history).
+    pub forged_id: u64,
+    /// From blocked peers.
+    pub blocked: u64,
+    /// Over a peer's receive quota.
+    pub over_quota: u64,
+    /// Decrypted, but malformed (padding or content).
+    pub malformed: u64,
+    /// Undecryptable.
+    pub undecryptable: u64,
+}
+
+impl From<core::DroppedCounts> for DroppedMessages {
+    fn from(c: core::DroppedCounts) -> Self {
+        Self {
+            forged_id: c.forged_id,
+            blocked: c.blocked,
+            over_quota: c.over_quota,
+            malformed: c.malformed,
+            undecryptable: c.undecryptable,
+        }
     }
 }
 

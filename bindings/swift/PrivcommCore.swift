@@ -1053,6 +1053,17 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
     func acceptIdentity(peer: String) async throws 
     
     /**
+     * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+     * sending to them fails with `PeerBlocked`. False if they were blocked already.
+     */
+    func blockPeer(peer: String) async throws  -> Bool
+    
+    /**
+     * Every blocked peer.
+     */
+    func blockedPeers() async throws  -> [String]
+    
+    /**
      * Round-trip time, loss and jitter of the call's media link.
      */
     func callStats(callId: String) async throws  -> CallStats
@@ -1089,12 +1100,18 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
     func disconnect() async throws 
     
     /**
+     * Incoming messages dropped since the store was created, by reason.
+     */
+    func droppedMessages() async throws  -> DroppedMessages
+    
+    /**
      * Ends the call `call_id` in whatever state it is.
      */
     func hangUp(callId: String) throws 
     
     /**
-     * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+     * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+     * `MAX_HISTORY_PAGE`); pass the last
      * message's cursor as `before` to page back.
      */
     func history(peer: String, before: HistoryCursor?, limit: UInt32) async throws  -> [Message]
@@ -1134,8 +1151,9 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
     func safetyNumber(peer: String) async throws  -> SafetyNumber
     
     /**
-     * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
-     * it is sent whenever online and survives restarts.
+     * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+     * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+     * whenever online and survives restarts.
      */
     func sendText(peer: String, text: String) async throws  -> String
     
@@ -1145,9 +1163,10 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
     func setMuted(callId: String, muted: Bool) throws 
     
     /**
-     * Hangs up any call, disconnects, stops every listener and closes the store. The
-     * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
-     * frees the object itself, which also shuts the client down.)
+     * Hangs up any call, disconnects and closes the store, then stops every listener once
+     * it was handed every event announced before (waiting up to 5 s for them). The client
+     * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+     * the object itself, which also shuts the client down.)
      */
     func shutdown() async throws 
     
@@ -1168,6 +1187,11 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
      * background thread. A sink more than 5 s behind misses frames.
      */
     func subscribeAudio(sink: AudioSink) throws  -> Subscription
+    
+    /**
+     * Unblocks `peer`. False if they were not blocked.
+     */
+    func unblockPeer(peer: String) async throws  -> Bool
     
     /**
      * This account's user id, once registered.
@@ -1290,6 +1314,47 @@ open func acceptIdentity(peer: String)async throws   {
 }
     
     /**
+     * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+     * sending to them fails with `PeerBlocked`. False if they were blocked already.
+     */
+open func blockPeer(peer: String)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(
+                    self.uniffiCloneHandle(),
+                    FfiConverterString.lower(peer)
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_i8,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_i8,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
+}
+    
+    /**
+     * Every blocked peer.
+     */
+open func blockedPeers()async throws  -> [String]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(
+                    self.uniffiCloneHandle()
+                    
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceString.lift,
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
+}
+    
+    /**
      * Round-trip time, loss and jitter of the call's media link.
      */
 open func callStats(callId: String)async throws  -> CallStats  {
@@ -1404,6 +1469,26 @@ open func disconnect()async throws   {
 }
     
     /**
+     * Incoming messages dropped since the store was created, by reason.
+     */
+open func droppedMessages()async throws  -> DroppedMessages  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(
+                    self.uniffiCloneHandle()
+                    
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDroppedMessages_lift,
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
+}
+    
+    /**
      * Ends the call `call_id` in whatever state it is.
      */
 open func hangUp(callId: String)throws   {try rustCallWithError(FfiConverterTypePrivcommError_lift) {
@@ -1415,7 +1500,8 @@ open func hangUp(callId: String)throws   {try rustCallWithError(FfiConverterType
 }
     
     /**
-     * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+     * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+     * `MAX_HISTORY_PAGE`); pass the last
      * message's cursor as `before` to page back.
      */
 open func history(peer: String, before: HistoryCursor?, limit: UInt32)async throws  -> [Message]  {
@@ -1552,8 +1638,9 @@ open func safetyNumber(peer: String)async throws  -> SafetyNumber  {
 }
     
     /**
-     * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
-     * it is sent whenever online and survives restarts.
+     * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+     * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+     * whenever online and survives restarts.
      */
 open func sendText(peer: String, text: String)async throws  -> String  {
     return
@@ -1585,9 +1672,10 @@ open func setMuted(callId: String, muted: Bool)throws   {try rustCallWithError(F
 }
     
     /**
-     * Hangs up any call, disconnects, stops every listener and closes the store. The
-     * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
-     * frees the object itself, which also shuts the client down.)
+     * Hangs up any call, disconnects and closes the store, then stops every listener once
+     * it was handed every event announced before (waiting up to 5 s for them). The client
+     * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+     * the object itself, which also shuts the client down.)
      */
 open func shutdown()async throws   {
     return
@@ -1651,6 +1739,26 @@ open func subscribeAudio(sink: AudioSink)throws  -> Subscription  {
         FfiConverterTypeAudioSink_lower(sink),$0
     )
 })
+}
+    
+    /**
+     * Unblocks `peer`. False if they were not blocked.
+     */
+open func unblockPeer(peer: String)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(
+                    self.uniffiCloneHandle(),
+                    FfiConverterString.lower(peer)
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_i8,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_i8,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
 }
     
     /**
@@ -2048,8 +2156,8 @@ public func FfiConverterTypeSecretStore_lower(_ value: SecretStore) -> UInt64 {
 
 
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 public protocol SubscriptionProtocol: AnyObject, Sendable {
     
@@ -2065,8 +2173,8 @@ public protocol SubscriptionProtocol: AnyObject, Sendable {
     
 }
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 open class Subscription: SubscriptionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2634,6 +2742,105 @@ public func FfiConverterTypeConversation_lift(_ buf: RustBuffer) throws -> Conve
 #endif
 public func FfiConverterTypeConversation_lower(_ value: Conversation) -> RustBuffer {
     return FfiConverterTypeConversation.lower(value)
+}
+
+
+/**
+ * Incoming messages dropped (acked, never stored), by reason.
+ */
+public struct DroppedMessages: Equatable, Hashable {
+    /**
+     * They reused the id of another stored message (an attempt to rewrite history).
+     */
+    public var forgedId: UInt64
+    /**
+     * From blocked peers.
+     */
+    public var blocked: UInt64
+    /**
+     * Over a peer's receive quota.
+     */
+    public var overQuota: UInt64
+    /**
+     * Decrypted, but malformed (padding or content).
+     */
+    public var malformed: UInt64
+    /**
+     * Undecryptable.
+     */
+    public var undecryptable: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * They reused the id of another stored message (an attempt to rewrite history).
+         */forgedId: UInt64, 
+        /**
+         * From blocked peers.
+         */blocked: UInt64, 
+        /**
+         * Over a peer's receive quota.
+         */overQuota: UInt64, 
+        /**
+         * Decrypted, but malformed (padding or content).
+         */malformed: UInt64, 
+        /**
+         * Undecryptable.
+         */undecryptable: UInt64) {
+        self.forgedId = forgedId
+        self.blocked = blocked
+        self.overQuota = overQuota
+        self.malformed = malformed
+        self.undecryptable = undecryptable
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DroppedMessages: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDroppedMessages: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DroppedMessages {
+        return
+            try DroppedMessages(
+                forgedId: FfiConverterUInt64.read(from: &buf), 
+                blocked: FfiConverterUInt64.read(from: &buf), 
+                overQuota: FfiConverterUInt64.read(from: &buf), 
+                malformed: FfiConverterUInt64.read(from: &buf), 
+                undecryptable: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DroppedMessages, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.forgedId, into: &buf)
+        FfiConverterUInt64.write(value.blocked, into: &buf)
+        FfiConverterUInt64.write(value.overQuota, into: &buf)
+        FfiConverterUInt64.write(value.malformed, into: &buf)
+        FfiConverterUInt64.write(value.undecryptable, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDroppedMessages_lift(_ buf: RustBuffer) throws -> DroppedMessages {
+    return try FfiConverterTypeDroppedMessages.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDroppedMessages_lower(_ value: DroppedMessages) -> RustBuffer {
+    return FfiConverterTypeDroppedMessages.lower(value)
 }
 
 
@@ -3498,6 +3705,163 @@ public func FfiConverterTypeEndReason_lower(_ value: EndReason) -> RustBuffer {
 }
 
 
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What kind of failure an error is, and so what the app should do about it (the core's
+ * `ErrorCategory`).
+ */
+
+public enum ErrorCategory: Equatable, Hashable {
+    
+    /**
+     * Temporary (the network, an overloaded relay, a locked keystore): retry later.
+     */
+    case transient
+    /**
+     * Needs a live connection: `connect` first.
+     */
+    case notConnected
+    /**
+     * The app passed something invalid: fix the call.
+     */
+    case invalidInput
+    /**
+     * About the peer: resolve, unblock, or accept their new identity.
+     */
+    case peer
+    /**
+     * About the account: `register` first, or the store belongs to another number.
+     */
+    case account
+    /**
+     * The local data cannot be opened: `delete_local_data`, then register again.
+     */
+    case localDataLost
+    /**
+     * The database was written by a newer version: update the app.
+     */
+    case updateRequired
+    /**
+     * The client was closed: open a new one.
+     */
+    case closed
+    /**
+     * A call could not be placed or changed.
+     */
+    case call
+    /**
+     * Refused for good, a protocol violation or a bug.
+     */
+    case failed
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ErrorCategory: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeErrorCategory: FfiConverterRustBuffer {
+    typealias SwiftType = ErrorCategory
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ErrorCategory {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .transient
+        
+        case 2: return .notConnected
+        
+        case 3: return .invalidInput
+        
+        case 4: return .peer
+        
+        case 5: return .account
+        
+        case 6: return .localDataLost
+        
+        case 7: return .updateRequired
+        
+        case 8: return .closed
+        
+        case 9: return .call
+        
+        case 10: return .failed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ErrorCategory, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .transient:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .notConnected:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .invalidInput:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .peer:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .account:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .localDataLost:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .updateRequired:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .closed:
+            writeInt(&buf, Int32(8))
+        
+        
+        case .call:
+            writeInt(&buf, Int32(9))
+        
+        
+        case .failed:
+            writeInt(&buf, Int32(10))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeErrorCategory_lift(_ buf: RustBuffer) throws -> ErrorCategory {
+    return try FfiConverterTypeErrorCategory.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeErrorCategory_lower(_ value: ErrorCategory) -> RustBuffer {
+    return FfiConverterTypeErrorCategory.lower(value)
+}
+
+
 
 /**
  * What a listener throws; the core logs that it failed (not the event) and carries on.
@@ -3689,7 +4053,10 @@ public func FfiConverterTypeMessageState_lower(_ value: MessageState) -> RustBuf
 
 
 /**
- * Everything a `PrivcommClient` call can fail with. No variant carries secret material.
+ * Everything a `PrivcommClient` call can fail with. Every variant carries `detail`, a
+ * human-readable sentence (also the exception's message), and `category`, what the app
+ * should do about it (decided by the core, `ErrorCategory`). No variant carries secret
+ * material.
  */
 public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
 
@@ -3699,19 +4066,36 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
      * The secret store's key does not open this database (wrong device, restored backup,
      * replaced keystore key). Recovery: `delete_local_data`, then register again.
      */
-    case WrongKey
+    case WrongKey(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * The secret store has no key for an existing database. Recovery: as `WrongKey`.
      */
-    case MissingKey
+    case MissingKey(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * The secret store reports the key permanently lost (`SecretStoreError.KeyLost`).
      * Recovery: as `WrongKey`.
      */
     case SecretLost(
         /**
-         * What the secret store said.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The secret store is temporarily unusable (`SecretStoreError.Unavailable`); retry
@@ -3719,16 +4103,22 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
      */
     case SecretStoreUnavailable(
         /**
-         * What the secret store said.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The secret store failed otherwise.
      */
     case SecretStore(
         /**
-         * What the secret store said.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * A stored value failed authentication (corrupt or tampered with).
@@ -3736,7 +4126,13 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Tampered(
         /**
          * Table of the bad row.
-         */table: String
+         */table: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * A stored value has an unknown format version.
@@ -3747,7 +4143,13 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
          */table: String, 
         /**
          * The version byte found.
-         */version: UInt8
+         */version: UInt8, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * No Signal session with this peer yet.
@@ -3755,7 +4157,13 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case NoSession(
         /**
          * The peer.
-         */peer: String
+         */peer: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The peer's identity key changed; call `accept_identity` after the user compared
@@ -3764,27 +4172,46 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case IdentityChanged(
         /**
          * The peer.
-         */peer: String
+         */peer: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * A message was already decrypted (a replay or duplicate delivery).
      */
-    case DuplicateMessage
+    case DuplicateMessage(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * A message could not be decrypted or parsed.
      */
     case InvalidMessage(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * A prekey bundle is malformed or its signatures do not verify.
      */
     case InvalidBundle(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * No session with this peer and no way to start one: call `resolve_peer` first.
@@ -3792,31 +4219,71 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case UnknownPeer(
         /**
          * The peer.
-         */peer: String
+         */peer: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
+    /**
+     * The peer is blocked: `unblock_peer` first.
+     */
+    case PeerBlocked(
+        /**
+         * The peer.
+         */peer: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The account has not been created in this store (`register` first).
      */
-    case NoAccount
+    case NoAccount(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * An account for another phone number already exists in this store.
      */
-    case AccountExists
+    case AccountExists(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * Any other Signal protocol failure.
      */
     case Protocol(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The local database failed.
      */
     case Database(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The database was written by a newer version of the core.
@@ -3827,15 +4294,24 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
          */found: Int64, 
         /**
          * Newest version this build knows.
-         */supported: Int64
+         */supported: Int64, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The relay could not be reached or the connection failed.
      */
     case Network(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The relay answered with an error.
@@ -3848,64 +4324,113 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
          * The relay's error code (`docs/PROTOCOL.md`), when its body carried one.
          */code: String?, 
         /**
-         * The relay's explanation.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The relay broke the protocol.
      */
     case BadRelayResponse(
         /**
-         * What was wrong.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * The client was closed.
      */
-    case Closed
+    case Closed(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * The operation needs a live connection (`connect` first).
      */
-    case NotConnected
+    case NotConnected(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * Another call is in progress.
      */
-    case CallInProgress
+    case CallInProgress(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * No call with this id is in progress.
      */
     case NoSuchCall(
         /**
          * The call id given.
-         */callId: String
+         */callId: String, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * Relay-only calls are configured but the relay offers no TURN server.
      */
-    case TurnUnavailable
+    case TurnUnavailable(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
     /**
      * The call's media setup failed.
      */
     case Call(
         /**
-         * Why.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * Invalid input from the app.
      */
     case InvalidArgument(
         /**
-         * What was wrong.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
     /**
      * A failure inside the bindings (the runtime could not start, a task died). A bug.
      */
     case Internal(
         /**
-         * What happened.
-         */detail: String
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
     )
 
     
@@ -3936,78 +4461,137 @@ public struct FfiConverterTypePrivcommError: FfiConverterRustBuffer {
         
 
         
-        case 1: return .WrongKey
-        case 2: return .MissingKey
+        case 1: return .WrongKey(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 2: return .MissingKey(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
         case 3: return .SecretLost(
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 4: return .SecretStoreUnavailable(
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 5: return .SecretStore(
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 6: return .Tampered(
-            table: try FfiConverterString.read(from: &buf)
+            table: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 7: return .UnsupportedFormat(
             table: try FfiConverterString.read(from: &buf), 
-            version: try FfiConverterUInt8.read(from: &buf)
+            version: try FfiConverterUInt8.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 8: return .NoSession(
-            peer: try FfiConverterString.read(from: &buf)
+            peer: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 9: return .IdentityChanged(
-            peer: try FfiConverterString.read(from: &buf)
+            peer: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 10: return .DuplicateMessage
+        case 10: return .DuplicateMessage(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
         case 11: return .InvalidMessage(
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 12: return .InvalidBundle(
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
         case 13: return .UnknownPeer(
-            peer: try FfiConverterString.read(from: &buf)
+            peer: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 14: return .NoAccount
-        case 15: return .AccountExists
-        case 16: return .Protocol(
-            detail: try FfiConverterString.read(from: &buf)
+        case 14: return .PeerBlocked(
+            peer: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 17: return .Database(
-            detail: try FfiConverterString.read(from: &buf)
+        case 15: return .NoAccount(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 18: return .SchemaTooNew(
+        case 16: return .AccountExists(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 17: return .Protocol(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 18: return .Database(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 19: return .SchemaTooNew(
             found: try FfiConverterInt64.read(from: &buf), 
-            supported: try FfiConverterInt64.read(from: &buf)
+            supported: try FfiConverterInt64.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 19: return .Network(
-            detail: try FfiConverterString.read(from: &buf)
+        case 20: return .Network(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 20: return .Relay(
+        case 21: return .Relay(
             status: try FfiConverterUInt16.read(from: &buf), 
             code: try FfiConverterOptionString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 21: return .BadRelayResponse(
-            detail: try FfiConverterString.read(from: &buf)
+        case 22: return .BadRelayResponse(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 22: return .Closed
-        case 23: return .NotConnected
-        case 24: return .CallInProgress
-        case 25: return .NoSuchCall(
-            callId: try FfiConverterString.read(from: &buf)
+        case 23: return .Closed(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 26: return .TurnUnavailable
-        case 27: return .Call(
-            detail: try FfiConverterString.read(from: &buf)
+        case 24: return .NotConnected(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 28: return .InvalidArgument(
-            detail: try FfiConverterString.read(from: &buf)
+        case 25: return .CallInProgress(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 29: return .Internal(
-            detail: try FfiConverterString.read(from: &buf)
+        case 26: return .NoSuchCall(
+            callId: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 27: return .TurnUnavailable(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 28: return .Call(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 29: return .InvalidArgument(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 30: return .Internal(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -4021,144 +4605,196 @@ public struct FfiConverterTypePrivcommError: FfiConverterRustBuffer {
 
         
         
-        case .WrongKey:
+        case let .WrongKey(detail,category):
             writeInt(&buf, Int32(1))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case .MissingKey:
+        case let .MissingKey(detail,category):
             writeInt(&buf, Int32(2))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case let .SecretLost(detail):
+        case let .SecretLost(detail,category):
             writeInt(&buf, Int32(3))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .SecretStoreUnavailable(detail):
+        case let .SecretStoreUnavailable(detail,category):
             writeInt(&buf, Int32(4))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .SecretStore(detail):
+        case let .SecretStore(detail,category):
             writeInt(&buf, Int32(5))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Tampered(table):
+        case let .Tampered(table,detail,category):
             writeInt(&buf, Int32(6))
             FfiConverterString.write(table, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .UnsupportedFormat(table,version):
+        case let .UnsupportedFormat(table,version,detail,category):
             writeInt(&buf, Int32(7))
             FfiConverterString.write(table, into: &buf)
             FfiConverterUInt8.write(version, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .NoSession(peer):
+        case let .NoSession(peer,detail,category):
             writeInt(&buf, Int32(8))
             FfiConverterString.write(peer, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .IdentityChanged(peer):
+        case let .IdentityChanged(peer,detail,category):
             writeInt(&buf, Int32(9))
             FfiConverterString.write(peer, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case .DuplicateMessage:
+        case let .DuplicateMessage(detail,category):
             writeInt(&buf, Int32(10))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case let .InvalidMessage(detail):
+        case let .InvalidMessage(detail,category):
             writeInt(&buf, Int32(11))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .InvalidBundle(detail):
+        case let .InvalidBundle(detail,category):
             writeInt(&buf, Int32(12))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .UnknownPeer(peer):
+        case let .UnknownPeer(peer,detail,category):
             writeInt(&buf, Int32(13))
             FfiConverterString.write(peer, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case .NoAccount:
+        case let .PeerBlocked(peer,detail,category):
             writeInt(&buf, Int32(14))
+            FfiConverterString.write(peer, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case .AccountExists:
+        case let .NoAccount(detail,category):
             writeInt(&buf, Int32(15))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case let .Protocol(detail):
+        case let .AccountExists(detail,category):
             writeInt(&buf, Int32(16))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Database(detail):
+        case let .Protocol(detail,category):
             writeInt(&buf, Int32(17))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .SchemaTooNew(found,supported):
+        case let .Database(detail,category):
             writeInt(&buf, Int32(18))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .SchemaTooNew(found,supported,detail,category):
+            writeInt(&buf, Int32(19))
             FfiConverterInt64.write(found, into: &buf)
             FfiConverterInt64.write(supported, into: &buf)
-            
-        
-        case let .Network(detail):
-            writeInt(&buf, Int32(19))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Relay(status,code,detail):
+        case let .Network(detail,category):
             writeInt(&buf, Int32(20))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .Relay(status,code,detail,category):
+            writeInt(&buf, Int32(21))
             FfiConverterUInt16.write(status, into: &buf)
             FfiConverterOptionString.write(code, into: &buf)
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .BadRelayResponse(detail):
-            writeInt(&buf, Int32(21))
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case .Closed:
+        case let .BadRelayResponse(detail,category):
             writeInt(&buf, Int32(22))
-        
-        
-        case .NotConnected:
-            writeInt(&buf, Int32(23))
-        
-        
-        case .CallInProgress:
-            writeInt(&buf, Int32(24))
-        
-        
-        case let .NoSuchCall(callId):
-            writeInt(&buf, Int32(25))
-            FfiConverterString.write(callId, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case .TurnUnavailable:
+        case let .Closed(detail,category):
+            writeInt(&buf, Int32(23))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .NotConnected(detail,category):
+            writeInt(&buf, Int32(24))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .CallInProgress(detail,category):
+            writeInt(&buf, Int32(25))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .NoSuchCall(callId,detail,category):
             writeInt(&buf, Int32(26))
+            FfiConverterString.write(callId, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
         
-        
-        case let .Call(detail):
+        case let .TurnUnavailable(detail,category):
             writeInt(&buf, Int32(27))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .InvalidArgument(detail):
+        case let .Call(detail,category):
             writeInt(&buf, Int32(28))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Internal(detail):
+        case let .InvalidArgument(detail,category):
             writeInt(&buf, Int32(29))
             FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .Internal(detail,category):
+            writeInt(&buf, Int32(30))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         }
     }

@@ -51,7 +51,10 @@ async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> C
         dir.join(name),
         url,
         Arc::new(MemorySecretStore::new()),
-        ClientOptions { call },
+        ClientOptions {
+            call,
+            ..ClientOptions::default()
+        },
     )
     .await
     .expect("open");

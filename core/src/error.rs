@@ -57,6 +57,12 @@ pub enum CoreError {
         /// The peer.
         peer: Uuid,
     },
+    /// The peer is blocked (`unblock_peer` first).
+    #[error("peer {peer} is blocked")]
+    PeerBlocked {
+        /// The peer.
+        peer: Uuid,
+    },
     /// The account has not been created in this store.
     #[error("no account in this store")]
     NoAccount,
@@ -138,6 +144,77 @@ impl From<crate::secret_store::SecretStoreError> for CoreError {
             E::Unavailable(m) => Self::SecretStoreUnavailable(m),
             E::Failed(m) => Self::SecretStore(m),
         }
+    }
+}
+
+/// What kind of failure an error is, and so what the app should do about it. Decided here,
+/// once, for every binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// Temporary (the network, an overloaded relay, a locked keystore): retry later;
+    /// nothing was lost.
+    Transient,
+    /// Needs a live connection: `connect` first.
+    NotConnected,
+    /// The app passed something invalid: fix the call.
+    InvalidInput,
+    /// About the peer: resolve them first (`resolve_peer`), unblock them, or accept their
+    /// new identity after the user compared safety numbers.
+    Peer,
+    /// About the account: `register` first, or this store belongs to another number.
+    Account,
+    /// The local data cannot be opened (its key is lost or wrong, or it was tampered with):
+    /// `delete_local_data`, then register again.
+    LocalDataLost,
+    /// The database was written by a newer version: update the app.
+    UpdateRequired,
+    /// The client was closed: open a new one.
+    Closed,
+    /// A call could not be placed or changed.
+    Call,
+    /// Refused for good, a protocol violation or a bug: retrying the same will not help.
+    Failed,
+}
+
+impl CoreError {
+    /// The error's category.
+    pub fn category(&self) -> ErrorCategory {
+        use ErrorCategory as C;
+        match self {
+            Self::Network(_) | Self::SecretStoreUnavailable(_) => C::Transient,
+            Self::Relay { status, .. } if *status == 429 || *status >= 500 => C::Transient,
+            Self::NotConnected => C::NotConnected,
+            Self::InvalidArgument(_) => C::InvalidInput,
+            Self::NoSession { .. }
+            | Self::UnknownPeer { .. }
+            | Self::PeerBlocked { .. }
+            | Self::IdentityChanged { .. } => C::Peer,
+            Self::NoAccount | Self::AccountExists => C::Account,
+            Self::WrongKey
+            | Self::MissingKey
+            | Self::SecretLost(_)
+            | Self::Tampered { .. }
+            | Self::UnsupportedFormat { .. } => C::LocalDataLost,
+            Self::SchemaTooNew { .. } => C::UpdateRequired,
+            Self::Closed => C::Closed,
+            Self::CallInProgress
+            | Self::NoSuchCall { .. }
+            | Self::TurnUnavailable
+            | Self::Call(_) => C::Call,
+            Self::DuplicateMessage
+            | Self::InvalidMessage(_)
+            | Self::InvalidBundle(_)
+            | Self::Protocol(_)
+            | Self::SecretStore(_)
+            | Self::Database(_)
+            | Self::Relay { .. }
+            | Self::BadRelayResponse(_) => C::Failed,
+        }
+    }
+
+    /// True when the same call may succeed later without the app changing anything.
+    pub fn is_retryable(&self) -> bool {
+        self.category() == ErrorCategory::Transient
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod actor;
 pub mod call;
 pub mod client;
+pub mod clock;
 pub mod crypto;
 pub mod engine;
 pub mod error;
@@ -23,7 +24,11 @@ pub use call::{AudioFrame, CallConfig, CallDirection, CallState, CallStats, EndR
 pub use client::{
     delete_local_data, CallInfo, Client, ClientEvent, ClientOptions, ConnectionState,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{SafetyNumber, SignalEngine};
-pub use error::{CoreError, CoreResult};
+pub use error::{CoreError, CoreResult, ErrorCategory};
 pub use secret_store::{KeyringSecretStore, MemorySecretStore, SecretStore, SecretStoreError};
+pub use store::dropped::DroppedCounts;
 pub use store::history::{Conversation, HistoryCursor, MessageState, StoredMessage};
+pub use store::quota::ReceiveQuota;
+pub use store::upkeep::StoreUsage;

@@ -20,6 +20,25 @@ async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> C
     client
 }
 
+/// The whole history with `peer`, newest first, a page at a time.
+async fn history_all(
+    client: &Client,
+    peer: Uuid,
+) -> Result<Vec<privcomm_core::StoredMessage>, privcomm_core::CoreError> {
+    let mut all: Vec<privcomm_core::StoredMessage> = Vec::new();
+    loop {
+        let cursor = all.last().map(|m| privcomm_core::HistoryCursor {
+            sent_at: m.sent_at,
+            id: m.id,
+        });
+        let page = client.history(peer, cursor, 1000).await?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
+}
+
 /// Waits for events until `done` says so, failing after `limit`.
 async fn until(
     events: &mut Receiver<ClientEvent>,
@@ -123,7 +142,7 @@ async fn online_exchange_arrives_in_order_exactly_once_and_is_delivered() {
         .try_recv()
         .map_or(true, |e| !matches!(e, ClientEvent::MessageReceived(_))));
     // History agrees.
-    let history = bob.history(alice_id, None, 5000).await.unwrap();
+    let history = history_all(&bob, alice_id).await.unwrap();
     assert_eq!(history.iter().filter(|m| !m.outgoing).count(), COUNT);
     assert_eq!(
         history
@@ -385,7 +404,7 @@ async fn expect_exchange(
         );
     }
     for (me, peer) in histories {
-        let history = me.history(peer, None, 10_000).await.unwrap();
+        let history = history_all(me, peer).await.unwrap();
         let incoming: HashSet<Uuid> = history
             .iter()
             .filter(|m| !m.outgoing)
@@ -449,8 +468,7 @@ where
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     loop {
-        let mut incoming: Vec<_> = bob
-            .history(alice_id, None, 10_000)
+        let mut incoming: Vec<_> = history_all(&bob, alice_id)
             .await
             .unwrap()
             .into_iter()
@@ -634,18 +652,12 @@ async fn offline_burst_arrives_once_in_order_and_coalesced_receipts_deliver_it()
     })
     .await;
     assert_eq!(delivered, sent.iter().copied().collect::<HashSet<_>>());
-    let history = alice
-        .history(bob_id, None, 10 * COUNT as u32)
-        .await
-        .unwrap();
+    let history = history_all(&alice, bob_id).await.unwrap();
     assert_eq!(history.len(), COUNT);
     assert!(history
         .iter()
         .all(|m| m.outgoing && m.state == MessageState::Delivered));
-    let incoming = bob
-        .history(alice_id, None, 10 * COUNT as u32)
-        .await
-        .unwrap();
+    let incoming = history_all(&bob, alice_id).await.unwrap();
     assert_eq!(incoming.len(), COUNT, "each stored once");
     // Every delivery and every receipt was acked: the relay holds nothing.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -73,6 +73,20 @@ export interface CallStats {
 /** Stops a subscription. Calling it twice is harmless. */
 export type Unsubscribe = () => void;
 
+/** Incoming messages dropped (acked, never stored), by reason. */
+export interface DroppedMessages {
+  /** They reused the id of another stored message (an attempt to rewrite history). */
+  forgedId: number;
+  /** From blocked peers. */
+  blocked: number;
+  /** Over a peer's receive quota. */
+  overQuota: number;
+  /** Decrypted, but malformed. */
+  malformed: number;
+  /** Undecryptable. */
+  undecryptable: number;
+}
+
 type Handler<T extends PrivcommEventType> = (event: Extract<PrivcommEvent, { type: T }>) => void;
 type AnyHandler = (event: PrivcommEvent) => void;
 
@@ -239,6 +253,36 @@ export class Privcomm {
   /** Accepts `peer`'s new identity key after an `identityChanged` event. */
   acceptIdentity(peer: string): Promise<void> {
     return sdkCall(() => this.client.acceptIdentity(peer));
+  }
+
+  /**
+   * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+   * sending to them throws `PeerBlockedError`. Resolves false if they were blocked already.
+   */
+  blockPeer(peer: string): Promise<boolean> {
+    return sdkCall(() => this.client.blockPeer(peer));
+  }
+
+  /** Unblocks `peer`; resolves false if they were not blocked. */
+  unblockPeer(peer: string): Promise<boolean> {
+    return sdkCall(() => this.client.unblockPeer(peer));
+  }
+
+  /** Every blocked peer. */
+  blockedPeers(): Promise<string[]> {
+    return sdkCall(() => this.client.blockedPeers());
+  }
+
+  /** Incoming messages dropped since the store was created, by reason. */
+  async droppedMessages(): Promise<DroppedMessages> {
+    const d = await sdkCall(() => this.client.droppedMessages());
+    return {
+      forgedId: Number(d.forgedId),
+      blocked: Number(d.blocked),
+      overQuota: Number(d.overQuota),
+      malformed: Number(d.malformed),
+      undecryptable: Number(d.undecryptable),
+    };
   }
 
   /** Messages still waiting for the relay. */

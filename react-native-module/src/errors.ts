@@ -1,20 +1,68 @@
-import { PrivcommError, PrivcommError_Tags } from './bindings';
+import { ErrorCategory, PrivcommError, PrivcommError_Tags } from './bindings';
 
 /** Every failure code of the core (`PrivcommError` in the Rust bindings). */
 export type PrivcommErrorCode = `${PrivcommError_Tags}`;
+
+/**
+ * What kind of failure an error is, and so what the app should do: decided by the core
+ * (`ErrorCategory` in Rust), the same for Kotlin and TypeScript.
+ */
+export type ErrorKind =
+  | 'transient'
+  | 'notConnected'
+  | 'invalidInput'
+  | 'peer'
+  | 'account'
+  | 'localDataLost'
+  | 'updateRequired'
+  | 'closed'
+  | 'call'
+  | 'failed';
+
+function errorKind(category: ErrorCategory | undefined): ErrorKind {
+  switch (category) {
+    case ErrorCategory.Transient:
+      return 'transient';
+    case ErrorCategory.NotConnected:
+      return 'notConnected';
+    case ErrorCategory.InvalidInput:
+      return 'invalidInput';
+    case ErrorCategory.Peer:
+      return 'peer';
+    case ErrorCategory.Account:
+      return 'account';
+    case ErrorCategory.LocalDataLost:
+      return 'localDataLost';
+    case ErrorCategory.UpdateRequired:
+      return 'updateRequired';
+    case ErrorCategory.Closed:
+      return 'closed';
+    case ErrorCategory.Call:
+      return 'call';
+    default:
+      return 'failed';
+  }
+}
 
 /** Base class of every error this package throws; `code` names the core's failure. */
 export class PrivcommSdkError extends Error {
   /** The core's failure code, e.g. `NotConnected`, or `Unknown` for anything else. */
   readonly code: PrivcommErrorCode | 'Unknown';
-  /** The core's explanation, when it gave one (never secret material). */
+  /** The core's explanation, a sentence (never secret material). */
   readonly detail: string | undefined;
+  /** What the app should do about it, as the core decided. */
+  kind: ErrorKind = 'failed';
 
   constructor(code: PrivcommErrorCode | 'Unknown', message: string, detail?: string) {
     super(message);
     this.name = new.target.name;
     this.code = code;
     this.detail = detail;
+  }
+
+  /** True when the same call may succeed later without the app changing anything. */
+  get retryable(): boolean {
+    return this.kind === 'transient';
   }
 }
 
@@ -43,6 +91,12 @@ export class UnknownPeerError extends PrivcommSdkError {
     super('UnknownPeer', message);
   }
 }
+/** The peer is blocked: `unblockPeer` first. */
+export class PeerBlockedError extends PrivcommSdkError {
+  constructor(message: string, readonly peer: string) {
+    super('PeerBlocked', message);
+  }
+}
 /** The peer's identity key changed; `acceptIdentity` after comparing safety numbers. */
 export class IdentityChangedError extends PrivcommSdkError {
   constructor(message: string, readonly peer: string) {
@@ -58,12 +112,7 @@ export class ClosedError extends PrivcommSdkError {}
  * `MissingKey`: recover with `deleteLocalData`), or the secret store failing
  * (`SecretStoreUnavailable`: `retryable`, try again later; `SecretStore`).
  */
-export class KeyStoreError extends PrivcommSdkError {
-  /** True when waiting and retrying may succeed; false when the data is lost. */
-  get retryable(): boolean {
-    return this.code === 'SecretStoreUnavailable';
-  }
-}
+export class KeyStoreError extends PrivcommSdkError {}
 /** The local database is damaged or from a newer version. */
 export class StorageError extends PrivcommSdkError {}
 /** A Signal protocol failure, or the relay broke the protocol. */
@@ -73,7 +122,14 @@ export class CallError extends PrivcommSdkError {}
 /** A bug in the core or its bindings. */
 export class InternalError extends PrivcommSdkError {}
 
-type Inner = { detail?: string; peer?: string; status?: number; code?: string; callId?: string };
+type Inner = {
+  detail?: string;
+  category?: ErrorCategory;
+  peer?: string;
+  status?: number;
+  code?: string;
+  callId?: string;
+};
 
 function innerOf(e: unknown): Inner {
   const inner = (e as { inner?: unknown }).inner;
@@ -89,6 +145,12 @@ export function toSdkError(e: unknown): PrivcommSdkError {
   }
   const code = (e as { tag: PrivcommError_Tags }).tag;
   const inner = innerOf(e);
+  const error = fromCode(code, inner);
+  error.kind = errorKind(inner.category);
+  return error;
+}
+
+function fromCode(code: PrivcommError_Tags, inner: Inner): PrivcommSdkError {
   const detail = inner.detail;
   const message = detail !== undefined ? `${code}: ${detail}` : code;
   switch (code) {
@@ -104,6 +166,8 @@ export function toSdkError(e: unknown): PrivcommSdkError {
       return new UnknownPeerError(message, inner.peer ?? '');
     case PrivcommError_Tags.IdentityChanged:
       return new IdentityChangedError(message, inner.peer ?? '');
+    case PrivcommError_Tags.PeerBlocked:
+      return new PeerBlockedError(message, inner.peer ?? '');
     case PrivcommError_Tags.NoAccount:
     case PrivcommError_Tags.AccountExists:
       return new AccountError(code, message);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{CallClock, TokioClock};
+use crate::error::{CoreError, CoreResult};
 
 /// How long an unanswered call rings.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,6 +46,44 @@ impl Default for CallConfig {
             ice_check_interval: Duration::from_millis(50),
             clock: Arc::new(TokioClock),
         }
+    }
+}
+
+/// Longest any call timer may be set to (one hour).
+pub const MAX_CALL_TIMER: Duration = Duration::from_secs(3600);
+
+impl CallConfig {
+    /// Checks every setting: at least one bind address, each `ip:port`; STUN URLs that start
+    /// with `stun:`; every timer from 1 ms to `MAX_CALL_TIMER`. `Client::open_with` calls it.
+    pub fn validate(&self) -> CoreResult<()> {
+        let invalid = |detail: String| Err(CoreError::InvalidArgument(detail));
+        if self.bind_addrs.is_empty() {
+            return invalid("call bind_addrs must not be empty".into());
+        }
+        if self
+            .bind_addrs
+            .iter()
+            .any(|a| a.parse::<std::net::SocketAddr>().is_err())
+        {
+            return invalid("call bind_addrs: each must be ip:port".into());
+        }
+        if self.stun_urls.iter().any(|u| !u.starts_with("stun:")) {
+            return invalid("call stun_urls: each must start with stun:".into());
+        }
+        for (name, timer) in [
+            ("ring_timeout", self.ring_timeout),
+            ("ice_disconnected_timeout", self.ice_disconnected_timeout),
+            ("ice_failed_timeout", self.ice_failed_timeout),
+            ("ice_check_interval", self.ice_check_interval),
+        ] {
+            if timer.is_zero() || timer > MAX_CALL_TIMER {
+                return invalid(format!(
+                    "call {name} must be 1 ms to {} ms",
+                    MAX_CALL_TIMER.as_millis()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -15,6 +15,9 @@ use crate::error::{CoreError, CoreResult};
 /// Credentials are refreshed this long before they expire, so a call never starts on one
 /// that runs out while ICE is still allocating.
 const REFRESH_BEFORE: Duration = Duration::from_secs(60);
+/// TURN credentials are reused for at most this long, whatever TTL the relay states (a
+/// relay saying `u64::MAX` must not overflow the deadline).
+const MAX_CACHE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A relay without TURN is asked again after this long.
 const RETRY_UNCONFIGURED: Duration = Duration::from_secs(300);
 
@@ -60,7 +63,9 @@ impl IceServerCache {
         let token = connection::token(shared).await?;
         let (servers, valid_for) = match shared.api.turn_credentials(&token).await {
             Ok(creds) => {
-                let valid_for = Duration::from_secs(creds.ttl).saturating_sub(REFRESH_BEFORE);
+                let valid_for = Duration::from_secs(creds.ttl)
+                    .min(MAX_CACHE)
+                    .saturating_sub(REFRESH_BEFORE);
                 let servers = vec![RTCIceServer {
                     urls: creds.urls,
                     username: creds.username,
@@ -77,7 +82,9 @@ impl IceServerCache {
         if let Ok(mut slot) = self.cached.lock() {
             *slot = Some(Cached {
                 servers: servers.clone(),
-                until: Instant::now() + valid_for,
+                until: Instant::now()
+                    .checked_add(valid_for)
+                    .unwrap_or_else(Instant::now),
             });
         }
         Ok(servers)

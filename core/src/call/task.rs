@@ -513,6 +513,12 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, call_id: Uuid, shared: Arc<S
     }
 }
 
+/// The jitter webrtc-rs reports, in milliseconds. Its stats say seconds, but the value is
+/// the RTCP receiver report's, in RTP timestamp units (RFC 3550 §6.4.1): for Opus, 1/48,000 s.
+fn jitter_ms(reported: f64) -> f64 {
+    reported * 1000.0 / f64::from(super::audio::SAMPLE_RATE_HZ)
+}
+
 /// Statistics of the connection as the app sees them.
 async fn stats(connection: Option<Arc<dyn PeerConnection>>) -> CoreResult<CallStats> {
     let Some(connection) = connection else {
@@ -531,10 +537,20 @@ async fn stats(connection: Option<Arc<dyn PeerConnection>>) -> CoreResult<CallSt
         let received = &inbound.received_rtp_stream_stats;
         stats.packets_received += received.packets_received;
         stats.packets_lost += received.packets_lost;
-        stats.jitter_ms = stats.jitter_ms.max(received.jitter * 1000.0);
+        stats.jitter_ms = stats.jitter_ms.max(jitter_ms(received.jitter));
     }
     for outbound in report.outbound_rtp_streams() {
         stats.packets_sent += outbound.sent_rtp_stream_stats.packets_sent;
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jitter_is_converted_from_rtp_timestamp_units() {
+        // 480 units of a 48 kHz clock are 10 ms.
+        assert!((super::jitter_ms(480.0) - 10.0).abs() < 1e-9);
+        assert_eq!(super::jitter_ms(0.0), 0.0);
+    }
 }

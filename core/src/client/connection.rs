@@ -1,7 +1,7 @@
 //! The connection task: authenticate, hold the WebSocket, flush the outbox, take deliveries,
 //! and reconnect with backoff until stopped.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::receive::{self, Incoming, Received};
-use super::{backoff, ClientEvent, ConnectionState, Shared};
+use super::receive::{self, Incoming, ReceiveRules, Received};
+use super::{backoff, padding, ClientEvent, ConnectionState, Shared};
 use crate::error::{CoreError, CoreResult};
 use crate::net::{RelaySocket, SocketEvent};
 use crate::store::history::MessageState;
@@ -26,6 +26,13 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// Renew the token this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+/// The token lifetime the relay states is taken within these bounds: a relay that says
+/// 0 s gets no renewal storm, one that says `u64::MAX` no overflow (the relay's own
+/// tokens last `TOKEN_TTL_SECS`, 30 minutes).
+const MIN_TOKEN_RENEWAL: Duration = Duration::from_secs(30);
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often the store's upkeep runs while connected (it also runs on each connect).
+const UPKEEP_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
 /// Outbox entries written to the socket before waiting for `sent`.
 const MAX_IN_FLIGHT: usize = 64;
 /// Below this many one-time prekeys at the relay, upload more.
@@ -53,8 +60,7 @@ pub(crate) async fn fresh_token(shared: &Shared) -> CoreResult<TokenResponse> {
         .call(move |e| e.token_request(&nonce))
         .await?;
     let response = shared.api.token(&request).await?;
-    let lifetime = Duration::from_secs(response.expires_in);
-    let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
+    let renew_at = renewal_time(Instant::now(), response.expires_in);
     if let Ok(mut slot) = shared.token.lock() {
         *slot = Some(Token {
             value: response.token.clone(),
@@ -86,6 +92,14 @@ pub(crate) async fn token(shared: &Shared) -> CoreResult<String> {
     }
 }
 
+/// When to renew a token the relay says lasts `expires_in` seconds, issued at `now`:
+/// `RENEW_BEFORE` ahead of its end, within `MIN_TOKEN_RENEWAL` and `MAX_TOKEN_LIFETIME`.
+fn renewal_time(now: Instant, expires_in: u64) -> Instant {
+    let lifetime = Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME);
+    let wait = lifetime.saturating_sub(RENEW_BEFORE).max(MIN_TOKEN_RENEWAL);
+    now.checked_add(wait).unwrap_or(now)
+}
+
 fn renew_at(shared: &Shared) -> Instant {
     shared
         .token
@@ -102,8 +116,24 @@ enum Ended {
     Replaced,
 }
 
-/// Runs until `stop` is cancelled (or the account connects elsewhere).
-pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+/// Says the connection task ended when dropped: also when it panics, so that `connect`
+/// never waits for a task that is gone.
+struct EndedGuard(tokio::sync::watch::Sender<bool>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Runs until `stop` is cancelled (or the account connects elsewhere); `ended` becomes
+/// true when it returns (or unwinds).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    ended: tokio::sync::watch::Sender<bool>,
+) {
+    let _ended = EndedGuard(ended);
     let mut attempt: u32 = 0;
     shared.set_state(ConnectionState::Connecting);
     loop {
@@ -119,6 +149,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 if let Err(e) = maintain_prekeys(&shared).await {
                     tracing::info!(error = %e, "prekey upkeep failed; will retry on the next connection");
                 }
+                upkeep(&shared).await;
                 shared.set_state(ConnectionState::Connected);
                 let started = Instant::now();
                 let ended = Session::new(&shared).serve(socket, &stop).await;
@@ -155,16 +186,22 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 async fn maintain_prekeys(shared: &Shared) -> CoreResult<()> {
     let token = token(shared).await?;
     let count = shared.api.prekey_count(&token).await?;
-    let rotate =
-        shared.protocol.call(|e| e.signed_prekey_age_ms()).await? > SIGNED_PREKEY_MAX_AGE_MS;
+    let now = shared.clock.now_ms();
+    let rotate = shared
+        .protocol
+        .call(move |e| {
+            // The relay holds the newest `count` of what was uploaded; older keys are
+            // claimed (or were never uploaded) and expire after a grace period.
+            e.store()
+                .write(|store| store.mark_stale_prekeys(count, now))?;
+            e.signed_prekey_age_ms()
+        })
+        .await?
+        > SIGNED_PREKEY_MAX_AGE_MS;
     if count >= PREKEY_LOW_WATER && !rotate {
         return Ok(());
     }
-    let missing = if count < PREKEY_LOW_WATER {
-        PREKEY_TARGET - count
-    } else {
-        0
-    };
+    let missing = PREKEY_TARGET.saturating_sub(count);
     let upload = shared
         .protocol
         .call(move |e| {
@@ -180,14 +217,45 @@ async fn maintain_prekeys(shared: &Shared) -> CoreResult<()> {
             })
         })
         .await?;
-    let now = shared.api.upload_prekeys(&token, &upload).await?;
-    tracing::info!(
-        uploaded = missing,
-        held_by_relay = now,
-        rotated = rotate,
-        "prekeys topped up"
-    );
-    Ok(())
+    let uploaded: Vec<u32> = upload.one_time_prekeys.iter().map(|k| k.key_id).collect();
+    match shared.api.upload_prekeys(&token, &upload).await {
+        Ok(held) => {
+            tracing::info!(
+                uploaded = missing,
+                held_by_relay = held,
+                rotated = rotate,
+                "prekeys topped up"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            // The relay may not hold them: they expire like claimed ones.
+            shared
+                .protocol
+                .call(move |e| {
+                    e.store()
+                        .write(|store| store.mark_prekeys_stale(&uploaded, now))
+                })
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes what the device no longer needs (processed ids, ended quota windows, expired
+/// prekeys). A failure is logged; the next run tries again.
+async fn upkeep(shared: &Shared) {
+    let now = shared.clock.now_ms();
+    let quota = shared.receive_quota;
+    match shared.protocol.call(move |e| e.upkeep(now, &quota)).await {
+        Ok(done) => tracing::debug!(
+            processed_ids = done.processed_ids,
+            quota_windows = done.quota_windows,
+            one_time_prekeys = done.one_time_prekeys,
+            "store upkeep"
+        ),
+        Err(e) => tracing::warn!(error = %e, "store upkeep failed"),
+    }
 }
 
 async fn connect(shared: &Shared) -> CoreResult<RelaySocket> {
@@ -209,7 +277,7 @@ enum Prepared {
     /// No session: fetch this phone hash's bundle, then encrypt the returned envelopes.
     NeedsBundle {
         phone_hash: String,
-        envelopes: Vec<Vec<u8>>,
+        envelopes: Vec<zeroize::Zeroizing<Vec<u8>>>,
     },
 }
 
@@ -295,19 +363,22 @@ async fn send_acks(socket: &mut RelaySocket, acks: &mut Vec<Uuid>) -> CoreResult
 
 struct Session<'a> {
     shared: &'a Arc<Shared>,
-    in_flight: HashSet<Uuid>,
+    /// Outbox entries written and not yet answered, with the message each carries.
+    in_flight: HashMap<Uuid, Option<Uuid>>,
 }
 
 impl<'a> Session<'a> {
     fn new(shared: &'a Arc<Shared>) -> Self {
         Self {
             shared,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
         }
     }
 
     async fn serve(mut self, mut socket: RelaySocket, stop: &CancellationToken) -> Ended {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let mut upkeep_timer =
+            tokio::time::interval_at(Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
         let mut last_heard = Instant::now();
         if self.flush(&mut socket).await.is_err() {
             return Ended::Dropped;
@@ -351,6 +422,10 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.shared.outbox_wake.notified() => self.flush(&mut socket).await,
+                _ = upkeep_timer.tick() => {
+                    upkeep(self.shared).await;
+                    Ok(())
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > PING_EVERY * 3 {
                         return Ended::Dropped;
@@ -363,7 +438,7 @@ impl<'a> Session<'a> {
                         tracing::info!(error = %e, "token renewal failed; retrying later");
                         if let Ok(mut slot) = self.shared.token.lock() {
                             if let Some(t) = slot.as_mut() {
-                                t.renew_at = Instant::now() + Duration::from_secs(30);
+                                t.renew_at = renewal_time(Instant::now(), 0);
                             }
                         }
                     }
@@ -410,10 +485,10 @@ impl<'a> Session<'a> {
                 .await
             }
             ServerFrame::Sent { id, .. } => {
-                if !self.in_flight.remove(&id) {
+                let Some(message) = self.in_flight.remove(&id) else {
                     return Ok(());
-                }
-                self.settle(id, MessageState::Sent).await?;
+                };
+                self.settle(id, message, MessageState::Sent).await?;
                 if self.in_flight.len() < MAX_IN_FLIGHT / 2 {
                     self.flush(socket).await?;
                 }
@@ -423,7 +498,8 @@ impl<'a> Session<'a> {
                 code,
                 message,
                 id: Some(id),
-            } if self.in_flight.remove(&id) => {
+            } if self.in_flight.contains_key(&id) => {
+                let carried = self.in_flight.remove(&id).flatten();
                 let permanent = matches!(
                     code,
                     ErrorCode::NotFound
@@ -433,7 +509,7 @@ impl<'a> Session<'a> {
                 );
                 tracing::warn!(%code, message, permanent, "the relay refused a message");
                 if permanent {
-                    self.settle(id, MessageState::Failed).await?;
+                    self.settle(id, carried, MessageState::Failed).await?;
                 }
                 Ok(())
             }
@@ -445,20 +521,23 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Takes a message out of the outbox in its final relay state (sent or failed) and
-    /// tells the app.
-    async fn settle(&self, id: Uuid, state: MessageState) -> CoreResult<()> {
+    /// Takes outbox entry `id` out of the outbox in its final relay state (sent or
+    /// failed); the history message it carries takes that state, and the app is told.
+    async fn settle(&self, id: Uuid, message: Option<Uuid>, state: MessageState) -> CoreResult<()> {
         let updated = self
             .shared
             .protocol
             .call(move |e| {
                 e.store().write(|store| {
                     store.dequeue(id)?;
-                    store.set_message_state(id, state)
+                    match message {
+                        Some(message) => store.set_message_state(message, state),
+                        None => Ok(false),
+                    }
                 })
             })
             .await?;
-        if updated {
+        if let (true, Some(id)) = (updated, message) {
             self.shared
                 .emit(ClientEvent::MessageStateChanged { id, state });
         }
@@ -490,12 +569,16 @@ impl<'a> Session<'a> {
                 Err(_) => decoded.push(false),
             }
         }
+        let rules = ReceiveRules {
+            now: self.shared.clock.now_ms(),
+            quota: self.shared.receive_quota,
+        };
         let results = if incoming.is_empty() {
             Vec::new()
         } else {
             self.shared
                 .protocol
-                .call(move |e| Ok(receive::receive_batch(e, &incoming)))
+                .call(move |e| Ok(receive::receive_batch(e, &incoming, rules)))
                 .await?
         };
         let mut results = results.into_iter();
@@ -515,7 +598,11 @@ impl<'a> Session<'a> {
                 break;
             };
             let ack = match result {
-                Ok(Received::AlreadyProcessed) | Ok(Received::Unreadable) => true,
+                Ok(Received::AlreadyProcessed) => true,
+                Ok(Received::Dropped(reason)) => {
+                    tracing::debug!(?reason, "dropped an incoming message");
+                    true
+                }
                 Ok(Received::Call {
                     call_id,
                     signal,
@@ -550,12 +637,8 @@ impl<'a> Session<'a> {
                     self.shared.emit(ClientEvent::IdentityChanged { peer });
                     false
                 }
-                // The session was reset already, before the next message was taken.
-                Err(
-                    CoreError::InvalidMessage(_)
-                    | CoreError::NoSession { .. }
-                    | CoreError::InvalidBundle(_),
-                ) => {
+                // Counted (and the session renewed after a run of them) already.
+                Err(e) if receive::is_undecryptable(&e) => {
                     self.shared
                         .emit(ClientEvent::DecryptionFailed { peer: sender });
                     true
@@ -596,7 +679,7 @@ impl<'a> Session<'a> {
             .await?;
         let mut queue: VecDeque<OutboxEntry> = entries
             .into_iter()
-            .filter(|entry| !self.in_flight.contains(&entry.id))
+            .filter(|entry| !self.in_flight.contains_key(&entry.id))
             .collect();
         let mut blocked: HashSet<Uuid> = HashSet::new();
         let mut written = 0;
@@ -626,7 +709,7 @@ impl<'a> Session<'a> {
                         payload: Base64String::encode(payload),
                     })
                     .await?;
-                self.in_flight.insert(entry.id);
+                self.in_flight.insert(entry.id, entry.message);
                 written += 1;
             }
         }
@@ -659,9 +742,10 @@ impl<'a> Session<'a> {
                 .map(|(at, _)| at)
                 .collect();
             while !pending.is_empty() {
+                // Padded here, so entries queued before padding existed are padded too.
                 let envelopes = pending
                     .iter()
-                    .map(|&at| round[at].envelope.clone())
+                    .map(|&at| padding::pad(&round[at].envelope))
                     .collect();
                 match self.encrypt_run(peer, envelopes).await {
                     // Never empty for envelopes; the guard keeps a surprise from spinning.
@@ -682,7 +766,9 @@ impl<'a> Session<'a> {
                     Err(CoreError::UnknownPeer { .. })
                     | Err(CoreError::Relay { status: 404, .. }) => {
                         if let Some(at) = pending.pop_front() {
-                            self.settle(round[at].id, MessageState::Failed).await?;
+                            let entry = &round[at];
+                            self.settle(entry.id, entry.message, MessageState::Failed)
+                                .await?;
                         }
                     }
                     Err(e @ (CoreError::Network(_) | CoreError::Relay { .. })) => return Err(e),
@@ -700,13 +786,17 @@ impl<'a> Session<'a> {
     /// Encrypts `envelopes` for `peer`, in order, in one transaction. Without a session one
     /// is started from a fresh bundle first. The common case (a session exists) is one trip
     /// to the protocol actor. Returns a payload per envelope.
-    async fn encrypt_run(&self, peer: Uuid, envelopes: Vec<Vec<u8>>) -> CoreResult<Vec<Vec<u8>>> {
+    async fn encrypt_run(
+        &self,
+        peer: Uuid,
+        envelopes: Vec<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> CoreResult<Vec<Vec<u8>>> {
         let prepared = self
             .shared
             .protocol
             .call(move |e| {
                 if e.has_session(peer)? {
-                    let plaintexts: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+                    let plaintexts: Vec<&[u8]> = envelopes.iter().map(|e| e.as_slice()).collect();
                     return Ok(Prepared::Encrypted(e.encrypt_batch(peer, &plaintexts)?));
                 }
                 let phone_hash = e
@@ -732,7 +822,7 @@ impl<'a> Session<'a> {
             .protocol
             .call(move |e| {
                 e.process_bundle(peer, &bundle)?;
-                let plaintexts: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+                let plaintexts: Vec<&[u8]> = envelopes.iter().map(|e| e.as_slice()).collect();
                 e.encrypt_batch(peer, &plaintexts)
             })
             .await

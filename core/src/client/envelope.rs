@@ -6,9 +6,16 @@ use uuid::Uuid;
 use crate::call::signal::CallSignal;
 use crate::error::{CoreError, CoreResult};
 
-/// Largest text the client accepts for sending, in bytes (well inside the relay's payload
-/// limit once encrypted).
+/// Largest text the client accepts for sending (and stores when received), in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+
+/// Most message ids in one receipt: a receipt of this size stays a few KiB, far inside the
+/// relay's payload limit.
+pub const MAX_RECEIPT_IDS: usize = 256;
+
+/// Largest padded envelope: what is left of the relay's payload limit after the Signal
+/// message around it (a PreKey message carries keys and a Kyber ciphertext, under 2 KiB).
+pub const MAX_PADDED_ENVELOPE_BYTES: usize = privcomm_protocol::limits::MAX_PAYLOAD_BYTES - 4096;
 
 /// A decrypted message payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,9 +53,24 @@ impl Envelope {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Parses a decrypted payload.
+    /// Parses an envelope (without its padding) and checks its bounds: a text of at most
+    /// `MAX_TEXT_BYTES`, a receipt of at most `MAX_RECEIPT_IDS` ids.
     pub fn decode(bytes: &[u8]) -> CoreResult<Self> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| CoreError::InvalidMessage(format!("bad envelope: {e}")))
+        let envelope: Self = serde_json::from_slice(bytes)
+            .map_err(|e| CoreError::InvalidMessage(format!("bad envelope: {e}")))?;
+        match &envelope {
+            Self::Text { body, .. } if body.is_empty() || body.len() > MAX_TEXT_BYTES => Err(
+                CoreError::InvalidMessage(format!("text of {} bytes", body.len())),
+            ),
+            Self::Receipt { ids } if ids.len() > MAX_RECEIPT_IDS => Err(CoreError::InvalidMessage(
+                format!("receipt of {} ids", ids.len()),
+            )),
+            _ => Ok(envelope),
+        }
+    }
+
+    /// Parses a decrypted payload: checks and strips its padding, then `decode`s it.
+    pub fn open(padded: &[u8]) -> CoreResult<Self> {
+        Self::decode(super::padding::unpad(padded)?)
     }
 }

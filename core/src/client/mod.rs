@@ -7,6 +7,7 @@
 mod backoff;
 pub(crate) mod connection;
 pub mod envelope;
+pub mod padding;
 pub mod phone;
 mod receive;
 
@@ -22,12 +23,21 @@ pub use backoff::{base_delay, JITTER};
 use crate::actor::ProtocolHandle;
 use crate::call::signal::CallSignal;
 use crate::call::{AudioFrame, CallConfig, CallDirection, CallManager, CallState, CallStats};
-use crate::engine::SafetyNumber;
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{SafetyNumber, SignalEngine};
 use crate::error::{CoreError, CoreResult};
 use crate::net::RelayApi;
 use crate::secret_store::SecretStore;
-use crate::store::history::{Conversation, HistoryCursor, MessageState, StoredMessage};
-use envelope::{Envelope, MAX_TEXT_BYTES};
+use crate::store::dropped::DroppedCounts;
+use crate::store::history::{
+    new_message_id, Conversation, HistoryCursor, MessageState, StoredMessage,
+};
+use crate::store::quota::ReceiveQuota;
+use crate::store::upkeep::StoreUsage;
+use envelope::{Envelope, MAX_PADDED_ENVELOPE_BYTES, MAX_TEXT_BYTES};
+
+/// Most messages one `history` call returns.
+pub const MAX_HISTORY_PAGE: u32 = 1000;
 
 /// Where the link to the relay stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +77,9 @@ pub enum ClientEvent {
         /// The peer.
         peer: Uuid,
     },
-    /// A message from `peer` could not be decrypted; the session was reset.
+    /// A message from `peer` could not be decrypted (and was dropped). After several in a
+    /// row the session with them is renewed; one alone changes nothing, since a relay can
+    /// make such messages up.
     DecryptionFailed {
         /// The peer.
         peer: Uuid,
@@ -89,10 +101,24 @@ pub enum ClientEvent {
 }
 
 /// Options of `Client::open_with`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Call settings.
+    /// Call settings (checked by `CallConfig::validate` when the client opens).
     pub call: CallConfig,
+    /// How much one peer may store on this device per window.
+    pub receive_quota: ReceiveQuota,
+    /// The clock of the store's upkeep and the receive quotas.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            call: CallConfig::default(),
+            receive_quota: ReceiveQuota::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 /// The call in progress.
@@ -118,6 +144,8 @@ pub(crate) struct Shared {
     pub token: Mutex<Option<connection::Token>>,
     pub calls: CallManager,
     pub audio: broadcast::Sender<AudioFrame>,
+    pub clock: Arc<dyn Clock>,
+    pub receive_quota: ReceiveQuota,
 }
 
 impl Shared {
@@ -151,7 +179,7 @@ impl Shared {
         self.protocol
             .call(move |e| {
                 e.store()
-                    .write(|store| store.enqueue(id, peer, &envelope, now))
+                    .write(|store| store.enqueue(id, peer, &envelope, None, now))
             })
             .await?;
         self.outbox_wake.notify_one();
@@ -162,6 +190,8 @@ impl Shared {
 struct Running {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Becomes true when the connection task ends, however it ends.
+    ended: watch::Receiver<bool>,
 }
 
 /// A Privcomm account on this device.
@@ -179,10 +209,25 @@ const EVENT_BUFFER: usize = 4096;
 const AUDIO_BUFFER: usize = 250;
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    crate::clock::system_now_ms()
+}
+
+/// `NoAccount` before registration, `UnknownPeer` for a peer never resolved (no session
+/// and no contact): the one answer of every call that names a peer.
+fn known_peer(engine: &SignalEngine, peer: Uuid) -> CoreResult<()> {
+    if !engine.has_account() || engine.user_id()?.is_none() {
+        return Err(CoreError::NoAccount);
+    }
+    if engine
+        .store()
+        .session(&crate::engine::peer_address(peer))?
+        .is_some()
+        || engine.store().contact_phone_hash(peer)?.is_some()
+    {
+        Ok(())
+    } else {
+        Err(CoreError::UnknownPeer { peer })
+    }
 }
 
 /// Deletes the account data stored in `data_dir` (the database and its wrapping secret in
@@ -215,6 +260,8 @@ impl Client {
         options: ClientOptions,
     ) -> CoreResult<Self> {
         let api = RelayApi::new(server_url)?;
+        options.call.validate()?;
+        options.receive_quota.validate()?;
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| CoreError::InvalidArgument(format!("data dir: {e}")))?;
         let path = data_dir.join(DB_FILE);
@@ -234,6 +281,8 @@ impl Client {
                 token: Mutex::new(None),
                 calls: CallManager::new(options.call),
                 audio,
+                clock: options.clock,
+                receive_quota: options.receive_quota,
             }),
             running: Arc::new(tokio::sync::Mutex::new(None)),
         })
@@ -303,36 +352,52 @@ impl Client {
     }
 
     /// Starts the connection (if not running) and waits until it is online. The connection
-    /// keeps itself up in the background until `close`. Dropping the returned future does not
-    /// stop it.
+    /// keeps itself up in the background until `close`, retrying with backoff (1 s doubling
+    /// to 30 s). Returns `Network` as soon as the connection task ends without having
+    /// connected (stopped by `disconnect`, replaced by another device, or failed); dropping
+    /// the returned future does not stop the connection.
     pub async fn connect(&self) -> CoreResult<()> {
         if self.user_id().await?.is_none() {
             return Err(CoreError::NoAccount);
         }
-        {
+        let mut ended = {
             let mut running = self.running.lock().await;
-            if running.as_ref().is_none_or(|r| r.task.is_finished()) {
-                let stop = CancellationToken::new();
-                let task = tokio::spawn(connection::run(self.shared.clone(), stop.clone()));
-                *running = Some(Running { stop, task });
+            match running.as_ref() {
+                Some(r) if !r.task.is_finished() && !*r.ended.borrow() => r.ended.clone(),
+                _ => {
+                    let stop = CancellationToken::new();
+                    let (ended_tx, ended) = watch::channel(false);
+                    let task =
+                        tokio::spawn(connection::run(self.shared.clone(), stop.clone(), ended_tx));
+                    *running = Some(Running {
+                        stop,
+                        task,
+                        ended: ended.clone(),
+                    });
+                    ended
+                }
             }
-        }
+        };
         let mut state = self.shared.state.subscribe();
         loop {
             if *state.borrow_and_update() == ConnectionState::Connected {
                 return Ok(());
             }
-            let finished = self
-                .running
-                .lock()
-                .await
-                .as_ref()
-                .is_none_or(|r| r.task.is_finished());
-            if finished {
+            // The task says it ended even when it panicked (its guard runs on unwind).
+            if *ended.borrow_and_update() {
                 return Err(CoreError::Network("the connection stopped".into()));
             }
-            if state.changed().await.is_err() {
-                return Err(CoreError::Closed);
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return Err(CoreError::Closed);
+                    }
+                }
+                changed = ended.changed() => {
+                    if changed.is_err() {
+                        return Err(CoreError::Network("the connection stopped".into()));
+                    }
+                }
             }
         }
     }
@@ -396,15 +461,17 @@ impl Client {
         Ok(peer)
     }
 
-    /// Queues `text` for `peer` and returns its id at once; it is sent whenever online, and
-    /// survives restarts until the relay has it.
+    /// Queues `text` (1 to `MAX_TEXT_BYTES` bytes) for `peer` (a resolved contact) and
+    /// returns its id at once; it is sent whenever online, and survives restarts until the
+    /// relay has it. An unresolved peer is `UnknownPeer`, a blocked one `PeerBlocked`,
+    /// before anything is stored.
     pub async fn send_text(&self, peer: Uuid, text: &str) -> CoreResult<Uuid> {
         if text.is_empty() || text.len() > MAX_TEXT_BYTES {
             return Err(CoreError::InvalidArgument(format!(
                 "text must be 1 to {MAX_TEXT_BYTES} bytes"
             )));
         }
-        let id = Uuid::new_v4();
+        let id = new_message_id();
         let now = now_ms();
         let message = StoredMessage {
             id,
@@ -420,12 +487,24 @@ impl Client {
             sent_at: now,
         }
         .encode();
+        // JSON escapes can grow a text of control characters sixfold.
+        if padding::padded_len(envelope.len().saturating_add(1)) > MAX_PADDED_ENVELOPE_BYTES {
+            return Err(CoreError::InvalidArgument(
+                "text is too long once encoded (control characters count six bytes)".into(),
+            ));
+        }
+        // The relay sees the outbox id, never the message id inside the ciphertext.
+        let outbox_id = Uuid::new_v4();
         self.shared
             .protocol
             .call(move |e| {
+                known_peer(e, peer)?;
+                if e.store().is_blocked(peer)? {
+                    return Err(CoreError::PeerBlocked { peer });
+                }
                 e.store().write(|store| {
                     store.save_message(&message)?;
-                    store.enqueue(id, peer, &envelope, now)
+                    store.enqueue(outbox_id, peer, &envelope, Some(id), now)
                 })
             })
             .await?;
@@ -441,13 +520,19 @@ impl Client {
             .await
     }
 
-    /// Messages with `peer`, newest first; pass the last one's cursor to page back.
+    /// Messages with `peer`, newest first (in send order within a millisecond), at most
+    /// `limit` (1 to `MAX_HISTORY_PAGE`); pass the last one's cursor to page back.
     pub async fn history(
         &self,
         peer: Uuid,
         before: Option<HistoryCursor>,
         limit: u32,
     ) -> CoreResult<Vec<StoredMessage>> {
+        if limit == 0 || limit > MAX_HISTORY_PAGE {
+            return Err(CoreError::InvalidArgument(format!(
+                "limit must be 1 to {MAX_HISTORY_PAGE}"
+            )));
+        }
         self.shared
             .protocol
             .call(move |e| e.store().messages(peer, before, limit as usize))
@@ -462,20 +547,68 @@ impl Client {
             .await
     }
 
-    /// The safety number with `peer`.
+    /// The safety number with `peer` (`UnknownPeer` before `resolve_peer`).
     pub async fn safety_number(&self, peer: Uuid) -> CoreResult<SafetyNumber> {
         self.shared
             .protocol
-            .call(move |e| e.safety_number(peer))
+            .call(move |e| {
+                known_peer(e, peer)?;
+                e.safety_number(peer)
+            })
             .await
     }
 
-    /// Checks the peer's scanned safety-number code; marks them verified on a match.
+    /// Checks the peer's scanned safety-number code; marks them verified on a match
+    /// (`UnknownPeer` before `resolve_peer`).
     pub async fn verify_peer(&self, peer: Uuid, scanned: Vec<u8>) -> CoreResult<bool> {
         self.shared
             .protocol
-            .call(move |e| e.verify_scanned(peer, &scanned))
+            .call(move |e| {
+                known_peer(e, peer)?;
+                e.verify_scanned(peer, &scanned)
+            })
             .await
+    }
+
+    /// Blocks `peer`: their messages, receipts and calls are acked and dropped unread (and
+    /// counted in `dropped_messages`), and sending to them is `PeerBlocked`. False if they
+    /// were blocked already.
+    pub async fn block_peer(&self, peer: Uuid) -> CoreResult<bool> {
+        self.shared
+            .protocol
+            .call(move |e| e.store().write(|store| store.block_peer(peer)))
+            .await
+    }
+
+    /// Unblocks `peer`; what they sent while blocked stays dropped. False if they were not
+    /// blocked.
+    pub async fn unblock_peer(&self, peer: Uuid) -> CoreResult<bool> {
+        self.shared
+            .protocol
+            .call(move |e| e.store().write(|store| store.unblock_peer(peer)))
+            .await
+    }
+
+    /// Every blocked peer.
+    pub async fn blocked_peers(&self) -> CoreResult<Vec<Uuid>> {
+        self.shared
+            .protocol
+            .call(|e| e.store().blocked_peers())
+            .await
+    }
+
+    /// Incoming messages dropped since the store was created, by reason (forged ids,
+    /// blocked senders, over quota, malformed, undecryptable).
+    pub async fn dropped_messages(&self) -> CoreResult<DroppedCounts> {
+        self.shared
+            .protocol
+            .call(|e| e.store().dropped_counts())
+            .await
+    }
+
+    /// Row counts of what the store holds.
+    pub async fn storage_usage(&self) -> CoreResult<StoreUsage> {
+        self.shared.protocol.call(|e| e.store().usage()).await
     }
 
     /// Accepts `peer`'s new identity key. Held messages from them arrive on the next
@@ -500,16 +633,10 @@ impl Client {
         if self.connection_state() != ConnectionState::Connected {
             return Err(CoreError::NotConnected);
         }
-        let known = self
-            .shared
+        self.shared
             .protocol
-            .call(
-                move |e| Ok(e.has_session(peer)? || e.store().contact_phone_hash(peer)?.is_some()),
-            )
+            .call(move |e| known_peer(e, peer))
             .await?;
-        if !known {
-            return Err(CoreError::UnknownPeer { peer });
-        }
         self.shared.calls.start(&self.shared, peer).await
     }
 

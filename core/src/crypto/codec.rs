@@ -92,6 +92,11 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// True once everything was read.
+    pub fn is_at_end(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Fails unless everything was read.
     pub fn end(self) -> CoreResult<()> {
         if self.data.is_empty() {

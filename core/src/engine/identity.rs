@@ -35,7 +35,7 @@ impl SignalEngine {
         let known = self
             .store
             .peer_identity(&address)?
-            .ok_or_else(|| CoreError::InvalidArgument("no identity known for this peer".into()))?;
+            .ok_or(CoreError::UnknownPeer { peer })?;
         let Some(pending) = known.pending else {
             return Ok(());
         };
@@ -57,7 +57,7 @@ impl SignalEngine {
         let mut known = self
             .store
             .peer_identity(&address)?
-            .ok_or_else(|| CoreError::InvalidArgument("no identity known for this peer".into()))?;
+            .ok_or(CoreError::UnknownPeer { peer })?;
         known.verified = verified;
         self.store
             .write(|store| store.save_peer_identity(&address, &known))
@@ -66,12 +66,10 @@ impl SignalEngine {
     /// The libsignal fingerprint of this account and `peer`'s trusted identity.
     fn fingerprint(&self, peer: Uuid) -> CoreResult<Fingerprint> {
         let account = self.store.account()?;
-        let local_id = account
-            .user_id
-            .ok_or_else(|| CoreError::InvalidArgument("account is not registered yet".into()))?;
+        let local_id = account.user_id.ok_or(CoreError::NoAccount)?;
         let remote = self
             .peer_identity(peer)?
-            .ok_or_else(|| CoreError::InvalidArgument("no identity known for this peer".into()))?;
+            .ok_or(CoreError::UnknownPeer { peer })?;
         Fingerprint::new(
             FINGERPRINT_VERSION,
             FINGERPRINT_ITERATIONS,

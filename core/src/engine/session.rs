@@ -156,11 +156,25 @@ impl SignalEngine {
         error
     }
 
-    /// Forgets the session with `peer` (after a message from them could not be decrypted):
-    /// the next message to them starts a fresh session from a new bundle.
+    /// Forgets the session with `peer` entirely.
     pub fn reset_session(&mut self, peer: Uuid) -> CoreResult<()> {
         self.store
             .write(|store| store.delete_session(&peer_address(peer)))
+    }
+
+    /// Retires the current session with `peer` (after messages from them kept failing to
+    /// decrypt): the next message to them starts a fresh session from a new bundle, while
+    /// the retired state stays (as libsignal's archived states) so that messages they sent
+    /// on it still decrypt.
+    pub fn renew_session(&mut self, peer: Uuid) -> CoreResult<()> {
+        let address = peer_address(peer);
+        self.store.write(|store| {
+            if let Some(mut record) = store.session(&address)? {
+                record.archive_current_state().map_err(into_core_error)?;
+                store.save_session(&address, &record)?;
+            }
+            Ok(())
+        })
     }
 
     /// True if a session with `peer` exists.

@@ -11,10 +11,11 @@ use crate::error::{CoreError, CoreResult};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_initial.sql")),
     (2, include_str!("../../migrations/0002_outbox_contacts.sql")),
+    (3, include_str!("../../migrations/0003_trust.sql")),
 ];
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Opens (creating if needed) and migrates the database at `path`.
 pub fn open(path: &Path) -> CoreResult<Connection> {

@@ -48,6 +48,24 @@ impl MessageState {
     }
 }
 
+/// What `put_message` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// Stored.
+    Stored,
+    /// The same message was stored already; nothing changed.
+    Duplicate,
+    /// Another message has this id; nothing changed (a forgery, or a corrupt row).
+    Conflict,
+}
+
+/// A fresh id for a message this device writes: random, and ordered by creation within
+/// the process, so messages written in the same millisecond keep their order in the
+/// history (which sorts by time, then id).
+pub fn new_message_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 /// A message in the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -88,25 +106,33 @@ impl Store {
         self.keys().lookup("peer", peer.as_bytes())
     }
 
-    /// Adds a message (or replaces the one with the same id) and bumps its conversation.
+    /// Adds a message this device wrote and bumps its conversation. Its id is fresh
+    /// (`new_message_id`), so it never meets a stored one; if it did, the stored message
+    /// stays and this one is refused (`InvalidArgument`).
     pub fn save_message(&self, message: &StoredMessage) -> CoreResult<()> {
-        self.put_message(message)?;
-        self.touch_conversation(message.peer, message.sent_at)
+        match self.put_message(message)? {
+            Insert::Stored => self.touch_conversation(message.peer, message.sent_at),
+            Insert::Duplicate | Insert::Conflict => Err(CoreError::InvalidArgument(
+                "a message with this id is already stored".into(),
+            )),
+        }
     }
 
-    /// Adds a message (or replaces the one with the same id) without bumping its
-    /// conversation: for a batch, which bumps each conversation once (`touch_conversation`).
-    pub(crate) fn put_message(&self, message: &StoredMessage) -> CoreResult<()> {
+    /// Adds a message without bumping its conversation (a batch bumps each conversation
+    /// once, `touch_conversation`). A stored message is never replaced: message ids come
+    /// from senders, and a peer who learned an id must not rewrite that message. What
+    /// became of it is the answer.
+    pub(crate) fn put_message(&self, message: &StoredMessage) -> CoreResult<Insert> {
         let peer_hash = self.peer_hash(message.peer);
         let plain = Writer::new()
             .bytes(message.peer.as_bytes())
             .bytes(message.body.as_bytes())
             .finish();
         let sealed = self.keys().seal(MESSAGES, message.id.as_bytes(), &plain);
-        self.exec(
+        let inserted = self.exec(
             "INSERT INTO messages (id, peer_hash, sent_at, outgoing, state, sealed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, sealed = excluded.sealed",
+             ON CONFLICT (id) DO NOTHING",
             params![
                 &message.id.as_bytes()[..],
                 &peer_hash[..],
@@ -116,7 +142,25 @@ impl Store {
                 sealed
             ],
         )?;
-        Ok(())
+        if inserted > 0 {
+            return Ok(Insert::Stored);
+        }
+        // Only the same message again (same peer, direction and text) is a harmless
+        // duplicate; a stored row that does not open counts as a conflict, never as ours.
+        let same = self
+            .message(message.id)
+            .ok()
+            .flatten()
+            .is_some_and(|stored| {
+                stored.peer == message.peer
+                    && stored.outgoing == message.outgoing
+                    && stored.body == message.body
+            });
+        Ok(if same {
+            Insert::Duplicate
+        } else {
+            Insert::Conflict
+        })
     }
 
     /// Creates the conversation with `peer`, or moves its last activity up to `at`.

@@ -1,11 +1,15 @@
 //! The encrypted client store: one SQLite file, every secret value sealed under the data key.
 
+mod blocklist;
 mod cache;
 mod db;
+pub mod dropped;
 pub mod history;
 pub mod outbox;
+pub mod quota;
 mod rotation;
 pub mod signal;
+pub mod upkeep;
 
 use std::path::{Path, PathBuf};
 

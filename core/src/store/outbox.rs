@@ -13,20 +13,35 @@ const CONTACTS: &str = "contacts";
 /// A message waiting to be accepted by the relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEntry {
-    /// The message id (also the relay's de-duplication id).
+    /// The entry's id: the id of its `send` frame, which the relay sees and de-duplicates
+    /// resends by. Random, and unrelated to the message id inside the envelope, so the
+    /// relay cannot tell a peer which id to reuse.
     pub id: Uuid,
     /// The recipient.
     pub peer: Uuid,
-    /// The plaintext envelope to encrypt at send time.
+    /// The plaintext envelope to encrypt (and pad) at send time.
     pub envelope: Vec<u8>,
+    /// The history message this entry carries, whose state follows the relay's answers
+    /// (`None` for receipts and call signals).
+    pub message: Option<Uuid>,
 }
 
 impl Store {
-    /// Queues `envelope` for `peer` under `id`.
-    pub fn enqueue(&self, id: Uuid, peer: Uuid, envelope: &[u8], now: i64) -> CoreResult<()> {
+    /// Queues `envelope` for `peer` under the fresh outbox id `id`; `message` is the history
+    /// message it carries, if any.
+    pub fn enqueue(
+        &self,
+        id: Uuid,
+        peer: Uuid,
+        envelope: &[u8],
+        message: Option<Uuid>,
+        now: i64,
+    ) -> CoreResult<()> {
+        let message = message.map(|m| m.as_bytes().to_vec()).unwrap_or_default();
         let plain = Writer::new()
             .bytes(peer.as_bytes())
             .bytes(envelope)
+            .bytes(&message)
             .finish();
         let sealed = self.keys().seal(OUTBOX, id.as_bytes(), &plain);
         self.exec(
@@ -53,11 +68,26 @@ impl Store {
                 let peer = Uuid::from_slice(r.bytes()?)
                     .map_err(|_| CoreError::Tampered { table: OUTBOX })?;
                 let envelope = r.bytes()?.to_vec();
+                let id =
+                    Uuid::from_slice(&id).map_err(|_| CoreError::Tampered { table: OUTBOX })?;
+                // Entries of schema 2 end here: their id was the message id.
+                let message = if r.is_at_end() {
+                    Some(id)
+                } else {
+                    match r.bytes()? {
+                        [] => None,
+                        bytes => Some(
+                            Uuid::from_slice(bytes)
+                                .map_err(|_| CoreError::Tampered { table: OUTBOX })?,
+                        ),
+                    }
+                };
                 r.end()?;
                 Ok(OutboxEntry {
-                    id: Uuid::from_slice(&id).map_err(|_| CoreError::Tampered { table: OUTBOX })?,
+                    id,
                     peer,
                     envelope,
+                    message,
                 })
             })
             .collect()

@@ -72,6 +72,24 @@ const TABLES: &[Table] = &[
         },
     },
     Table {
+        name: "blocked_peers",
+        key_column: "peer_hash",
+        select: "SELECT peer_hash, sealed FROM blocked_peers",
+        row_key: RowKey::Hashed {
+            kind: "peer",
+            identifier: whole_value,
+        },
+    },
+    Table {
+        name: "receive_quota",
+        key_column: "peer_hash",
+        select: "SELECT peer_hash, sealed FROM receive_quota",
+        row_key: RowKey::Hashed {
+            kind: "peer",
+            identifier: whole_value,
+        },
+    },
+    Table {
         name: "outbox",
         key_column: "id",
         select: "SELECT id, sealed FROM outbox",

@@ -216,7 +216,11 @@ impl Store {
         Ok(Some(record))
     }
 
-    fn save_session(&self, address: &ProtocolAddress, record: &SessionRecord) -> CoreResult<()> {
+    pub(crate) fn save_session(
+        &self,
+        address: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> CoreResult<()> {
         let key = address_key(address);
         // Inside a transaction the row is written once, at commit (`write_staged_sessions`):
         // a batch advances a session once per message, and only its last state is kept.
@@ -296,7 +300,7 @@ impl Store {
         let sealed = self.keys().seal(table, &id.to_be_bytes(), plain);
         let sql = match table {
             "prekeys" => {
-                "INSERT INTO prekeys (id, sealed) VALUES (?1, ?2)
+                "INSERT INTO prekeys (id, created_at, sealed) VALUES (?1, ?3, ?2)
                  ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed"
             }
             "signed_prekeys" => {
@@ -308,11 +312,7 @@ impl Store {
                  ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed"
             }
         };
-        if table == "prekeys" {
-            self.exec(sql, params![id, sealed])?;
-        } else {
-            self.exec(sql, params![id, sealed, created_at])?;
-        }
+        self.exec(sql, params![id, sealed, created_at])?;
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod mitm;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -48,6 +48,7 @@ async fn run() -> anyhow::Result<()> {
             bind_addrs: vec!["127.0.0.1:0".into()],
             ..CallConfig::default()
         },
+        ..ClientOptions::default()
     };
     let alice = Client::open_with(
         dir.path().join("alice"),

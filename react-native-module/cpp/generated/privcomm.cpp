@@ -196,6 +196,13 @@ extern "C" {
         /*handle*/ uint64_t ptr, 
         RustBuffer peer
     );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(
+        /*handle*/ uint64_t ptr, 
+        RustBuffer peer
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(
+        /*handle*/ uint64_t ptr
+    );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(
         /*handle*/ uint64_t ptr, 
         RustBuffer call_id
@@ -220,6 +227,9 @@ extern "C" {
         RustCallStatus *uniffi_out_err
     );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(
+        /*handle*/ uint64_t ptr
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(
         /*handle*/ uint64_t ptr
     );
     void uniffi_privcomm_ffi_fn_method_privcommclient_hang_up(
@@ -285,6 +295,10 @@ extern "C" {
         /*handle*/ uint64_t ptr, 
         /*handle*/ uint64_t sink, 
         RustCallStatus *uniffi_out_err
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(
+        /*handle*/ uint64_t ptr, 
+        RustBuffer peer
     );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_user_id(
         /*handle*/ uint64_t ptr
@@ -581,6 +595,10 @@ extern "C" {
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity(
     );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(
+    );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(
+    );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_connect(
@@ -594,6 +612,8 @@ extern "C" {
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_decline_call(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(
+    );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up(
     );
@@ -622,6 +642,8 @@ extern "C" {
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(
+    );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_user_id(
     );
@@ -3693,6 +3715,22 @@ NativePrivcomm::NativePrivcomm(
             return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_accept_identity(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_call_stats"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_call_stats"),
@@ -3747,6 +3785,14 @@ NativePrivcomm::NativePrivcomm(
         1,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_hang_up"] = jsi::Function::createFromHostFunction(
@@ -3859,6 +3905,14 @@ NativePrivcomm::NativePrivcomm(
         2,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe_audio(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_user_id"] = jsi::Function::createFromHostFunction(
@@ -4453,6 +4507,22 @@ NativePrivcomm::NativePrivcomm(
             return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats"),
@@ -4507,6 +4577,14 @@ NativePrivcomm::NativePrivcomm(
         0,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up"] = jsi::Function::createFromHostFunction(
@@ -4619,6 +4697,14 @@ NativePrivcomm::NativePrivcomm(
         0,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_user_id"] = jsi::Function::createFromHostFunction(
@@ -5002,6 +5088,20 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_acce
         
         return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
         );
@@ -5055,6 +5155,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_decl
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0])
         );
 
         
@@ -5169,6 +5276,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_subs
             &status
         );
         uniffi::privcomm::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
+        );
 
         
         return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
@@ -5804,6 +5918,20 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclien
         
         return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(
         );
@@ -5848,6 +5976,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclien
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(
         );
 
         
@@ -5946,6 +6081,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclien
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(
         );
 
         

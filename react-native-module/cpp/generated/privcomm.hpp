@@ -27,6 +27,8 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_fn_constructor_privcommclient_open(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_accept_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_accept_identity(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_connect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_connection_state(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -34,6 +36,7 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_current_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_decline_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_hang_up(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_history(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_message(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -48,6 +51,7 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_start_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe_audio(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_user_id(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_verify_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_clone_audiosink(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -122,6 +126,8 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_func_delete_local_data(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_connect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_connection_state(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -129,6 +135,7 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_current_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_decline_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_history(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_message(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -143,6 +150,7 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_start_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_user_id(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_verify_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_audiosink_on_audio_frame(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);

@@ -87,6 +87,8 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_fn_constructor_privcommclient_open(config: Uint8Array, secrets: bigint): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_accept_call(uniffiSelf: bigint, callId: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_accept_identity(uniffiSelf: bigint, peer: Uint8Array): bigint;
+    ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(uniffiSelf: bigint, peer: Uint8Array): bigint;
+    ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(uniffiSelf: bigint): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(uniffiSelf: bigint, callId: Uint8Array): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_connect(uniffiSelf: bigint): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_connection_state(uniffiSelf: bigint, uniffi_out_err: UniffiRustCallStatus): Uint8Array;
@@ -94,6 +96,7 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_current_call(uniffiSelf: bigint, uniffi_out_err: UniffiRustCallStatus): Uint8Array;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_decline_call(uniffiSelf: bigint, callId: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(uniffiSelf: bigint): bigint;
+    ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(uniffiSelf: bigint): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_hang_up(uniffiSelf: bigint, callId: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_history(uniffiSelf: bigint, peer: Uint8Array, before: Uint8Array, limit: number): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_message(uniffiSelf: bigint, id: Uint8Array): bigint;
@@ -108,6 +111,7 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_start_call(uniffiSelf: bigint, peer: Uint8Array): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe(uniffiSelf: bigint, listener: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe_audio(uniffiSelf: bigint, sink: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
+    ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(uniffiSelf: bigint, peer: Uint8Array): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_user_id(uniffiSelf: bigint): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_verify_peer(uniffiSelf: bigint, peer: Uint8Array, scanned: Uint8Array): bigint;
     ubrn_uniffi_privcomm_ffi_fn_method_secretstore_get(uniffiSelf: bigint, name: Uint8Array, uniffi_out_err: UniffiRustCallStatus): Uint8Array;
@@ -123,6 +127,8 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_checksum_constructor_privcommclient_open(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_call(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity(): number;
+    ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(): number;
+    ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_connect(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_connection_state(): number;
@@ -130,6 +136,7 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_current_call(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_decline_call(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(): number;
+    ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_history(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_message(): number;
@@ -144,6 +151,7 @@ interface NativeModuleInterface {
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_start_call(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(): number;
+    ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_user_id(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_verify_peer(): number;
     ubrn_uniffi_privcomm_ffi_checksum_method_secretstore_get(): number;

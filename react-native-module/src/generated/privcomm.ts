@@ -809,6 +809,79 @@ const FfiConverterTypeConversation = (() => {
 })();
 
 /**
+ * Incoming messages dropped (acked, never stored), by reason.
+ */
+export type DroppedMessages = {
+    /**
+     * They reused the id of another stored message (an attempt to rewrite history).
+     */
+    forgedId: bigint,
+    /**
+     * From blocked peers.
+     */
+    blocked: bigint,
+    /**
+     * Over a peer's receive quota.
+     */
+    overQuota: bigint,
+    /**
+     * Decrypted, but malformed (padding or content).
+     */
+    malformed: bigint,
+    /**
+     * Undecryptable.
+     */
+    undecryptable: bigint
+}
+
+/**
+ * Generated factory for {@link DroppedMessages} record objects.
+ */
+export const DroppedMessages = (() => {
+    const defaults = () => ({
+    });
+    const create = (() => {
+        return uniffiCreateRecord<DroppedMessages, ReturnType<typeof defaults>>(defaults);
+    })();
+    return Object.freeze({
+        create,
+        new: create,
+        defaults: () => Object.freeze(defaults()) as Partial<DroppedMessages>,
+    });
+})();
+
+const FfiConverterTypeDroppedMessages = (() => {
+    type TypeName = DroppedMessages;
+    class FFIConverter extends AbstractFfiConverterByteArray<TypeName> {
+        readFromCursor(c: Cursor): TypeName {
+            return {
+                forgedId: FfiConverterUInt64.readFromCursor(c), 
+                blocked: FfiConverterUInt64.readFromCursor(c), 
+                overQuota: FfiConverterUInt64.readFromCursor(c), 
+                malformed: FfiConverterUInt64.readFromCursor(c), 
+                undecryptable: FfiConverterUInt64.readFromCursor(c)
+            };
+        }
+        writeIntoCursor(value: TypeName, c: Cursor): void {
+            FfiConverterUInt64.writeIntoCursor(value.forgedId, c);
+            FfiConverterUInt64.writeIntoCursor(value.blocked, c);
+            FfiConverterUInt64.writeIntoCursor(value.overQuota, c);
+            FfiConverterUInt64.writeIntoCursor(value.malformed, c);
+            FfiConverterUInt64.writeIntoCursor(value.undecryptable, c);
+        }
+        allocationSize(value: TypeName): number {
+            return FfiConverterUInt64.allocationSize(value.forgedId) +
+             FfiConverterUInt64.allocationSize(value.blocked) +
+             FfiConverterUInt64.allocationSize(value.overQuota) +
+             FfiConverterUInt64.allocationSize(value.malformed) +
+             FfiConverterUInt64.allocationSize(value.undecryptable);
+            
+        }
+    };
+    return new FFIConverter();
+})();
+
+/**
  * Where to continue a history page: the oldest message of the previous page.
  */
 export type HistoryCursor = {
@@ -1698,6 +1771,92 @@ const FfiConverterTypeClientEvent = (() => {
     return new FFIConverter();
 })();
 
+/**
+ * What kind of failure an error is, and so what the app should do about it (the core's
+ * `ErrorCategory`).
+ */
+export enum ErrorCategory {
+    /**
+     * Temporary (the network, an overloaded relay, a locked keystore): retry later.
+     */
+    Transient,
+    /**
+     * Needs a live connection: `connect` first.
+     */
+    NotConnected,
+    /**
+     * The app passed something invalid: fix the call.
+     */
+    InvalidInput,
+    /**
+     * About the peer: resolve, unblock, or accept their new identity.
+     */
+    Peer,
+    /**
+     * About the account: `register` first, or the store belongs to another number.
+     */
+    Account,
+    /**
+     * The local data cannot be opened: `delete_local_data`, then register again.
+     */
+    LocalDataLost,
+    /**
+     * The database was written by a newer version: update the app.
+     */
+    UpdateRequired,
+    /**
+     * The client was closed: open a new one.
+     */
+    Closed,
+    /**
+     * A call could not be placed or changed.
+     */
+    Call,
+    /**
+     * Refused for good, a protocol violation or a bug.
+     */
+    Failed
+}
+
+const FfiConverterTypeErrorCategory = (() => {
+    type TypeName = ErrorCategory;
+    class FFIConverter extends AbstractFfiConverterByteArray<TypeName> {
+        readFromCursor(c: Cursor): TypeName {
+            switch (c.readI32()) {
+                case 1: return ErrorCategory.Transient;
+                case 2: return ErrorCategory.NotConnected;
+                case 3: return ErrorCategory.InvalidInput;
+                case 4: return ErrorCategory.Peer;
+                case 5: return ErrorCategory.Account;
+                case 6: return ErrorCategory.LocalDataLost;
+                case 7: return ErrorCategory.UpdateRequired;
+                case 8: return ErrorCategory.Closed;
+                case 9: return ErrorCategory.Call;
+                case 10: return ErrorCategory.Failed;
+                default: throw new UniffiInternalError.UnexpectedEnumCase();
+            }
+        }
+        writeIntoCursor(value: TypeName, c: Cursor): void {
+            switch (value) {
+                case ErrorCategory.Transient: return c.writeI32(1);
+                case ErrorCategory.NotConnected: return c.writeI32(2);
+                case ErrorCategory.InvalidInput: return c.writeI32(3);
+                case ErrorCategory.Peer: return c.writeI32(4);
+                case ErrorCategory.Account: return c.writeI32(5);
+                case ErrorCategory.LocalDataLost: return c.writeI32(6);
+                case ErrorCategory.UpdateRequired: return c.writeI32(7);
+                case ErrorCategory.Closed: return c.writeI32(8);
+                case ErrorCategory.Call: return c.writeI32(9);
+                case ErrorCategory.Failed: return c.writeI32(10);
+            }
+        }
+        allocationSize(value: TypeName): number {
+            return 4;
+        }
+    }
+    return new FFIConverter();
+})();
+
 
 // Error type: ListenerError
 export enum ListenerError_Tags {
@@ -1821,6 +1980,7 @@ export enum PrivcommError_Tags {
     InvalidMessage = "InvalidMessage",
     InvalidBundle = "InvalidBundle",
     UnknownPeer = "UnknownPeer",
+    PeerBlocked = "PeerBlocked",
     NoAccount = "NoAccount",
     AccountExists = "AccountExists",
     Protocol = "Protocol",
@@ -1839,12 +1999,17 @@ export enum PrivcommError_Tags {
     Internal = "Internal"
 }
 /**
- * Everything a `PrivcommClient` call can fail with. No variant carries secret material.
+ * Everything a `PrivcommClient` call can fail with. Every variant carries `detail`, a
+ * human-readable sentence (also the exception's message), and `category`, what the app
+ * should do about it (decided by the core, `ErrorCategory`). No variant carries secret
+ * material.
  */
 export const PrivcommError = (() => {
 
     type WrongKey__interface = {
-        tag: PrivcommError_Tags.WrongKey
+        tag: PrivcommError_Tags.WrongKey;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The secret store's key does not open this database (wrong device, restored backup,
@@ -1857,25 +2022,37 @@ export const PrivcommError = (() => {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.WrongKey;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "WrongKey");
-        }
 
-        static new(): WrongKey_ {
-            return new WrongKey_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): WrongKey_ {
+            return new WrongKey_(inner);
         }
 
         static instanceOf(obj: any): obj is WrongKey_ {
             return obj.tag === PrivcommError_Tags.WrongKey;
         }
         static hasInner(obj: any): obj is WrongKey_ {
-            return false;
+            return WrongKey_.instanceOf(obj);
+        }
+
+        static getInner(obj: WrongKey_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
 
     type MissingKey__interface = {
-        tag: PrivcommError_Tags.MissingKey
+        tag: PrivcommError_Tags.MissingKey;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The secret store has no key for an existing database. Recovery: as `WrongKey`.
@@ -1887,19 +2064,29 @@ export const PrivcommError = (() => {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.MissingKey;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "MissingKey");
-        }
 
-        static new(): MissingKey_ {
-            return new MissingKey_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): MissingKey_ {
+            return new MissingKey_(inner);
         }
 
         static instanceOf(obj: any): obj is MissingKey_ {
             return obj.tag === PrivcommError_Tags.MissingKey;
         }
         static hasInner(obj: any): obj is MissingKey_ {
-            return false;
+            return MissingKey_.instanceOf(obj);
+        }
+
+        static getInner(obj: MissingKey_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
@@ -1907,7 +2094,7 @@ export const PrivcommError = (() => {
     type SecretLost__interface = {
         tag: PrivcommError_Tags.SecretLost;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The secret store reports the key permanently lost (`SecretStoreError.KeyLost`).
@@ -1921,15 +2108,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.SecretLost;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "SecretLost");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): SecretLost_ {
+inner: {detail: string; category: ErrorCategory }): SecretLost_ {
             return new SecretLost_(inner);
         }
 
@@ -1941,7 +2128,7 @@ inner: {detail: string }): SecretLost_ {
         }
 
         static getInner(obj: SecretLost_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -1950,7 +2137,7 @@ Readonly<{detail: string}> {
     type SecretStoreUnavailable__interface = {
         tag: PrivcommError_Tags.SecretStoreUnavailable;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The secret store is temporarily unusable (`SecretStoreError.Unavailable`); retry
@@ -1964,15 +2151,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.SecretStoreUnavailable;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "SecretStoreUnavailable");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): SecretStoreUnavailable_ {
+inner: {detail: string; category: ErrorCategory }): SecretStoreUnavailable_ {
             return new SecretStoreUnavailable_(inner);
         }
 
@@ -1984,7 +2171,7 @@ inner: {detail: string }): SecretStoreUnavailable_ {
         }
 
         static getInner(obj: SecretStoreUnavailable_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -1993,7 +2180,7 @@ Readonly<{detail: string}> {
     type SecretStore__interface = {
         tag: PrivcommError_Tags.SecretStore;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The secret store failed otherwise.
@@ -2006,15 +2193,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.SecretStore;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "SecretStore");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): SecretStore_ {
+inner: {detail: string; category: ErrorCategory }): SecretStore_ {
             return new SecretStore_(inner);
         }
 
@@ -2026,7 +2213,7 @@ inner: {detail: string }): SecretStore_ {
         }
 
         static getInner(obj: SecretStore_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2035,7 +2222,7 @@ Readonly<{detail: string}> {
     type Tampered__interface = {
         tag: PrivcommError_Tags.Tampered;
         inner: 
-Readonly<{table: string}>
+Readonly<{table: string; detail: string; category: ErrorCategory}>
     };
     /**
      * A stored value failed authentication (corrupt or tampered with).
@@ -2048,15 +2235,15 @@ Readonly<{table: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Tampered;
         readonly inner: 
-Readonly<{table: string}>;
+Readonly<{table: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {table: string }) {
+inner: {table: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Tampered");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {table: string }): Tampered_ {
+inner: {table: string; detail: string; category: ErrorCategory }): Tampered_ {
             return new Tampered_(inner);
         }
 
@@ -2068,7 +2255,7 @@ inner: {table: string }): Tampered_ {
         }
 
         static getInner(obj: Tampered_): 
-Readonly<{table: string}> {
+Readonly<{table: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2077,7 +2264,7 @@ Readonly<{table: string}> {
     type UnsupportedFormat__interface = {
         tag: PrivcommError_Tags.UnsupportedFormat;
         inner: 
-Readonly<{table: string; version: number}>
+Readonly<{table: string; version: number; detail: string; category: ErrorCategory}>
     };
     /**
      * A stored value has an unknown format version.
@@ -2090,15 +2277,15 @@ Readonly<{table: string; version: number}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.UnsupportedFormat;
         readonly inner: 
-Readonly<{table: string; version: number}>;
+Readonly<{table: string; version: number; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {table: string; version: number }) {
+inner: {table: string; version: number; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "UnsupportedFormat");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {table: string; version: number }): UnsupportedFormat_ {
+inner: {table: string; version: number; detail: string; category: ErrorCategory }): UnsupportedFormat_ {
             return new UnsupportedFormat_(inner);
         }
 
@@ -2110,7 +2297,7 @@ inner: {table: string; version: number }): UnsupportedFormat_ {
         }
 
         static getInner(obj: UnsupportedFormat_): 
-Readonly<{table: string; version: number}> {
+Readonly<{table: string; version: number; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2119,7 +2306,7 @@ Readonly<{table: string; version: number}> {
     type NoSession__interface = {
         tag: PrivcommError_Tags.NoSession;
         inner: 
-Readonly<{peer: string}>
+Readonly<{peer: string; detail: string; category: ErrorCategory}>
     };
     /**
      * No Signal session with this peer yet.
@@ -2132,15 +2319,15 @@ Readonly<{peer: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.NoSession;
         readonly inner: 
-Readonly<{peer: string}>;
+Readonly<{peer: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {peer: string }) {
+inner: {peer: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "NoSession");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {peer: string }): NoSession_ {
+inner: {peer: string; detail: string; category: ErrorCategory }): NoSession_ {
             return new NoSession_(inner);
         }
 
@@ -2152,7 +2339,7 @@ inner: {peer: string }): NoSession_ {
         }
 
         static getInner(obj: NoSession_): 
-Readonly<{peer: string}> {
+Readonly<{peer: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2161,7 +2348,7 @@ Readonly<{peer: string}> {
     type IdentityChanged__interface = {
         tag: PrivcommError_Tags.IdentityChanged;
         inner: 
-Readonly<{peer: string}>
+Readonly<{peer: string; detail: string; category: ErrorCategory}>
     };
     /**
      * The peer's identity key changed; call `accept_identity` after the user compared
@@ -2175,15 +2362,15 @@ Readonly<{peer: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.IdentityChanged;
         readonly inner: 
-Readonly<{peer: string}>;
+Readonly<{peer: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {peer: string }) {
+inner: {peer: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "IdentityChanged");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {peer: string }): IdentityChanged_ {
+inner: {peer: string; detail: string; category: ErrorCategory }): IdentityChanged_ {
             return new IdentityChanged_(inner);
         }
 
@@ -2195,14 +2382,16 @@ inner: {peer: string }): IdentityChanged_ {
         }
 
         static getInner(obj: IdentityChanged_): 
-Readonly<{peer: string}> {
+Readonly<{peer: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
     }
 
     type DuplicateMessage__interface = {
-        tag: PrivcommError_Tags.DuplicateMessage
+        tag: PrivcommError_Tags.DuplicateMessage;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * A message was already decrypted (a replay or duplicate delivery).
@@ -2214,19 +2403,29 @@ Readonly<{peer: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.DuplicateMessage;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "DuplicateMessage");
-        }
 
-        static new(): DuplicateMessage_ {
-            return new DuplicateMessage_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): DuplicateMessage_ {
+            return new DuplicateMessage_(inner);
         }
 
         static instanceOf(obj: any): obj is DuplicateMessage_ {
             return obj.tag === PrivcommError_Tags.DuplicateMessage;
         }
         static hasInner(obj: any): obj is DuplicateMessage_ {
-            return false;
+            return DuplicateMessage_.instanceOf(obj);
+        }
+
+        static getInner(obj: DuplicateMessage_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
@@ -2234,7 +2433,7 @@ Readonly<{peer: string}> {
     type InvalidMessage__interface = {
         tag: PrivcommError_Tags.InvalidMessage;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * A message could not be decrypted or parsed.
@@ -2247,15 +2446,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.InvalidMessage;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "InvalidMessage");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): InvalidMessage_ {
+inner: {detail: string; category: ErrorCategory }): InvalidMessage_ {
             return new InvalidMessage_(inner);
         }
 
@@ -2267,7 +2466,7 @@ inner: {detail: string }): InvalidMessage_ {
         }
 
         static getInner(obj: InvalidMessage_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2276,7 +2475,7 @@ Readonly<{detail: string}> {
     type InvalidBundle__interface = {
         tag: PrivcommError_Tags.InvalidBundle;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * A prekey bundle is malformed or its signatures do not verify.
@@ -2289,15 +2488,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.InvalidBundle;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "InvalidBundle");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): InvalidBundle_ {
+inner: {detail: string; category: ErrorCategory }): InvalidBundle_ {
             return new InvalidBundle_(inner);
         }
 
@@ -2309,7 +2508,7 @@ inner: {detail: string }): InvalidBundle_ {
         }
 
         static getInner(obj: InvalidBundle_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2318,7 +2517,7 @@ Readonly<{detail: string}> {
     type UnknownPeer__interface = {
         tag: PrivcommError_Tags.UnknownPeer;
         inner: 
-Readonly<{peer: string}>
+Readonly<{peer: string; detail: string; category: ErrorCategory}>
     };
     /**
      * No session with this peer and no way to start one: call `resolve_peer` first.
@@ -2331,15 +2530,15 @@ Readonly<{peer: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.UnknownPeer;
         readonly inner: 
-Readonly<{peer: string}>;
+Readonly<{peer: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {peer: string }) {
+inner: {peer: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "UnknownPeer");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {peer: string }): UnknownPeer_ {
+inner: {peer: string; detail: string; category: ErrorCategory }): UnknownPeer_ {
             return new UnknownPeer_(inner);
         }
 
@@ -2351,14 +2550,58 @@ inner: {peer: string }): UnknownPeer_ {
         }
 
         static getInner(obj: UnknownPeer_): 
-Readonly<{peer: string}> {
+Readonly<{peer: string; detail: string; category: ErrorCategory}> {
+            return obj.inner;
+        }
+
+    }
+
+    type PeerBlocked__interface = {
+        tag: PrivcommError_Tags.PeerBlocked;
+        inner: 
+Readonly<{peer: string; detail: string; category: ErrorCategory}>
+    };
+    /**
+     * The peer is blocked: `unblock_peer` first.
+     */
+    class PeerBlocked_ extends UniffiError implements PeerBlocked__interface {
+        /**
+         * @private
+         * This field is private and should not be used, use `tag` instead.
+         */
+        readonly [uniffiTypeNameSymbol] = "PrivcommError";
+        readonly tag = PrivcommError_Tags.PeerBlocked;
+        readonly inner: 
+Readonly<{peer: string; detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {peer: string; detail: string; category: ErrorCategory }) {
+            super("PrivcommError", "PeerBlocked");
+
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {peer: string; detail: string; category: ErrorCategory }): PeerBlocked_ {
+            return new PeerBlocked_(inner);
+        }
+
+        static instanceOf(obj: any): obj is PeerBlocked_ {
+            return obj.tag === PrivcommError_Tags.PeerBlocked;
+        }
+        static hasInner(obj: any): obj is PeerBlocked_ {
+            return PeerBlocked_.instanceOf(obj);
+        }
+
+        static getInner(obj: PeerBlocked_): 
+Readonly<{peer: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
     }
 
     type NoAccount__interface = {
-        tag: PrivcommError_Tags.NoAccount
+        tag: PrivcommError_Tags.NoAccount;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The account has not been created in this store (`register` first).
@@ -2370,25 +2613,37 @@ Readonly<{peer: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.NoAccount;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "NoAccount");
-        }
 
-        static new(): NoAccount_ {
-            return new NoAccount_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): NoAccount_ {
+            return new NoAccount_(inner);
         }
 
         static instanceOf(obj: any): obj is NoAccount_ {
             return obj.tag === PrivcommError_Tags.NoAccount;
         }
         static hasInner(obj: any): obj is NoAccount_ {
-            return false;
+            return NoAccount_.instanceOf(obj);
+        }
+
+        static getInner(obj: NoAccount_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
 
     type AccountExists__interface = {
-        tag: PrivcommError_Tags.AccountExists
+        tag: PrivcommError_Tags.AccountExists;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * An account for another phone number already exists in this store.
@@ -2400,19 +2655,29 @@ Readonly<{peer: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.AccountExists;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "AccountExists");
-        }
 
-        static new(): AccountExists_ {
-            return new AccountExists_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): AccountExists_ {
+            return new AccountExists_(inner);
         }
 
         static instanceOf(obj: any): obj is AccountExists_ {
             return obj.tag === PrivcommError_Tags.AccountExists;
         }
         static hasInner(obj: any): obj is AccountExists_ {
-            return false;
+            return AccountExists_.instanceOf(obj);
+        }
+
+        static getInner(obj: AccountExists_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
@@ -2420,7 +2685,7 @@ Readonly<{peer: string}> {
     type Protocol__interface = {
         tag: PrivcommError_Tags.Protocol;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * Any other Signal protocol failure.
@@ -2433,15 +2698,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Protocol;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Protocol");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): Protocol_ {
+inner: {detail: string; category: ErrorCategory }): Protocol_ {
             return new Protocol_(inner);
         }
 
@@ -2453,7 +2718,7 @@ inner: {detail: string }): Protocol_ {
         }
 
         static getInner(obj: Protocol_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2462,7 +2727,7 @@ Readonly<{detail: string}> {
     type Database__interface = {
         tag: PrivcommError_Tags.Database;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The local database failed.
@@ -2475,15 +2740,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Database;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Database");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): Database_ {
+inner: {detail: string; category: ErrorCategory }): Database_ {
             return new Database_(inner);
         }
 
@@ -2495,7 +2760,7 @@ inner: {detail: string }): Database_ {
         }
 
         static getInner(obj: Database_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2504,7 +2769,7 @@ Readonly<{detail: string}> {
     type SchemaTooNew__interface = {
         tag: PrivcommError_Tags.SchemaTooNew;
         inner: 
-Readonly<{found: bigint; supported: bigint}>
+Readonly<{found: bigint; supported: bigint; detail: string; category: ErrorCategory}>
     };
     /**
      * The database was written by a newer version of the core.
@@ -2517,15 +2782,15 @@ Readonly<{found: bigint; supported: bigint}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.SchemaTooNew;
         readonly inner: 
-Readonly<{found: bigint; supported: bigint}>;
+Readonly<{found: bigint; supported: bigint; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {found: bigint; supported: bigint }) {
+inner: {found: bigint; supported: bigint; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "SchemaTooNew");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {found: bigint; supported: bigint }): SchemaTooNew_ {
+inner: {found: bigint; supported: bigint; detail: string; category: ErrorCategory }): SchemaTooNew_ {
             return new SchemaTooNew_(inner);
         }
 
@@ -2537,7 +2802,7 @@ inner: {found: bigint; supported: bigint }): SchemaTooNew_ {
         }
 
         static getInner(obj: SchemaTooNew_): 
-Readonly<{found: bigint; supported: bigint}> {
+Readonly<{found: bigint; supported: bigint; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2546,7 +2811,7 @@ Readonly<{found: bigint; supported: bigint}> {
     type Network__interface = {
         tag: PrivcommError_Tags.Network;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The relay could not be reached or the connection failed.
@@ -2559,15 +2824,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Network;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Network");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): Network_ {
+inner: {detail: string; category: ErrorCategory }): Network_ {
             return new Network_(inner);
         }
 
@@ -2579,7 +2844,7 @@ inner: {detail: string }): Network_ {
         }
 
         static getInner(obj: Network_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2588,7 +2853,7 @@ Readonly<{detail: string}> {
     type Relay__interface = {
         tag: PrivcommError_Tags.Relay;
         inner: 
-Readonly<{status: number; code?: string; detail: string}>
+Readonly<{status: number; code?: string; detail: string; category: ErrorCategory}>
     };
     /**
      * The relay answered with an error.
@@ -2601,15 +2866,15 @@ Readonly<{status: number; code?: string; detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Relay;
         readonly inner: 
-Readonly<{status: number; code?: string; detail: string}>;
+Readonly<{status: number; code?: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {status: number; code?: string; detail: string }) {
+inner: {status: number; code?: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Relay");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {status: number; code?: string; detail: string }): Relay_ {
+inner: {status: number; code?: string; detail: string; category: ErrorCategory }): Relay_ {
             return new Relay_(inner);
         }
 
@@ -2621,7 +2886,7 @@ inner: {status: number; code?: string; detail: string }): Relay_ {
         }
 
         static getInner(obj: Relay_): 
-Readonly<{status: number; code?: string; detail: string}> {
+Readonly<{status: number; code?: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2630,7 +2895,7 @@ Readonly<{status: number; code?: string; detail: string}> {
     type BadRelayResponse__interface = {
         tag: PrivcommError_Tags.BadRelayResponse;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The relay broke the protocol.
@@ -2643,15 +2908,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.BadRelayResponse;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "BadRelayResponse");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): BadRelayResponse_ {
+inner: {detail: string; category: ErrorCategory }): BadRelayResponse_ {
             return new BadRelayResponse_(inner);
         }
 
@@ -2663,14 +2928,16 @@ inner: {detail: string }): BadRelayResponse_ {
         }
 
         static getInner(obj: BadRelayResponse_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
     }
 
     type Closed__interface = {
-        tag: PrivcommError_Tags.Closed
+        tag: PrivcommError_Tags.Closed;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The client was closed.
@@ -2682,25 +2949,37 @@ Readonly<{detail: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Closed;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Closed");
-        }
 
-        static new(): Closed_ {
-            return new Closed_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): Closed_ {
+            return new Closed_(inner);
         }
 
         static instanceOf(obj: any): obj is Closed_ {
             return obj.tag === PrivcommError_Tags.Closed;
         }
         static hasInner(obj: any): obj is Closed_ {
-            return false;
+            return Closed_.instanceOf(obj);
+        }
+
+        static getInner(obj: Closed_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
 
     type NotConnected__interface = {
-        tag: PrivcommError_Tags.NotConnected
+        tag: PrivcommError_Tags.NotConnected;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The operation needs a live connection (`connect` first).
@@ -2712,25 +2991,37 @@ Readonly<{detail: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.NotConnected;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "NotConnected");
-        }
 
-        static new(): NotConnected_ {
-            return new NotConnected_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): NotConnected_ {
+            return new NotConnected_(inner);
         }
 
         static instanceOf(obj: any): obj is NotConnected_ {
             return obj.tag === PrivcommError_Tags.NotConnected;
         }
         static hasInner(obj: any): obj is NotConnected_ {
-            return false;
+            return NotConnected_.instanceOf(obj);
+        }
+
+        static getInner(obj: NotConnected_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
 
     type CallInProgress__interface = {
-        tag: PrivcommError_Tags.CallInProgress
+        tag: PrivcommError_Tags.CallInProgress;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * Another call is in progress.
@@ -2742,19 +3033,29 @@ Readonly<{detail: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.CallInProgress;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "CallInProgress");
-        }
 
-        static new(): CallInProgress_ {
-            return new CallInProgress_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): CallInProgress_ {
+            return new CallInProgress_(inner);
         }
 
         static instanceOf(obj: any): obj is CallInProgress_ {
             return obj.tag === PrivcommError_Tags.CallInProgress;
         }
         static hasInner(obj: any): obj is CallInProgress_ {
-            return false;
+            return CallInProgress_.instanceOf(obj);
+        }
+
+        static getInner(obj: CallInProgress_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
@@ -2762,7 +3063,7 @@ Readonly<{detail: string}> {
     type NoSuchCall__interface = {
         tag: PrivcommError_Tags.NoSuchCall;
         inner: 
-Readonly<{callId: string}>
+Readonly<{callId: string; detail: string; category: ErrorCategory}>
     };
     /**
      * No call with this id is in progress.
@@ -2775,15 +3076,15 @@ Readonly<{callId: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.NoSuchCall;
         readonly inner: 
-Readonly<{callId: string}>;
+Readonly<{callId: string; detail: string; category: ErrorCategory}>;
         constructor(
-inner: {callId: string }) {
+inner: {callId: string; detail: string; category: ErrorCategory }) {
             super("PrivcommError", "NoSuchCall");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {callId: string }): NoSuchCall_ {
+inner: {callId: string; detail: string; category: ErrorCategory }): NoSuchCall_ {
             return new NoSuchCall_(inner);
         }
 
@@ -2795,14 +3096,16 @@ inner: {callId: string }): NoSuchCall_ {
         }
 
         static getInner(obj: NoSuchCall_): 
-Readonly<{callId: string}> {
+Readonly<{callId: string; detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
     }
 
     type TurnUnavailable__interface = {
-        tag: PrivcommError_Tags.TurnUnavailable
+        tag: PrivcommError_Tags.TurnUnavailable;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * Relay-only calls are configured but the relay offers no TURN server.
@@ -2814,19 +3117,29 @@ Readonly<{callId: string}> {
          */
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.TurnUnavailable;
-        constructor() {
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "TurnUnavailable");
-        }
 
-        static new(): TurnUnavailable_ {
-            return new TurnUnavailable_();
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): TurnUnavailable_ {
+            return new TurnUnavailable_(inner);
         }
 
         static instanceOf(obj: any): obj is TurnUnavailable_ {
             return obj.tag === PrivcommError_Tags.TurnUnavailable;
         }
         static hasInner(obj: any): obj is TurnUnavailable_ {
-            return false;
+            return TurnUnavailable_.instanceOf(obj);
+        }
+
+        static getInner(obj: TurnUnavailable_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
         }
 
     }
@@ -2834,7 +3147,7 @@ Readonly<{callId: string}> {
     type Call__interface = {
         tag: PrivcommError_Tags.Call;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * The call's media setup failed.
@@ -2847,15 +3160,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Call;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Call");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): Call_ {
+inner: {detail: string; category: ErrorCategory }): Call_ {
             return new Call_(inner);
         }
 
@@ -2867,7 +3180,7 @@ inner: {detail: string }): Call_ {
         }
 
         static getInner(obj: Call_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2876,7 +3189,7 @@ Readonly<{detail: string}> {
     type InvalidArgument__interface = {
         tag: PrivcommError_Tags.InvalidArgument;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * Invalid input from the app.
@@ -2889,15 +3202,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.InvalidArgument;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "InvalidArgument");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): InvalidArgument_ {
+inner: {detail: string; category: ErrorCategory }): InvalidArgument_ {
             return new InvalidArgument_(inner);
         }
 
@@ -2909,7 +3222,7 @@ inner: {detail: string }): InvalidArgument_ {
         }
 
         static getInner(obj: InvalidArgument_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2918,7 +3231,7 @@ Readonly<{detail: string}> {
     type Internal__interface = {
         tag: PrivcommError_Tags.Internal;
         inner: 
-Readonly<{detail: string}>
+Readonly<{detail: string; category: ErrorCategory}>
     };
     /**
      * A failure inside the bindings (the runtime could not start, a task died). A bug.
@@ -2931,15 +3244,15 @@ Readonly<{detail: string}>
         readonly [uniffiTypeNameSymbol] = "PrivcommError";
         readonly tag = PrivcommError_Tags.Internal;
         readonly inner: 
-Readonly<{detail: string}>;
+Readonly<{detail: string; category: ErrorCategory}>;
         constructor(
-inner: {detail: string }) {
+inner: {detail: string; category: ErrorCategory }) {
             super("PrivcommError", "Internal");
 
             this.inner = Object.freeze(inner);
         }
         static new(
-inner: {detail: string }): Internal_ {
+inner: {detail: string; category: ErrorCategory }): Internal_ {
             return new Internal_(inner);
         }
 
@@ -2951,7 +3264,7 @@ inner: {detail: string }): Internal_ {
         }
 
         static getInner(obj: Internal_): 
-Readonly<{detail: string}> {
+Readonly<{detail: string; category: ErrorCategory}> {
             return obj.inner;
         }
 
@@ -2976,6 +3289,7 @@ Readonly<{detail: string}> {
   InvalidMessage: InvalidMessage_, 
   InvalidBundle: InvalidBundle_, 
   UnknownPeer: UnknownPeer_, 
+  PeerBlocked: PeerBlocked_, 
   NoAccount: NoAccount_, 
   AccountExists: AccountExists_, 
   Protocol: Protocol_, 
@@ -2996,10 +3310,13 @@ Readonly<{detail: string}> {
 
 })();
 /**
- * Everything a `PrivcommClient` call can fail with. No variant carries secret material.
+ * Everything a `PrivcommClient` call can fail with. Every variant carries `detail`, a
+ * human-readable sentence (also the exception's message), and `category`, what the app
+ * should do about it (decided by the core, `ErrorCategory`). No variant carries secret
+ * material.
  */
 export type PrivcommError = InstanceType<
-    typeof PrivcommError['WrongKey' | 'MissingKey' | 'SecretLost' | 'SecretStoreUnavailable' | 'SecretStore' | 'Tampered' | 'UnsupportedFormat' | 'NoSession' | 'IdentityChanged' | 'DuplicateMessage' | 'InvalidMessage' | 'InvalidBundle' | 'UnknownPeer' | 'NoAccount' | 'AccountExists' | 'Protocol' | 'Database' | 'SchemaTooNew' | 'Network' | 'Relay' | 'BadRelayResponse' | 'Closed' | 'NotConnected' | 'CallInProgress' | 'NoSuchCall' | 'TurnUnavailable' | 'Call' | 'InvalidArgument' | 'Internal']
+    typeof PrivcommError['WrongKey' | 'MissingKey' | 'SecretLost' | 'SecretStoreUnavailable' | 'SecretStore' | 'Tampered' | 'UnsupportedFormat' | 'NoSession' | 'IdentityChanged' | 'DuplicateMessage' | 'InvalidMessage' | 'InvalidBundle' | 'UnknownPeer' | 'PeerBlocked' | 'NoAccount' | 'AccountExists' | 'Protocol' | 'Database' | 'SchemaTooNew' | 'Network' | 'Relay' | 'BadRelayResponse' | 'Closed' | 'NotConnected' | 'CallInProgress' | 'NoSuchCall' | 'TurnUnavailable' | 'Call' | 'InvalidArgument' | 'Internal']
 >;
 
 // FfiConverter for enum PrivcommError
@@ -3008,35 +3325,36 @@ const FfiConverterTypePrivcommError = (() => {
     class FFIConverter extends AbstractFfiConverterByteArray<TypeName> {
         readFromCursor(c: Cursor): TypeName {
             switch (c.readI32()) {
-                case 1: return new PrivcommError.WrongKey();
-                case 2: return new PrivcommError.MissingKey();
-                case 3: return new PrivcommError.SecretLost({detail: FfiConverterString.readFromCursor(c) });
-                case 4: return new PrivcommError.SecretStoreUnavailable({detail: FfiConverterString.readFromCursor(c) });
-                case 5: return new PrivcommError.SecretStore({detail: FfiConverterString.readFromCursor(c) });
-                case 6: return new PrivcommError.Tampered({table: FfiConverterString.readFromCursor(c) });
-                case 7: return new PrivcommError.UnsupportedFormat({table: FfiConverterString.readFromCursor(c), version: FfiConverterUInt8.readFromCursor(c) });
-                case 8: return new PrivcommError.NoSession({peer: FfiConverterString.readFromCursor(c) });
-                case 9: return new PrivcommError.IdentityChanged({peer: FfiConverterString.readFromCursor(c) });
-                case 10: return new PrivcommError.DuplicateMessage();
-                case 11: return new PrivcommError.InvalidMessage({detail: FfiConverterString.readFromCursor(c) });
-                case 12: return new PrivcommError.InvalidBundle({detail: FfiConverterString.readFromCursor(c) });
-                case 13: return new PrivcommError.UnknownPeer({peer: FfiConverterString.readFromCursor(c) });
-                case 14: return new PrivcommError.NoAccount();
-                case 15: return new PrivcommError.AccountExists();
-                case 16: return new PrivcommError.Protocol({detail: FfiConverterString.readFromCursor(c) });
-                case 17: return new PrivcommError.Database({detail: FfiConverterString.readFromCursor(c) });
-                case 18: return new PrivcommError.SchemaTooNew({found: FfiConverterInt64.readFromCursor(c), supported: FfiConverterInt64.readFromCursor(c) });
-                case 19: return new PrivcommError.Network({detail: FfiConverterString.readFromCursor(c) });
-                case 20: return new PrivcommError.Relay({status: FfiConverterUInt16.readFromCursor(c), code: FfiConverterOptionalString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c) });
-                case 21: return new PrivcommError.BadRelayResponse({detail: FfiConverterString.readFromCursor(c) });
-                case 22: return new PrivcommError.Closed();
-                case 23: return new PrivcommError.NotConnected();
-                case 24: return new PrivcommError.CallInProgress();
-                case 25: return new PrivcommError.NoSuchCall({callId: FfiConverterString.readFromCursor(c) });
-                case 26: return new PrivcommError.TurnUnavailable();
-                case 27: return new PrivcommError.Call({detail: FfiConverterString.readFromCursor(c) });
-                case 28: return new PrivcommError.InvalidArgument({detail: FfiConverterString.readFromCursor(c) });
-                case 29: return new PrivcommError.Internal({detail: FfiConverterString.readFromCursor(c) });
+                case 1: return new PrivcommError.WrongKey({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 2: return new PrivcommError.MissingKey({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 3: return new PrivcommError.SecretLost({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 4: return new PrivcommError.SecretStoreUnavailable({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 5: return new PrivcommError.SecretStore({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 6: return new PrivcommError.Tampered({table: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 7: return new PrivcommError.UnsupportedFormat({table: FfiConverterString.readFromCursor(c), version: FfiConverterUInt8.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 8: return new PrivcommError.NoSession({peer: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 9: return new PrivcommError.IdentityChanged({peer: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 10: return new PrivcommError.DuplicateMessage({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 11: return new PrivcommError.InvalidMessage({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 12: return new PrivcommError.InvalidBundle({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 13: return new PrivcommError.UnknownPeer({peer: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 14: return new PrivcommError.PeerBlocked({peer: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 15: return new PrivcommError.NoAccount({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 16: return new PrivcommError.AccountExists({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 17: return new PrivcommError.Protocol({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 18: return new PrivcommError.Database({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 19: return new PrivcommError.SchemaTooNew({found: FfiConverterInt64.readFromCursor(c), supported: FfiConverterInt64.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 20: return new PrivcommError.Network({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 21: return new PrivcommError.Relay({status: FfiConverterUInt16.readFromCursor(c), code: FfiConverterOptionalString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 22: return new PrivcommError.BadRelayResponse({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 23: return new PrivcommError.Closed({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 24: return new PrivcommError.NotConnected({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 25: return new PrivcommError.CallInProgress({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 26: return new PrivcommError.NoSuchCall({callId: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 27: return new PrivcommError.TurnUnavailable({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 28: return new PrivcommError.Call({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 29: return new PrivcommError.InvalidArgument({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 30: return new PrivcommError.Internal({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
                 default: throw new UniffiInternalError.UnexpectedEnumCase();
             }
         }
@@ -3044,34 +3362,45 @@ const FfiConverterTypePrivcommError = (() => {
             switch (value.tag) {
                 case PrivcommError_Tags.WrongKey: {
                     c.writeI32(1);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.MissingKey: {
                     c.writeI32(2);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.SecretLost: {
                     c.writeI32(3);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.SecretStoreUnavailable: {
                     c.writeI32(4);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.SecretStore: {
                     c.writeI32(5);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Tampered: {
                     c.writeI32(6);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.table, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.UnsupportedFormat: {
@@ -3079,127 +3408,178 @@ const FfiConverterTypePrivcommError = (() => {
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.table, c);
                     FfiConverterUInt8.writeIntoCursor(inner.version, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NoSession: {
                     c.writeI32(8);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.peer, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.IdentityChanged: {
                     c.writeI32(9);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.peer, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.DuplicateMessage: {
                     c.writeI32(10);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.InvalidMessage: {
                     c.writeI32(11);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.InvalidBundle: {
                     c.writeI32(12);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.UnknownPeer: {
                     c.writeI32(13);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.peer, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.PeerBlocked: {
+                    c.writeI32(14);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.peer, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NoAccount: {
-                    c.writeI32(14);
+                    c.writeI32(15);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.AccountExists: {
-                    c.writeI32(15);
-                    return;
-                }
-                case PrivcommError_Tags.Protocol: {
                     c.writeI32(16);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
-                case PrivcommError_Tags.Database: {
+                case PrivcommError_Tags.Protocol: {
                     c.writeI32(17);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.Database: {
+                    c.writeI32(18);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.SchemaTooNew: {
-                    c.writeI32(18);
+                    c.writeI32(19);
                     const inner = value.inner;
                     FfiConverterInt64.writeIntoCursor(inner.found, c);
                     FfiConverterInt64.writeIntoCursor(inner.supported, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Network: {
-                    c.writeI32(19);
+                    c.writeI32(20);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Relay: {
-                    c.writeI32(20);
+                    c.writeI32(21);
                     const inner = value.inner;
                     FfiConverterUInt16.writeIntoCursor(inner.status, c);
                     FfiConverterOptionalString.writeIntoCursor(inner.code, c);
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.BadRelayResponse: {
-                    c.writeI32(21);
+                    c.writeI32(22);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Closed: {
-                    c.writeI32(22);
+                    c.writeI32(23);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NotConnected: {
-                    c.writeI32(23);
+                    c.writeI32(24);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.CallInProgress: {
-                    c.writeI32(24);
+                    c.writeI32(25);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NoSuchCall: {
-                    c.writeI32(25);
+                    c.writeI32(26);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.callId, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.TurnUnavailable: {
-                    c.writeI32(26);
-                    return;
-                }
-                case PrivcommError_Tags.Call: {
                     c.writeI32(27);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
-                case PrivcommError_Tags.InvalidArgument: {
+                case PrivcommError_Tags.Call: {
                     c.writeI32(28);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
-                case PrivcommError_Tags.Internal: {
+                case PrivcommError_Tags.InvalidArgument: {
                     c.writeI32(29);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.Internal: {
+                    c.writeI32(30);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 default:
@@ -3210,33 +3590,46 @@ const FfiConverterTypePrivcommError = (() => {
         allocationSize(value: TypeName): number {
             switch (value.tag) {
                 case PrivcommError_Tags.WrongKey: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.MissingKey: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.SecretLost: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.SecretStoreUnavailable: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.SecretStore: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Tampered: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.table);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.UnsupportedFormat: {
@@ -3244,57 +3637,89 @@ const FfiConverterTypePrivcommError = (() => {
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.table);
                     size += FfiConverterUInt8.allocationSize(inner.version);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.NoSession: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.peer);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.IdentityChanged: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.peer);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.DuplicateMessage: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.InvalidMessage: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.InvalidBundle: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.UnknownPeer: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.peer);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
+                }
+                case PrivcommError_Tags.PeerBlocked: {
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.peer);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.NoAccount: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.AccountExists: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.Protocol: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Database: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.SchemaTooNew: {
@@ -3302,12 +3727,15 @@ const FfiConverterTypePrivcommError = (() => {
                     let size = 4;
                     size += FfiConverterInt64.allocationSize(inner.found);
                     size += FfiConverterInt64.allocationSize(inner.supported);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Network: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Relay: {
@@ -3316,48 +3744,71 @@ const FfiConverterTypePrivcommError = (() => {
                     size += FfiConverterUInt16.allocationSize(inner.status);
                     size += FfiConverterOptionalString.allocationSize(inner.code);
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.BadRelayResponse: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Closed: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.NotConnected: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.CallInProgress: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.NoSuchCall: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.callId);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.TurnUnavailable: {
-                    return 4;
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
                 }
                 case PrivcommError_Tags.Call: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.InvalidArgument: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 case PrivcommError_Tags.Internal: {
                     const inner = value.inner;
                     let size = 4;
                     size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
                 }
                 default: throw new UniffiInternalError.UnexpectedEnumCase();
@@ -3920,8 +4371,8 @@ const uniffiCallbackInterfaceEventListener: { vtable: any; register: () => void;
 };
 
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 export interface SubscriptionLike {
     
@@ -3941,8 +4392,8 @@ export type SubscriptionInterface = SubscriptionLike;
 
 
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 export class Subscription extends UniffiAbstractObject implements SubscriptionLike {
 
@@ -4072,6 +4523,15 @@ export interface PrivcommClientLike {
  */
     acceptIdentity(peer: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<void>;
 /**
+ * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+ * sending to them fails with `PeerBlocked`. False if they were blocked already.
+ */
+    blockPeer(peer: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<boolean>;
+/**
+ * Every blocked peer.
+ */
+    blockedPeers(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<Array<string>>;
+/**
  * Round-trip time, loss and jitter of the call's media link.
  */
     callStats(callId: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<CallStats>;
@@ -4101,11 +4561,16 @@ export interface PrivcommClientLike {
  */
     disconnect(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<void>;
 /**
+ * Incoming messages dropped since the store was created, by reason.
+ */
+    droppedMessages(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<DroppedMessages>;
+/**
  * Ends the call `call_id` in whatever state it is.
  */
     hangUp(callId: string) /*throws*/: void;
 /**
- * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+ * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+ * `MAX_HISTORY_PAGE`); pass the last
  * message's cursor as `before` to page back.
  */
     history(peer: string, before: HistoryCursor | undefined, limit: number, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<Array<Message>>;
@@ -4138,8 +4603,9 @@ export interface PrivcommClientLike {
  */
     safetyNumber(peer: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<SafetyNumber>;
 /**
- * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
- * it is sent whenever online and survives restarts.
+ * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+ * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+ * whenever online and survives restarts.
  */
     sendText(peer: string, text: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<string>;
 /**
@@ -4147,9 +4613,10 @@ export interface PrivcommClientLike {
  */
     setMuted(callId: string, muted: boolean) /*throws*/: void;
 /**
- * Hangs up any call, disconnects, stops every listener and closes the store. The
- * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
- * frees the object itself, which also shuts the client down.)
+ * Hangs up any call, disconnects and closes the store, then stops every listener once
+ * it was handed every event announced before (waiting up to 5 s for them). The client
+ * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+ * the object itself, which also shuts the client down.)
  */
     shutdown(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<void>;
 /**
@@ -4167,6 +4634,10 @@ export interface PrivcommClientLike {
  * background thread. A sink more than 5 s behind misses frames.
  */
     subscribeAudio(sink: AudioSink) /*throws*/: SubscriptionLike;
+/**
+ * Unblocks `peer`. False if they were not blocked.
+ */
+    unblockPeer(peer: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<boolean>;
 /**
  * This account's user id, once registered.
  */
@@ -4270,6 +4741,86 @@ private constructor(pointer: UniffiHandle) {
             /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_void,
             /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_void,
             /*liftFunc:*/ (_v) => {},
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
+    }
+    
+/**
+ * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+ * sending to them fails with `PeerBlocked`. False if they were blocked already.
+ */
+    async blockPeer(peer: string, asyncOpts_?: { signal: AbortSignal }): Promise<boolean> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(peer, nativeModule().rustbuffer_alloc)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_i8,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_i8,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_i8,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_i8,
+            // Async returns always go through the JS-side converter: the
+            // FFI symbol returns the future handle (u64), and the user-level
+            // RustBuffer comes back via the shared `rust_future_complete_*`
+            // export. The bytes the runtime hands back must be deserialized
+            // here using the per-callable return-type converter.
+            /*liftFunc:*/ FfiConverterBool.lift.bind(FfiConverterBool),
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
+    }
+    
+/**
+ * Every blocked peer.
+ */
+    async blockedPeers(asyncOpts_?: { signal: AbortSignal }): Promise<Array<string>> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_rust_buffer,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_rust_buffer,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_rust_buffer,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_rust_buffer,
+            // Async returns always go through the JS-side converter: the
+            // FFI symbol returns the future handle (u64), and the user-level
+            // RustBuffer comes back via the shared `rust_future_complete_*`
+            // export. The bytes the runtime hands back must be deserialized
+            // here using the per-callable return-type converter.
+            // Borrowed view over foreign memory: the call site owns the free,
+            // as on the sync paths. Unconditional — a no-op where buffers are
+            // already JS-owned.
+            /*liftFunc:*/ (__rb) => {
+                try {
+                    return FfiConverterSequenceString.lift(__rb);
+                } finally {
+                    nativeModule().rustbuffer_free(__rb);
+                }
+            },
             /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
             /*asyncOpts:*/ asyncOpts_,
             /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
@@ -4484,6 +5035,50 @@ private constructor(pointer: UniffiHandle) {
     }
     
 /**
+ * Incoming messages dropped since the store was created, by reason.
+ */
+    async droppedMessages(asyncOpts_?: { signal: AbortSignal }): Promise<DroppedMessages> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_rust_buffer,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_rust_buffer,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_rust_buffer,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_rust_buffer,
+            // Async returns always go through the JS-side converter: the
+            // FFI symbol returns the future handle (u64), and the user-level
+            // RustBuffer comes back via the shared `rust_future_complete_*`
+            // export. The bytes the runtime hands back must be deserialized
+            // here using the per-callable return-type converter.
+            // Borrowed view over foreign memory: the call site owns the free,
+            // as on the sync paths. Unconditional — a no-op where buffers are
+            // already JS-owned.
+            /*liftFunc:*/ (__rb) => {
+                try {
+                    return FfiConverterTypeDroppedMessages.lift(__rb);
+                } finally {
+                    nativeModule().rustbuffer_free(__rb);
+                }
+            },
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
+    }
+    
+/**
  * Ends the call `call_id` in whatever state it is.
  */
     hangUp(callId: string): void /*throws*/ {uniffiCaller.rustCallWithError(
@@ -4498,7 +5093,8 @@ private constructor(pointer: UniffiHandle) {
     }
     
 /**
- * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+ * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+ * `MAX_HISTORY_PAGE`); pass the last
  * message's cursor as `before` to page back.
  */
     async history(peer: string, before: HistoryCursor | undefined, limit: number, asyncOpts_?: { signal: AbortSignal }): Promise<Array<Message>> /*throws*/ {
@@ -4773,8 +5369,9 @@ private constructor(pointer: UniffiHandle) {
     }
     
 /**
- * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
- * it is sent whenever online and survives restarts.
+ * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+ * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+ * whenever online and survives restarts.
  */
     async sendText(peer: string, text: string, asyncOpts_?: { signal: AbortSignal }): Promise<string> /*throws*/ {
     const __stack = uniffiIsDebug ? new Error().stack : undefined;
@@ -4833,9 +5430,10 @@ private constructor(pointer: UniffiHandle) {
     }
     
 /**
- * Hangs up any call, disconnects, stops every listener and closes the store. The
- * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
- * frees the object itself, which also shuts the client down.)
+ * Hangs up any call, disconnects and closes the store, then stops every listener once
+ * it was handed every event announced before (waiting up to 5 s for them). The client
+ * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+ * the object itself, which also shuts the client down.)
  */
     async shutdown(asyncOpts_?: { signal: AbortSignal }): Promise<void> /*throws*/ {
     const __stack = uniffiIsDebug ? new Error().stack : undefined;
@@ -4941,6 +5539,41 @@ private constructor(pointer: UniffiHandle) {
             },
             /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
     ));
+    }
+    
+/**
+ * Unblocks `peer`. False if they were not blocked.
+ */
+    async unblockPeer(peer: string, asyncOpts_?: { signal: AbortSignal }): Promise<boolean> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(peer, nativeModule().rustbuffer_alloc)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_i8,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_i8,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_i8,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_i8,
+            // Async returns always go through the JS-side converter: the
+            // FFI symbol returns the future handle (u64), and the user-level
+            // RustBuffer comes back via the shared `rust_future_complete_*`
+            // export. The bytes the runtime hands back must be deserialized
+            // here using the per-callable return-type converter.
+            /*liftFunc:*/ FfiConverterBool.lift.bind(FfiConverterBool),
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
     }
     
 /**
@@ -5443,6 +6076,12 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity() !== 48112) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity");
     }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer() !== 15716) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer");
+    }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers() !== 7623) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers");
+    }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats() !== 23163) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats");
     }
@@ -5464,10 +6103,13 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect() !== 9558) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect");
     }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages() !== 36195) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages");
+    }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up() !== 62470) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up");
     }
-    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_history() !== 14351) {
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_history() !== 49207) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_history");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_message() !== 30296) {
@@ -5488,13 +6130,13 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_safety_number() !== 32465) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_safety_number");
     }
-    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_send_text() !== 31625) {
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_send_text() !== 34896) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_send_text");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted() !== 28718) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted");
     }
-    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown() !== 5222) {
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown() !== 44833) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_start_call() !== 44169) {
@@ -5505,6 +6147,9 @@ function uniffiEnsureInitialized() {
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio() !== 56000) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio");
+    }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer() !== 46611) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_user_id() !== 34064) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_user_id");
@@ -5546,7 +6191,9 @@ export default Object.freeze({
     FfiConverterTypeClientEvent,
     FfiConverterTypeConnectionState,
     FfiConverterTypeConversation,
+    FfiConverterTypeDroppedMessages,
     FfiConverterTypeEndReason,
+    FfiConverterTypeErrorCategory,
     FfiConverterTypeEventListener,
     FfiConverterTypeHistoryCursor,
     FfiConverterTypeListenerError,

@@ -728,6 +728,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_accept_identity(
     ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_block_peer(
+    ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_blocked_peers(
+    ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_call_stats(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_connect(
@@ -741,6 +745,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_decline_call(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_disconnect(
+    ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_dropped_messages(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_hang_up(
     ): Int
@@ -769,6 +775,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe_audio(
+    ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_unblock_peer(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_user_id(
     ): Int
@@ -821,6 +829,10 @@ external fun uniffi_privcomm_ffi_fn_method_privcommclient_accept_call(`ptr`: Lon
 ): Unit
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_accept_identity(`ptr`: Long,`peer`: RustBuffer.ByValue,
 ): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(`ptr`: Long,`peer`: RustBuffer.ByValue,
+): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(`ptr`: Long,
+): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_call_stats(`ptr`: Long,`callId`: RustBuffer.ByValue,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_connect(`ptr`: Long,
@@ -834,6 +846,8 @@ external fun uniffi_privcomm_ffi_fn_method_privcommclient_current_call(`ptr`: Lo
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_decline_call(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_disconnect(`ptr`: Long,
+): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(`ptr`: Long,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_hang_up(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
@@ -862,6 +876,8 @@ external fun uniffi_privcomm_ffi_fn_method_privcommclient_start_call(`ptr`: Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_subscribe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_subscribe_audio(`ptr`: Long,`sink`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(`ptr`: Long,`peer`: RustBuffer.ByValue,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_user_id(`ptr`: Long,
 ): Long
@@ -2260,6 +2276,17 @@ public interface PrivcommClientInterface {
     suspend fun `acceptIdentity`(`peer`: kotlin.String)
     
     /**
+     * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+     * sending to them fails with `PeerBlocked`. False if they were blocked already.
+     */
+    suspend fun `blockPeer`(`peer`: kotlin.String): kotlin.Boolean
+    
+    /**
+     * Every blocked peer.
+     */
+    suspend fun `blockedPeers`(): List<kotlin.String>
+    
+    /**
      * Round-trip time, loss and jitter of the call's media link.
      */
     suspend fun `callStats`(`callId`: kotlin.String): CallStats
@@ -2296,12 +2323,18 @@ public interface PrivcommClientInterface {
     suspend fun `disconnect`()
     
     /**
+     * Incoming messages dropped since the store was created, by reason.
+     */
+    suspend fun `droppedMessages`(): DroppedMessages
+    
+    /**
      * Ends the call `call_id` in whatever state it is.
      */
     fun `hangUp`(`callId`: kotlin.String)
     
     /**
-     * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+     * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+     * `MAX_HISTORY_PAGE`); pass the last
      * message's cursor as `before` to page back.
      */
     suspend fun `history`(`peer`: kotlin.String, `before`: HistoryCursor?, `limit`: kotlin.UInt): List<Message>
@@ -2341,8 +2374,9 @@ public interface PrivcommClientInterface {
     suspend fun `safetyNumber`(`peer`: kotlin.String): SafetyNumber
     
     /**
-     * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
-     * it is sent whenever online and survives restarts.
+     * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+     * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+     * whenever online and survives restarts.
      */
     suspend fun `sendText`(`peer`: kotlin.String, `text`: kotlin.String): kotlin.String
     
@@ -2352,9 +2386,10 @@ public interface PrivcommClientInterface {
     fun `setMuted`(`callId`: kotlin.String, `muted`: kotlin.Boolean)
     
     /**
-     * Hangs up any call, disconnects, stops every listener and closes the store. The
-     * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
-     * frees the object itself, which also shuts the client down.)
+     * Hangs up any call, disconnects and closes the store, then stops every listener once
+     * it was handed every event announced before (waiting up to 5 s for them). The client
+     * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+     * the object itself, which also shuts the client down.)
      */
     suspend fun `shutdown`()
     
@@ -2375,6 +2410,11 @@ public interface PrivcommClientInterface {
      * background thread. A sink more than 5 s behind misses frames.
      */
     fun `subscribeAudio`(`sink`: AudioSink): Subscription
+    
+    /**
+     * Unblocks `peer`. False if they were not blocked.
+     */
+    suspend fun `unblockPeer`(`peer`: kotlin.String): kotlin.Boolean
     
     /**
      * This account's user id, once registered.
@@ -2534,6 +2574,55 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
+     * Blocks `peer`: their messages, receipts and calls are acked and dropped unread, and
+     * sending to them fails with `PeerBlocked`. False if they were blocked already.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `blockPeer`(`peer`: kotlin.String) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_block_peer(
+                uniffiHandle,
+                FfiConverterString.lower(`peer`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Every blocked peer.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `blockedPeers`() : List<kotlin.String> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_blocked_peers(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceString.lift(it) },
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Round-trip time, loss and jitter of the call's media link.
      */
     @Throws(PrivcommException::class)
@@ -2681,6 +2770,30 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
+     * Incoming messages dropped since the store was created, by reason.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `droppedMessages`() : DroppedMessages {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_dropped_messages(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDroppedMessages.lift(it) },
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Ends the call `call_id` in whatever state it is.
      */
     @Throws(PrivcommException::class)override fun `hangUp`(`callId`: kotlin.String)
@@ -2697,7 +2810,8 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
-     * Messages with `peer`, newest first, at most `limit` (1 to 1,000); pass the last
+     * Messages with `peer`, newest first, at most `limit` (1 to 1,000, the core's
+     * `MAX_HISTORY_PAGE`); pass the last
      * message's cursor as `before` to page back.
      */
     @Throws(PrivcommException::class)
@@ -2862,8 +2976,9 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
-     * Queues `text` (1 to 64 KiB of UTF-8) for `peer` and returns its message id at once;
-     * it is sent whenever online and survives restarts.
+     * Queues `text` (1 to 32 KiB of UTF-8, the core's `MAX_TEXT_BYTES`) for `peer` (a
+     * resolved contact: else `UnknownPeer`) and returns its message id at once; it is sent
+     * whenever online and survives restarts.
      */
     @Throws(PrivcommException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2903,9 +3018,10 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
-     * Hangs up any call, disconnects, stops every listener and closes the store. The
-     * client is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close`
-     * frees the object itself, which also shuts the client down.)
+     * Hangs up any call, disconnects and closes the store, then stops every listener once
+     * it was handed every event announced before (waiting up to 5 s for them). The client
+     * is unusable afterwards (`Closed`). (Not `close`: Kotlin's `AutoCloseable.close` frees
+     * the object itself, which also shuts the client down.)
      */
     @Throws(PrivcommException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2988,6 +3104,30 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
     )
     }
     
+
+    
+    /**
+     * Unblocks `peer`. False if they were not blocked.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `unblockPeer`(`peer`: kotlin.String) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_unblock_peer(
+                uniffiHandle,
+                FfiConverterString.lower(`peer`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -3601,8 +3741,8 @@ public object FfiConverterTypeSecretStore: FfiConverter<SecretStore, Long> {
 
 
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 public interface SubscriptionInterface {
     
@@ -3620,8 +3760,8 @@ public interface SubscriptionInterface {
 }
 
 /**
- * A running listener. It runs until `cancel` or until its client is closed; dropping
- * this handle does not stop it.
+ * A running listener. It runs until `cancel` or until its client is shut down (then it
+ * is first handed what was already announced); dropping this handle does not stop it.
  */
 open class Subscription: Disposable, AutoCloseable, SubscriptionInterface
 {
@@ -4101,6 +4241,77 @@ public object FfiConverterTypeConversation: FfiConverterRustBuffer<Conversation>
     override fun write(value: Conversation, buf: ByteBuffer) {
             FfiConverterString.write(value.`peer`, buf)
             FfiConverterLong.write(value.`lastActivity`, buf)
+    }
+}
+
+
+
+/**
+ * Incoming messages dropped (acked, never stored), by reason.
+ */
+data class DroppedMessages (
+    /**
+     * They reused the id of another stored message (an attempt to rewrite history).
+     */
+    var `forgedId`: kotlin.ULong
+    , 
+    /**
+     * From blocked peers.
+     */
+    var `blocked`: kotlin.ULong
+    , 
+    /**
+     * Over a peer's receive quota.
+     */
+    var `overQuota`: kotlin.ULong
+    , 
+    /**
+     * Decrypted, but malformed (padding or content).
+     */
+    var `malformed`: kotlin.ULong
+    , 
+    /**
+     * Undecryptable.
+     */
+    var `undecryptable`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDroppedMessages: FfiConverterRustBuffer<DroppedMessages> {
+    override fun read(buf: ByteBuffer): DroppedMessages {
+        return DroppedMessages(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DroppedMessages) = (
+            FfiConverterULong.allocationSize(value.`forgedId`) +
+            FfiConverterULong.allocationSize(value.`blocked`) +
+            FfiConverterULong.allocationSize(value.`overQuota`) +
+            FfiConverterULong.allocationSize(value.`malformed`) +
+            FfiConverterULong.allocationSize(value.`undecryptable`)
+    )
+
+    override fun write(value: DroppedMessages, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`forgedId`, buf)
+            FfiConverterULong.write(value.`blocked`, buf)
+            FfiConverterULong.write(value.`overQuota`, buf)
+            FfiConverterULong.write(value.`malformed`, buf)
+            FfiConverterULong.write(value.`undecryptable`, buf)
     }
 }
 
@@ -4941,6 +5152,82 @@ public object FfiConverterTypeEndReason: FfiConverterRustBuffer<EndReason> {
 
 
 
+/**
+ * What kind of failure an error is, and so what the app should do about it (the core's
+ * `ErrorCategory`).
+ */
+
+enum class ErrorCategory {
+    
+    /**
+     * Temporary (the network, an overloaded relay, a locked keystore): retry later.
+     */
+    TRANSIENT,
+    /**
+     * Needs a live connection: `connect` first.
+     */
+    NOT_CONNECTED,
+    /**
+     * The app passed something invalid: fix the call.
+     */
+    INVALID_INPUT,
+    /**
+     * About the peer: resolve, unblock, or accept their new identity.
+     */
+    PEER,
+    /**
+     * About the account: `register` first, or the store belongs to another number.
+     */
+    ACCOUNT,
+    /**
+     * The local data cannot be opened: `delete_local_data`, then register again.
+     */
+    LOCAL_DATA_LOST,
+    /**
+     * The database was written by a newer version: update the app.
+     */
+    UPDATE_REQUIRED,
+    /**
+     * The client was closed: open a new one.
+     */
+    CLOSED,
+    /**
+     * A call could not be placed or changed.
+     */
+    CALL,
+    /**
+     * Refused for good, a protocol violation or a bug.
+     */
+    FAILED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeErrorCategory: FfiConverterRustBuffer<ErrorCategory> {
+    override fun read(buf: ByteBuffer) = try {
+        ErrorCategory.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ErrorCategory) = 4UL
+
+    override fun write(value: ErrorCategory, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -5070,7 +5357,10 @@ public object FfiConverterTypeMessageState: FfiConverterRustBuffer<MessageState>
 
 
 /**
- * Everything a `PrivcommClient` call can fail with. No variant carries secret material.
+ * Everything a `PrivcommClient` call can fail with. Every variant carries `detail`, a
+ * human-readable sentence (also the exception's message), and `category`, what the app
+ * should do about it (decided by the core, `ErrorCategory`). No variant carries secret
+ * material.
  */
 sealed class PrivcommException: kotlin.Exception() {
     
@@ -5079,18 +5369,38 @@ sealed class PrivcommException: kotlin.Exception() {
      * replaced keystore key). Recovery: `delete_local_data`, then register again.
      */
     class WrongKey(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * The secret store has no key for an existing database. Recovery: as `WrongKey`.
      */
     class MissingKey(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5100,12 +5410,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class SecretLost(
         
         /**
-         * What the secret store said.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5115,12 +5430,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class SecretStoreUnavailable(
         
         /**
-         * What the secret store said.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5129,12 +5449,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class SecretStore(
         
         /**
-         * What the secret store said.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5145,10 +5470,20 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * Table of the bad row.
          */
-        val `table`: kotlin.String
+        val `table`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "table=${ `table` }"
+            get() = "table=${ `table` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5164,10 +5499,20 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * The version byte found.
          */
-        val `version`: kotlin.UByte
+        val `version`: kotlin.UByte, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "table=${ `table` }, version=${ `version` }"
+            get() = "table=${ `table` }, version=${ `version` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5178,10 +5523,20 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * The peer.
          */
-        val `peer`: kotlin.String
+        val `peer`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "peer=${ `peer` }"
+            get() = "peer=${ `peer` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5193,19 +5548,39 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * The peer.
          */
-        val `peer`: kotlin.String
+        val `peer`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "peer=${ `peer` }"
+            get() = "peer=${ `peer` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * A message was already decrypted (a replay or duplicate delivery).
      */
     class DuplicateMessage(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5214,12 +5589,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class InvalidMessage(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5228,12 +5608,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class InvalidBundle(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5244,28 +5629,82 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * The peer.
          */
-        val `peer`: kotlin.String
+        val `peer`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "peer=${ `peer` }"
+            get() = "peer=${ `peer` }, detail=${ `detail` }, category=${ `category` }"
+    }
+    
+    /**
+     * The peer is blocked: `unblock_peer` first.
+     */
+    class PeerBlocked(
+        
+        /**
+         * The peer.
+         */
+        val `peer`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
+        ) : PrivcommException() {
+        override val message
+            get() = "peer=${ `peer` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * The account has not been created in this store (`register` first).
      */
     class NoAccount(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * An account for another phone number already exists in this store.
      */
     class AccountExists(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5274,12 +5713,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class Protocol(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5288,12 +5732,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class Database(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5309,10 +5758,20 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * Newest version this build knows.
          */
-        val `supported`: kotlin.Long
+        val `supported`: kotlin.Long, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "found=${ `found` }, supported=${ `supported` }"
+            get() = "found=${ `found` }, supported=${ `supported` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5321,12 +5780,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class Network(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5345,12 +5809,17 @@ sealed class PrivcommException: kotlin.Exception() {
         val `code`: kotlin.String?, 
         
         /**
-         * The relay's explanation.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "status=${ `status` }, code=${ `code` }, detail=${ `detail` }"
+            get() = "status=${ `status` }, code=${ `code` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5359,39 +5828,74 @@ sealed class PrivcommException: kotlin.Exception() {
     class BadRelayResponse(
         
         /**
-         * What was wrong.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * The client was closed.
      */
     class Closed(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * The operation needs a live connection (`connect` first).
      */
     class NotConnected(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * Another call is in progress.
      */
     class CallInProgress(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5402,19 +5906,39 @@ sealed class PrivcommException: kotlin.Exception() {
         /**
          * The call id given.
          */
-        val `callId`: kotlin.String
+        val `callId`: kotlin.String, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "callId=${ `callId` }"
+            get() = "callId=${ `callId` }, detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
      * Relay-only calls are configured but the relay offers no TURN server.
      */
     class TurnUnavailable(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = ""
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5423,12 +5947,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class Call(
         
         /**
-         * Why.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5437,12 +5966,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class InvalidArgument(
         
         /**
-         * What was wrong.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
     /**
@@ -5451,12 +5985,17 @@ sealed class PrivcommException: kotlin.Exception() {
     class Internal(
         
         /**
-         * What happened.
+         * What happened, in a sentence.
          */
-        val `detail`: kotlin.String
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
         ) : PrivcommException() {
         override val message
-            get() = "detail=${ `detail` }"
+            get() = "detail=${ `detail` }, category=${ `category` }"
     }
     
 
@@ -5478,78 +6017,137 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
         
 
         return when(buf.getInt()) {
-            1 -> PrivcommException.WrongKey()
-            2 -> PrivcommException.MissingKey()
+            1 -> PrivcommException.WrongKey(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            2 -> PrivcommException.MissingKey(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
             3 -> PrivcommException.SecretLost(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             4 -> PrivcommException.SecretStoreUnavailable(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             5 -> PrivcommException.SecretStore(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             6 -> PrivcommException.Tampered(
                 FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             7 -> PrivcommException.UnsupportedFormat(
                 FfiConverterString.read(buf),
                 FfiConverterUByte.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             8 -> PrivcommException.NoSession(
                 FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             9 -> PrivcommException.IdentityChanged(
                 FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            10 -> PrivcommException.DuplicateMessage()
+            10 -> PrivcommException.DuplicateMessage(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
             11 -> PrivcommException.InvalidMessage(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             12 -> PrivcommException.InvalidBundle(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             13 -> PrivcommException.UnknownPeer(
                 FfiConverterString.read(buf),
-                )
-            14 -> PrivcommException.NoAccount()
-            15 -> PrivcommException.AccountExists()
-            16 -> PrivcommException.Protocol(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            17 -> PrivcommException.Database(
+            14 -> PrivcommException.PeerBlocked(
                 FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            18 -> PrivcommException.SchemaTooNew(
+            15 -> PrivcommException.NoAccount(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            16 -> PrivcommException.AccountExists(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            17 -> PrivcommException.Protocol(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            18 -> PrivcommException.Database(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            19 -> PrivcommException.SchemaTooNew(
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
-                )
-            19 -> PrivcommException.Network(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            20 -> PrivcommException.Relay(
+            20 -> PrivcommException.Network(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            21 -> PrivcommException.Relay(
                 FfiConverterUShort.read(buf),
                 FfiConverterOptionalString.read(buf),
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            21 -> PrivcommException.BadRelayResponse(
+            22 -> PrivcommException.BadRelayResponse(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            22 -> PrivcommException.Closed()
-            23 -> PrivcommException.NotConnected()
-            24 -> PrivcommException.CallInProgress()
-            25 -> PrivcommException.NoSuchCall(
+            23 -> PrivcommException.Closed(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            26 -> PrivcommException.TurnUnavailable()
-            27 -> PrivcommException.Call(
+            24 -> PrivcommException.NotConnected(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            28 -> PrivcommException.InvalidArgument(
+            25 -> PrivcommException.CallInProgress(
                 FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
-            29 -> PrivcommException.Internal(
+            26 -> PrivcommException.NoSuchCall(
                 FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            27 -> PrivcommException.TurnUnavailable(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            28 -> PrivcommException.Call(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            29 -> PrivcommException.InvalidArgument(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            30 -> PrivcommException.Internal(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
@@ -5560,94 +6158,131 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
             is PrivcommException.WrongKey -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.MissingKey -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.SecretLost -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.SecretStoreUnavailable -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.SecretStore -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Tampered -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`table`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.UnsupportedFormat -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`table`)
                 + FfiConverterUByte.allocationSize(value.`version`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.NoSession -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`peer`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.IdentityChanged -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`peer`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.DuplicateMessage -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.InvalidMessage -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.InvalidBundle -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.UnknownPeer -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`peer`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
+            )
+            is PrivcommException.PeerBlocked -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`peer`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.NoAccount -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.AccountExists -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Protocol -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Database -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.SchemaTooNew -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterLong.allocationSize(value.`found`)
                 + FfiConverterLong.allocationSize(value.`supported`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Network -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Relay -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5655,47 +6290,62 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
                 + FfiConverterUShort.allocationSize(value.`status`)
                 + FfiConverterOptionalString.allocationSize(value.`code`)
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.BadRelayResponse -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.NotConnected -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.CallInProgress -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.NoSuchCall -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`callId`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.TurnUnavailable -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Call -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.InvalidArgument -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
             is PrivcommException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
         }
     }
@@ -5704,142 +6354,194 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
         when(value) {
             is PrivcommException.WrongKey -> {
                 buf.putInt(1)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.MissingKey -> {
                 buf.putInt(2)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.SecretLost -> {
                 buf.putInt(3)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.SecretStoreUnavailable -> {
                 buf.putInt(4)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.SecretStore -> {
                 buf.putInt(5)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Tampered -> {
                 buf.putInt(6)
                 FfiConverterString.write(value.`table`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.UnsupportedFormat -> {
                 buf.putInt(7)
                 FfiConverterString.write(value.`table`, buf)
                 FfiConverterUByte.write(value.`version`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NoSession -> {
                 buf.putInt(8)
                 FfiConverterString.write(value.`peer`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.IdentityChanged -> {
                 buf.putInt(9)
                 FfiConverterString.write(value.`peer`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.DuplicateMessage -> {
                 buf.putInt(10)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.InvalidMessage -> {
                 buf.putInt(11)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.InvalidBundle -> {
                 buf.putInt(12)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.UnknownPeer -> {
                 buf.putInt(13)
                 FfiConverterString.write(value.`peer`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
+                Unit
+            }
+            is PrivcommException.PeerBlocked -> {
+                buf.putInt(14)
+                FfiConverterString.write(value.`peer`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NoAccount -> {
-                buf.putInt(14)
+                buf.putInt(15)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.AccountExists -> {
-                buf.putInt(15)
+                buf.putInt(16)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Protocol -> {
-                buf.putInt(16)
+                buf.putInt(17)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Database -> {
-                buf.putInt(17)
+                buf.putInt(18)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.SchemaTooNew -> {
-                buf.putInt(18)
+                buf.putInt(19)
                 FfiConverterLong.write(value.`found`, buf)
                 FfiConverterLong.write(value.`supported`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Network -> {
-                buf.putInt(19)
+                buf.putInt(20)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Relay -> {
-                buf.putInt(20)
+                buf.putInt(21)
                 FfiConverterUShort.write(value.`status`, buf)
                 FfiConverterOptionalString.write(value.`code`, buf)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.BadRelayResponse -> {
-                buf.putInt(21)
+                buf.putInt(22)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Closed -> {
-                buf.putInt(22)
+                buf.putInt(23)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NotConnected -> {
-                buf.putInt(23)
+                buf.putInt(24)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.CallInProgress -> {
-                buf.putInt(24)
+                buf.putInt(25)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NoSuchCall -> {
-                buf.putInt(25)
+                buf.putInt(26)
                 FfiConverterString.write(value.`callId`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.TurnUnavailable -> {
-                buf.putInt(26)
+                buf.putInt(27)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Call -> {
-                buf.putInt(27)
+                buf.putInt(28)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.InvalidArgument -> {
-                buf.putInt(28)
+                buf.putInt(29)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Internal -> {
-                buf.putInt(29)
+                buf.putInt(30)
                 FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
