@@ -173,6 +173,7 @@ async fn kotlin_tests_pass_on_the_jvm() {
     .expect("classpath");
     let library = ffi_library();
     let junit = tools.junit.clone();
+    let junit_cp = run_cp.clone();
     tokio::task::spawn_blocking(move || {
         run(
             Command::new("java")
@@ -184,7 +185,7 @@ async fn kotlin_tests_pass_on_the_jvm() {
                 .arg("-jar")
                 .arg(junit)
                 .arg("--class-path")
-                .arg(&run_cp)
+                .arg(&junit_cp)
                 .args([
                     "--select-package",
                     "org.privcomm",
@@ -200,5 +201,31 @@ async fn kotlin_tests_pass_on_the_jvm() {
     })
     .await
     .expect("junit ran");
+
+    // A JVM that exits without `shutdown()` (listeners subscribed, messages in flight)
+    // must exit cleanly, every time.
+    for attempt in 0..3 {
+        let mut command = Command::new("java");
+        command
+            .arg(format!("-Dprivcomm.relay={}", relay.url))
+            .arg(format!(
+                "-Duniffi.component.privcomm.libraryOverride={}",
+                ffi_library().display()
+            ))
+            .arg("-cp")
+            .arg(&run_cp)
+            .arg("org.privcomm.core.ExitWithoutShutdownKt");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("java ran")
+            .expect("java runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("exiting without shutdown"),
+            "run {attempt}: exit {:?}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     relay.stop().await;
 }
