@@ -166,14 +166,20 @@ impl PrivcommClient {
             .lock()
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
+        let abandoned = self.abandoned.clone();
         run(async move {
-            // A listener that calls `shutdown` from its own callback is not waited for.
-            let me = std::thread::current().id();
+            // A listener that waits for `shutdown` inside its own callback delays it by the
+            // full drain time.
             let deadline = tokio::time::Instant::now() + LISTENER_DRAIN;
-            for thread in threads.iter().filter(|t| t.thread().id() != me) {
+            for thread in &threads {
                 while !thread.is_finished() && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+            }
+            // Listeners still busy after that are called no more: once `shutdown` returns,
+            // the host may exit.
+            if threads.iter().any(|t| !t.is_finished()) {
+                abandoned.set();
             }
             Ok::<_, PrivcommError>(())
         })

@@ -27,4 +27,7 @@ CREATE TABLE dropped_messages (
 -- (claimed by someone, or never uploaded). Stale keys are deleted after a grace period.
 ALTER TABLE prekeys ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE prekeys ADD COLUMN stale_since INTEGER;
+-- Whether the relay confirmed the upload (keys of schema 2 were uploaded). Unconfirmed
+-- keys are uploaded again, never counted as held, and never marked stale.
+ALTER TABLE prekeys ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX prekeys_by_stale ON prekeys (stale_since) WHERE stale_since IS NOT NULL;

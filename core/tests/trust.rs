@@ -662,7 +662,7 @@ async fn processed_ids_and_stale_prekeys_are_pruned_on_schedule() {
     assert_eq!(month.processed_ids, 0, "{month:?}");
     assert_eq!(month.stale_one_time_prekeys, 3);
 
-    clock.advance_ms(6 * DAY_MS);
+    clock.advance_ms(36 * DAY_MS);
     bob.disconnect().await;
     bob.connect().await.unwrap();
     let later = bob.storage_usage().await.unwrap();

@@ -187,24 +187,37 @@ async fn maintain_prekeys(shared: &Shared) -> CoreResult<()> {
     let token = token(shared).await?;
     let count = shared.api.prekey_count(&token).await?;
     let now = shared.clock.now_ms();
-    let rotate = shared
+    let (rotate, unconfirmed) = shared
         .protocol
         .call(move |e| {
-            // The relay holds the newest `count` of what was uploaded; older keys are
-            // claimed (or were never uploaded) and expire after a grace period.
+            // The relay holds the newest `count` of the uploads it confirmed; older keys
+            // are claimed and expire after a grace period.
             e.store()
                 .write(|store| store.mark_stale_prekeys(count, now))?;
-            e.signed_prekey_age_ms()
+            Ok((
+                e.signed_prekey_age_ms()? > SIGNED_PREKEY_MAX_AGE_MS,
+                e.unconfirmed_one_time_prekeys()?,
+            ))
         })
-        .await?
-        > SIGNED_PREKEY_MAX_AGE_MS;
-    if count >= PREKEY_LOW_WATER && !rotate {
+        .await?;
+    if count >= PREKEY_LOW_WATER && !rotate && unconfirmed.is_empty() {
         return Ok(());
     }
-    let missing = PREKEY_TARGET.saturating_sub(count);
+    // Keys of an upload the relay did not confirm go again (the relay ignores ids it has)
+    // before new ones are made, so failing uploads never pile keys up.
+    let missing = if count < PREKEY_LOW_WATER {
+        PREKEY_TARGET
+            .saturating_sub(count)
+            .saturating_sub(unconfirmed.len() as u64)
+    } else {
+        0
+    };
     let upload = shared
         .protocol
         .call(move |e| {
+            let mut one_time_prekeys = unconfirmed;
+            one_time_prekeys
+                .extend(e.generate_one_time_prekeys(u32::try_from(missing).unwrap_or(0))?);
             Ok(privcomm_protocol::rest::PreKeyUploadRequest {
                 signed_prekey: if rotate {
                     Some(e.rotate_signed_prekey()?)
@@ -212,34 +225,26 @@ async fn maintain_prekeys(shared: &Shared) -> CoreResult<()> {
                     None
                 },
                 kyber_prekey: None,
-                one_time_prekeys: e
-                    .generate_one_time_prekeys(u32::try_from(missing).unwrap_or(0))?,
+                one_time_prekeys,
             })
         })
         .await?;
     let uploaded: Vec<u32> = upload.one_time_prekeys.iter().map(|k| k.key_id).collect();
-    match shared.api.upload_prekeys(&token, &upload).await {
-        Ok(held) => {
-            tracing::info!(
-                uploaded = missing,
-                held_by_relay = held,
-                rotated = rotate,
-                "prekeys topped up"
-            );
-            Ok(())
-        }
-        Err(e) => {
-            // The relay may not hold them: they expire like claimed ones.
-            shared
-                .protocol
-                .call(move |e| {
-                    e.store()
-                        .write(|store| store.mark_prekeys_stale(&uploaded, now))
-                })
-                .await?;
-            Err(e)
-        }
-    }
+    let held = shared.api.upload_prekeys(&token, &upload).await?;
+    shared
+        .protocol
+        .call(move |e| {
+            e.store()
+                .write(|store| store.mark_prekeys_uploaded(Some(&uploaded)))
+        })
+        .await?;
+    tracing::info!(
+        uploaded = missing,
+        held_by_relay = held,
+        rotated = rotate,
+        "prekeys topped up"
+    );
+    Ok(())
 }
 
 /// Deletes what the device no longer needs (processed ids, ended quota windows, expired
@@ -611,7 +616,11 @@ impl<'a> Session<'a> {
                     // The call manager gets a signal once it is acked, and in its place among
                     // the other events (calls are rare, so the extra flush costs little).
                     acks.push(delivery.id);
-                    send_acks(socket, &mut acks).await?;
+                    // Texts after it are committed: they are announced even if the link
+                    // fails here (they would come again only as already processed).
+                    if let Err(e) = send_acks(socket, &mut acks).await {
+                        fatal.get_or_insert(e);
+                    }
                     self.shared
                         .calls
                         .on_signal(self.shared, sender, call_id, signal, sent_at);

@@ -331,7 +331,11 @@ impl Client {
         };
         self.shared
             .protocol
-            .call(move |e| e.set_user_id(user_id))
+            .call(move |e| {
+                e.set_user_id(user_id)?;
+                // Registration uploaded every key held.
+                e.store().write(|store| store.mark_prekeys_uploaded(None))
+            })
             .await?;
         Ok(user_id)
     }

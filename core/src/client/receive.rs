@@ -129,16 +129,17 @@ fn receive_one(
     if !store.mark_processed(message.id, rules.now)? {
         return Ok(Received::AlreadyProcessed);
     }
-    // Decrypted even from a blocked sender, so the session stays in step for an unblock.
-    let plain = scope.decrypt(message.sender, &message.payload)?;
     let sender = message.sender;
     let dropped = |reason| -> CoreResult<Received> {
         store.count_dropped(reason)?;
         Ok(Received::Dropped(reason))
     };
+    // Before decrypting: nothing a blocked sender sends (a new identity, a new session)
+    // may cost a session write, an event or a message held at the relay.
     if store.is_blocked(sender)? {
         return dropped(DropReason::Blocked);
     }
+    let plain = scope.decrypt(sender, &message.payload)?;
     let Ok(envelope) = Envelope::open(&plain) else {
         // Decrypted but meaningless: keep the session advance, drop the content.
         return dropped(DropReason::Malformed);
@@ -153,7 +154,9 @@ fn receive_one(
                 peer: sender,
                 outgoing: false,
                 body,
-                sent_at: sent_at.clamp(0, rules.now.saturating_add(MAX_CLOCK_SKEW_MS)),
+                sent_at: sent_at
+                    .min(rules.now.saturating_add(MAX_CLOCK_SKEW_MS))
+                    .max(0),
                 state: MessageState::Received,
             };
             // Its conversation is bumped once per sender, when the transaction ends.
@@ -219,7 +222,8 @@ fn conclude(store: &Store, received: &[Received], now: i64) -> CoreResult<()> {
         let Some(from) = texts.get(&sender) else {
             continue;
         };
-        store.touch_conversation(sender, from.latest)?;
+        // A sender's clock may be ahead: the list is ordered by times up to now only.
+        store.touch_conversation(sender, from.latest.min(now))?;
         for chunk in from.ids.chunks(MAX_RECEIPT_IDS) {
             let receipt = Envelope::Receipt {
                 ids: chunk.to_vec(),

@@ -206,10 +206,21 @@ impl SignalEngine {
 
     /// Public halves of every one-time prekey still held.
     pub fn held_one_time_prekeys(&self) -> CoreResult<Vec<OneTimePreKey>> {
+        self.one_time_prekeys_where("stale_since IS NULL")
+    }
+
+    /// The one-time prekeys whose upload the relay has not confirmed, to upload again.
+    pub fn unconfirmed_one_time_prekeys(&self) -> CoreResult<Vec<OneTimePreKey>> {
+        self.one_time_prekeys_where("stale_since IS NULL AND uploaded = 0")
+    }
+
+    fn one_time_prekeys_where(&self, filter: &'static str) -> CoreResult<Vec<OneTimePreKey>> {
         let ids: Vec<u32> = self
             .store
             .conn()
-            .prepare("SELECT id FROM prekeys ORDER BY id")?
+            .prepare(&format!(
+                "SELECT id FROM prekeys WHERE {filter} ORDER BY created_at, id"
+            ))?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let view = SignalView(&self.store);

@@ -179,13 +179,13 @@ impl Store {
     /// Changes a message's state; false if there is no such message.
     pub fn set_message_state(&self, id: Uuid, state: MessageState) -> CoreResult<bool> {
         // A receipt can overtake the relay's `sent` for the same message (they travel on
-        // different paths); `sent` must not move a delivered message back.
+        // different paths): nothing moves a delivered message back (neither `sent` nor a
+        // relay error). A state it already has is no change (and no event).
         let n = self.exec(
-            "UPDATE messages SET state = ?2 WHERE id = ?1 AND NOT (?2 = ?3 AND state = ?4)",
+            "UPDATE messages SET state = ?2 WHERE id = ?1 AND state != ?2 AND state != ?3",
             params![
                 &id.as_bytes()[..],
                 state.to_i64(),
-                MessageState::Sent.to_i64(),
                 MessageState::Delivered.to_i64()
             ],
         )?;

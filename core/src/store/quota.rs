@@ -63,8 +63,10 @@ impl Store {
         )?;
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         let (start, messages, used) = match current {
-            // A clock moved backwards counts as a window still running.
-            Some((start, messages, used)) if now.saturating_sub(start) < quota.window_ms => {
+            // A window that starts in the future (the clock was ahead) starts over.
+            Some((start, messages, used))
+                if now >= start && now.saturating_sub(start) < quota.window_ms =>
+            {
                 (start, messages, used)
             }
             _ => (now, 0, 0),
@@ -90,8 +92,8 @@ impl Store {
     /// Forgets quota windows that ended before `now` (they would restart anyway).
     pub fn prune_quotas(&self, now: i64, quota: &ReceiveQuota) -> CoreResult<u64> {
         let n = self.exec(
-            "DELETE FROM receive_quota WHERE window_start <= ?1",
-            [now.saturating_sub(quota.window_ms)],
+            "DELETE FROM receive_quota WHERE window_start <= ?1 OR window_start > ?2",
+            params![now.saturating_sub(quota.window_ms), now],
         )?;
         Ok(n as u64)
     }

@@ -300,8 +300,9 @@ impl Store {
         let sealed = self.keys().seal(table, &id.to_be_bytes(), plain);
         let sql = match table {
             "prekeys" => {
-                "INSERT INTO prekeys (id, created_at, sealed) VALUES (?1, ?3, ?2)
-                 ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed"
+                "INSERT INTO prekeys (id, created_at, sealed, uploaded) VALUES (?1, ?3, ?2, 0)
+                 ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed,
+                     created_at = excluded.created_at, stale_since = NULL, uploaded = 0"
             }
             "signed_prekeys" => {
                 "INSERT INTO signed_prekeys (id, created_at, sealed) VALUES (?1, ?3, ?2)

@@ -14,9 +14,10 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 pub const PROCESSED_RETENTION_MS: i64 = (MESSAGE_RETENTION_DAYS as i64 + 1) * DAY_MS;
 
 /// A one-time prekey the relay no longer holds is kept this long, so that a message
-/// started from it (queued at the relay for up to its retention period, or in the sender's
-/// outbox for a while first) still decrypts.
-pub const STALE_PREKEY_GRACE_MS: i64 = (MESSAGE_RETENTION_DAYS as i64 + 7) * DAY_MS;
+/// started from it still decrypts: the claimer may keep encrypting on the new session for
+/// up to 30 days before we answer (libsignal's unacknowledged-session age), and the relay
+/// keeps the last such message for its retention period; a week's margin on top.
+pub const STALE_PREKEY_GRACE_MS: i64 = (30 + MESSAGE_RETENTION_DAYS as i64 + 7) * DAY_MS;
 
 /// Row counts of what the store holds, for the app's diagnostics and the tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,28 +53,36 @@ impl Store {
     }
 
     /// The relay says it holds `held` of this device's one-time prekeys. It hands them out
-    /// oldest first, so it holds the newest `held` of those uploaded; every older one is
-    /// marked stale at `now`. Returns how many were marked.
+    /// oldest first, so it holds the newest `held` of those whose upload it confirmed;
+    /// every older confirmed one is marked stale at `now`. Unconfirmed keys are left alone
+    /// (they are uploaded again). Returns how many were marked.
     pub fn mark_stale_prekeys(&self, held: u64, now: i64) -> CoreResult<u64> {
         let held = i64::try_from(held).unwrap_or(i64::MAX);
         let n = self.exec(
             "UPDATE prekeys SET stale_since = ?1
-             WHERE stale_since IS NULL AND id NOT IN (
-                 SELECT id FROM prekeys WHERE stale_since IS NULL
+             WHERE stale_since IS NULL AND uploaded = 1 AND id NOT IN (
+                 SELECT id FROM prekeys WHERE stale_since IS NULL AND uploaded = 1
                  ORDER BY created_at DESC, id DESC LIMIT ?2)",
             params![now, held],
         )?;
         Ok(n as u64)
     }
 
-    /// Marks the one-time prekeys `ids` stale at `now` (an upload of them failed, so the
-    /// relay may not hold them).
-    pub fn mark_prekeys_stale(&self, ids: &[u32], now: i64) -> CoreResult<()> {
-        for id in ids {
-            self.exec(
-                "UPDATE prekeys SET stale_since = ?1 WHERE id = ?2 AND stale_since IS NULL",
-                params![now, id],
-            )?;
+    /// Records that the relay confirmed the upload of the one-time prekeys `ids` (all
+    /// unconfirmed ones when `None`: registration uploads every key held).
+    pub fn mark_prekeys_uploaded(&self, ids: Option<&[u32]>) -> CoreResult<()> {
+        match ids {
+            None => {
+                self.exec(
+                    "UPDATE prekeys SET uploaded = 1 WHERE uploaded = 0 AND stale_since IS NULL",
+                    [],
+                )?;
+            }
+            Some(ids) => {
+                for id in ids {
+                    self.exec("UPDATE prekeys SET uploaded = 1 WHERE id = ?1", [id])?;
+                }
+            }
         }
         Ok(())
     }
