@@ -605,3 +605,63 @@ fn a_failing_step_of_a_decrypt_batch_rolls_back_alone() {
         more[2].0.as_bytes()
     );
 }
+
+#[test]
+fn only_confirmed_uploads_count_as_held_and_can_go_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten keys from account creation, confirmed by registration.
+    let mut device = Device::create(dir.path(), "keys", 10);
+    let engine = device.engine();
+    engine
+        .store()
+        .write(|s| s.mark_prekeys_uploaded(None))
+        .unwrap();
+    assert!(engine.unconfirmed_one_time_prekeys().unwrap().is_empty());
+    // A top-up whose upload was never confirmed (a timeout, the app killed).
+    let pending: Vec<u32> = engine
+        .generate_one_time_prekeys(5)
+        .unwrap()
+        .iter()
+        .map(|k| k.key_id)
+        .collect();
+    let unconfirmed: Vec<u32> = engine
+        .unconfirmed_one_time_prekeys()
+        .unwrap()
+        .iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(unconfirmed, pending);
+
+    // The relay holds 3: the 3 newest confirmed ones, not the unconfirmed newest rows.
+    let marked = engine
+        .store()
+        .write(|s| s.mark_stale_prekeys(3, 1_000))
+        .unwrap();
+    assert_eq!(marked, 7);
+    let usage = engine.store().usage().unwrap();
+    assert_eq!(
+        (usage.one_time_prekeys, usage.stale_one_time_prekeys),
+        (15, 7)
+    );
+    assert_eq!(engine.unconfirmed_one_time_prekeys().unwrap().len(), 5);
+    assert_eq!(engine.held_one_time_prekeys().unwrap().len(), 8);
+
+    // Confirmed later, they count as held; stale keys expire only after the grace period.
+    engine
+        .store()
+        .write(|s| s.mark_prekeys_uploaded(Some(&pending)))
+        .unwrap();
+    assert!(engine.unconfirmed_one_time_prekeys().unwrap().is_empty());
+    let grace = privcomm_core::store::upkeep::STALE_PREKEY_GRACE_MS;
+    let kept = engine
+        .store()
+        .write(|s| s.expire_stale_prekeys(1_000 + grace))
+        .unwrap();
+    assert_eq!(kept, 0);
+    let gone = engine
+        .store()
+        .write(|s| s.expire_stale_prekeys(1_001 + grace))
+        .unwrap();
+    assert_eq!(gone, 7);
+    assert_eq!(engine.store().usage().unwrap().one_time_prekeys, 8);
+}
