@@ -6,10 +6,8 @@ use std::time::Duration;
 
 mod common;
 
-use common::{relay, relay_binary, ChildRelay, Relay};
+use common::{relay, relay_binary, until, ChildRelay, Relay};
 use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::broadcast::Receiver;
 use uuid::Uuid;
 
 async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> Client {
@@ -36,27 +34,6 @@ async fn history_all(
             return Ok(all);
         }
         all.extend(page);
-    }
-}
-
-/// Waits for events until `done` says so, failing after `limit`.
-async fn until(
-    events: &mut Receiver<ClientEvent>,
-    limit: Duration,
-    mut done: impl FnMut(&ClientEvent) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(event)) => {
-                if done(&event) {
-                    return;
-                }
-            }
-            Ok(Err(RecvError::Lagged(n))) => panic!("event receiver lagged by {n}"),
-            Ok(Err(RecvError::Closed)) => panic!("event stream closed"),
-            Err(_) => panic!("timed out waiting for events"),
-        }
     }
 }
 

@@ -22,7 +22,6 @@ use privcomm_core::{
 use privcomm_protocol::rest::SendMessageRequest;
 use privcomm_protocol::{Base64String, PhoneHash};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 use uuid::Uuid;
 
@@ -52,20 +51,33 @@ async fn client(dir: &Path, name: &str, url: &str, number: &str) -> Client {
 }
 
 /// Waits for events until `done` says so, failing after `WAIT`.
-async fn until(events: &mut Receiver<ClientEvent>, mut done: impl FnMut(&ClientEvent) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(event)) => {
-                if done(&event) {
-                    return;
-                }
-            }
-            Ok(Err(RecvError::Lagged(n))) => panic!("event receiver lagged by {n}"),
-            Ok(Err(RecvError::Closed)) => panic!("event stream closed"),
-            Err(_) => panic!("timed out waiting for events"),
-        }
+async fn until(events: &mut Receiver<ClientEvent>, done: impl FnMut(&ClientEvent) -> bool) {
+    common::until(events, WAIT, done).await
+}
+
+/// Waits until the text `id` is announced.
+async fn received(events: &mut Receiver<ClientEvent>, id: Uuid) {
+    until(
+        events,
+        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == id),
+    )
+    .await
+}
+
+/// Has the relay in the middle make up `count` blobs "from" `sender` and waits until the
+/// client reported each as undecryptable.
+async fn inject_junk(mitm: &Mitm, events: &mut Receiver<ClientEvent>, sender: Uuid, count: u8) {
+    for n in 0..count {
+        assert!(mitm.inject(&junk_from(sender, n)));
     }
+    let mut failed = 0;
+    until(events, |e| {
+        if *e == (ClientEvent::DecryptionFailed { peer: sender }) {
+            failed += 1;
+        }
+        failed == count
+    })
+    .await;
 }
 
 /// Polls `check` until it holds, failing after `WAIT` with `what`.
@@ -185,11 +197,7 @@ async fn a_peer_reusing_message_ids_rewrites_nothing_and_is_counted() {
     let owed = bob.send_text(mallory_id, "I owe you $10").await.unwrap();
     let hello = alice.send_text(bob_id, "hello bob").await.unwrap();
     let alice_id = alice.user_id().await.unwrap().unwrap();
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == hello),
-    )
-    .await;
+    received(&mut bob_events, hello).await;
 
     mallory.resolve("+4930100002").await;
     mallory.send(bob_id, &text(owed, "I owe you $10,000")).await;
@@ -198,11 +206,7 @@ async fn a_peer_reusing_message_ids_rewrites_nothing_and_is_counted() {
         .await;
     let honest = Uuid::now_v7();
     mallory.send(bob_id, &text(honest, "hi bob")).await;
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == honest),
-    )
-    .await;
+    received(&mut bob_events, honest).await;
 
     let dropped = bob.dropped_messages().await.unwrap();
     assert_eq!(dropped.forged_id, 2, "{dropped:?}");
@@ -430,37 +434,15 @@ async fn junk_claiming_a_sender_does_not_reset_the_session() {
     let bob_id = alice.resolve_peer("+4930400002").await.unwrap();
     let alice_id = alice.user_id().await.unwrap().unwrap();
     let first = alice.send_text(bob_id, "one").await.unwrap();
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == first),
-    )
-    .await;
+    received(&mut bob_events, first).await;
 
     // A few blobs claiming Alice: each is reported and dropped; the session stays.
-    for n in 0..4 {
-        assert!(mitm.inject(&junk_from(alice_id, n)));
-    }
-    let mut failed = 0;
-    until(&mut bob_events, |e| {
-        if *e == (ClientEvent::DecryptionFailed { peer: alice_id }) {
-            failed += 1;
-        }
-        failed == 4
-    })
-    .await;
+    inject_junk(&mitm, &mut bob_events, alice_id, 4).await;
     let second = alice.send_text(bob_id, "two").await.unwrap();
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == second),
-    )
-    .await;
+    received(&mut bob_events, second).await;
     // Bob answers on the same session: a plain Signal message, no new bundle fetched.
     let reply = bob.send_text(alice_id, "back").await.unwrap();
-    until(
-        &mut alice_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == reply),
-    )
-    .await;
+    received(&mut alice_events, reply).await;
     let whisper = 2u8;
     let payloads = sent_payloads(&mitm);
     assert!(
@@ -472,29 +454,11 @@ async fn junk_claiming_a_sender_does_not_reset_the_session() {
 
     // A long run renews the session, and still loses nothing: Alice's next message, sent
     // on her old session, decrypts from the retired state; Bob's next one starts afresh.
-    for n in 0..10 {
-        assert!(mitm.inject(&junk_from(alice_id, n)));
-    }
-    let mut failed = 0;
-    until(&mut bob_events, |e| {
-        if *e == (ClientEvent::DecryptionFailed { peer: alice_id }) {
-            failed += 1;
-        }
-        failed == 10
-    })
-    .await;
+    inject_junk(&mitm, &mut bob_events, alice_id, 10).await;
     let third = alice.send_text(bob_id, "three").await.unwrap();
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == third),
-    )
-    .await;
+    received(&mut bob_events, third).await;
     let again = bob.send_text(alice_id, "renewed").await.unwrap();
-    until(
-        &mut alice_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == again),
-    )
-    .await;
+    received(&mut alice_events, again).await;
     let bodies: Vec<String> = bob
         .history(alice_id, None, 100)
         .await
@@ -565,11 +529,7 @@ async fn a_blocked_peers_flood_is_acked_and_leaves_nothing() {
     assert!(bob.unblock_peer(alice_id).await.unwrap());
     let mut bob_events = bob.events();
     let after = alice.send_text(bob_id, "sorry").await.unwrap();
-    until(
-        &mut bob_events,
-        |e| matches!(e, ClientEvent::MessageReceived(m) if m.id == after),
-    )
-    .await;
+    received(&mut bob_events, after).await;
     assert_eq!(bob.history(alice_id, None, 1000).await.unwrap().len(), 1);
     alice.close().await;
     bob.close().await;

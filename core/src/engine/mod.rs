@@ -123,8 +123,5 @@ fn run_now<F: Future>(future: F) -> CoreResult<F::Output> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    crate::clock::system_now_ms()
 }

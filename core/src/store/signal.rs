@@ -331,10 +331,7 @@ impl Store {
 pub struct SignalView<'a>(pub &'a Store);
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::system_now_ms()
 }
 
 impl SignalView<'_> {

@@ -201,3 +201,28 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits for events until `done` says so, failing after `limit`.
+pub async fn until(
+    events: &mut tokio::sync::broadcast::Receiver<privcomm_core::ClientEvent>,
+    limit: std::time::Duration,
+    mut done: impl FnMut(&privcomm_core::ClientEvent) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => {
+                if done(&event) {
+                    return;
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                panic!("event receiver lagged by {n}")
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                panic!("event stream closed")
+            }
+            Err(_) => panic!("timed out waiting for events"),
+        }
+    }
+}
