@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::error::PrivcommError;
 
 /// Parses an id given by the app; `what` names it in the error.
-pub(crate) fn parse_id(what: &str, id: &str) -> Result<Uuid, PrivcommError> {
+pub fn parse_id(what: &str, id: &str) -> Result<Uuid, PrivcommError> {
     Uuid::parse_str(id).map_err(|_| PrivcommError::invalid(format!("{what} is not a UUID")))
 }
 

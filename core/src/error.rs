@@ -220,3 +220,71 @@ impl CoreError {
 
 /// Result alias of the crate.
 pub type CoreResult<T> = Result<T, CoreError>;
+
+/// Longest text from the relay or a peer an error may carry, in bytes. Errors reach logs
+/// and apps, so nothing an outsider writes may make them long.
+pub const MAX_UNTRUSTED_TEXT_BYTES: usize = 200;
+
+/// A JSON parse failure described by its kind and position only: serde's own message
+/// quotes the input, which may be a peer's decrypted text or a relay-chosen string.
+pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable input",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected fields or values",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{kind} at line {}, column {}", error.line(), error.column())
+}
+
+/// `text` cut to `MAX_UNTRUSTED_TEXT_BYTES` (on a character boundary, an ellipsis marking
+/// the cut), with control characters replaced, so a relay's explanation can be shown and
+/// logged safely. Applying it twice changes nothing.
+pub(crate) fn bounded_text(text: &str) -> String {
+    let clean = |c: char| if c.is_control() { ' ' } else { c };
+    if text.len() <= MAX_UNTRUSTED_TEXT_BYTES {
+        return text.chars().map(clean).collect();
+    }
+    const CUT: char = '…';
+    let mut out = String::with_capacity(MAX_UNTRUSTED_TEXT_BYTES);
+    for c in text.chars().map(clean) {
+        if out.len() + c.len_utf8() > MAX_UNTRUSTED_TEXT_BYTES - CUT.len_utf8() {
+            break;
+        }
+        out.push(c);
+    }
+    out.push(CUT);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_is_bounded_and_stable() {
+        assert_eq!(bounded_text("slow down"), "slow down");
+        assert_eq!(bounded_text("a\nb\u{1b}[31m"), "a b [31m");
+        let long = "é".repeat(10_000);
+        let cut = bounded_text(&long);
+        assert!(cut.len() <= MAX_UNTRUSTED_TEXT_BYTES && cut.ends_with('…'));
+        assert_eq!(bounded_text(&cut), cut);
+        let exact = "x".repeat(MAX_UNTRUSTED_TEXT_BYTES);
+        assert_eq!(bounded_text(&exact), exact);
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_the_input() {
+        let err = serde_json::from_str::<u32>("\"my secret text\"").unwrap_err();
+        assert!(
+            err.to_string().contains("my secret text"),
+            "serde quotes it"
+        );
+        let described = describe_json_error(&err);
+        assert!(!described.contains("secret"), "{described}");
+        assert_eq!(
+            described,
+            "unexpected fields or values at line 1, column 16"
+        );
+    }
+}

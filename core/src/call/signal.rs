@@ -2,6 +2,7 @@
 //! so it learns no SDP, address or DTLS fingerprint and cannot swap the fingerprint.
 
 use serde::{Deserialize, Serialize};
+use webrtc::peer_connection::RTCSessionDescription;
 
 use super::EndReason;
 use crate::error::{CoreError, CoreResult};
@@ -79,6 +80,25 @@ impl CallSignal {
             Self::Hangup { .. } => "hangup",
         }
     }
+}
+
+/// Whether a peer's SDP is the caller's offer or the callee's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdpRole {
+    /// The caller's offer.
+    Offer,
+    /// The callee's answer.
+    Answer,
+}
+
+/// Parses a peer's SDP into the description webrtc applies. webrtc's error may quote the
+/// SDP (addresses, fingerprints), so only the role reaches the error.
+pub fn remote_description(role: SdpRole, sdp: String) -> CoreResult<RTCSessionDescription> {
+    let (parsed, what) = match role {
+        SdpRole::Offer => (RTCSessionDescription::offer(sdp), "malformed offer"),
+        SdpRole::Answer => (RTCSessionDescription::answer(sdp), "malformed answer"),
+    };
+    parsed.map_err(|_| CoreError::InvalidMessage(what.into()))
 }
 
 #[cfg(test)]

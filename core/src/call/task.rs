@@ -13,14 +13,13 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
-    StatsSelector,
+    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSdpType, StatsSelector,
 };
 
 use super::audio::{AudioFrame, VoiceDecoder, VoiceEncoder, FRAME_MS, FRAME_SAMPLES};
 use super::config::CallConfig;
 use super::peer::{Peer, PeerEvent};
-use super::signal::CallSignal;
+use super::signal::{remote_description, CallSignal, SdpRole};
 use super::{CallDirection, CallState, CallStats, EndReason};
 use crate::client::Shared;
 use crate::error::{CoreError, CoreResult};
@@ -228,8 +227,7 @@ impl CallTask {
                 if state != CallState::OutgoingRinging {
                     return Ok(None);
                 }
-                let answer = RTCSessionDescription::answer(sdp)
-                    .map_err(|_| CoreError::InvalidMessage("malformed answer".into()))?;
+                let answer = remote_description(SdpRole::Answer, sdp)?;
                 let Some(peer) = live.peer.as_ref() else {
                     return Ok(None);
                 };
@@ -329,8 +327,7 @@ impl CallTask {
         let Some(offer) = live.offer.take() else {
             return Ok(());
         };
-        let offer = RTCSessionDescription::offer(offer)
-            .map_err(|_| CoreError::InvalidMessage("malformed offer".into()))?;
+        let offer = remote_description(SdpRole::Offer, offer)?;
         self.set_state(CallState::Connecting);
         let peer = self.build_peer(live).await?;
         peer.connection

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::call::signal::CallSignal;
-use crate::error::{CoreError, CoreResult};
+use crate::error::{describe_json_error, CoreError, CoreResult};
 
 /// Largest text the client accepts for sending (and stores when received), in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
@@ -56,8 +56,9 @@ impl Envelope {
     /// Parses an envelope (without its padding) and checks its bounds: a text of at most
     /// `MAX_TEXT_BYTES`, a receipt of at most `MAX_RECEIPT_IDS` ids.
     pub fn decode(bytes: &[u8]) -> CoreResult<Self> {
-        let envelope: Self = serde_json::from_slice(bytes)
-            .map_err(|e| CoreError::InvalidMessage(format!("bad envelope: {e}")))?;
+        let envelope: Self = serde_json::from_slice(bytes).map_err(|e| {
+            CoreError::InvalidMessage(format!("bad envelope: {}", describe_json_error(&e)))
+        })?;
         match &envelope {
             Self::Text { body, .. } if body.is_empty() || body.len() > MAX_TEXT_BYTES => Err(
                 CoreError::InvalidMessage(format!("text of {} bytes", body.len())),
@@ -72,5 +73,22 @@ impl Envelope {
     /// Parses a decrypted payload: checks and strips its padding, then `decode`s it.
     pub fn open(padded: &[u8]) -> CoreResult<Self> {
         Self::decode(super::padding::unpad(padded)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_envelope_is_not_quoted_in_the_error() {
+        // A peer's plaintext in a field of the wrong type, and as an unknown variant.
+        for json in [
+            r#"{"t":"text","id":"my secret text","body":"x","sent_at":1}"#,
+            r#"{"t":"my secret text"}"#,
+        ] {
+            let error = Envelope::decode(json.as_bytes()).unwrap_err().to_string();
+            assert!(!error.contains("secret"), "{error}");
+        }
     }
 }

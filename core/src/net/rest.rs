@@ -14,7 +14,7 @@ use serde::Serialize;
 use url::Url;
 use uuid::Uuid;
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::{bounded_text, describe_json_error, CoreError, CoreResult};
 
 /// Largest response body read from the relay; anything longer is a protocol violation.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -81,12 +81,7 @@ impl RelayApi {
         let response = builder.send().await.map_err(network)?;
         let status = response.status();
         let body = read_limited(response).await?;
-        if status.is_success() {
-            serde_json::from_slice(&body)
-                .map_err(|e| CoreError::BadRelayResponse(format!("unexpected response body: {e}")))
-        } else {
-            Err(relay_error(status.as_u16(), &body))
-        }
+        decode_answer(status.as_u16(), &body)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -202,13 +197,29 @@ async fn read_limited(mut response: Response) -> CoreResult<Vec<u8>> {
     Ok(body)
 }
 
-/// The relay's error answer as a typed error (the code, when the body carries one).
-pub(crate) fn relay_error(status: u16, body: &[u8]) -> CoreError {
+/// The relay's answer with HTTP `status` and `body`: the expected JSON on success, else
+/// the relay's error. Every answer is untrusted input and is read only through here.
+pub fn decode_answer<T: DeserializeOwned>(status: u16, body: &[u8]) -> CoreResult<T> {
+    if (200..300).contains(&status) {
+        serde_json::from_slice(body).map_err(|e| {
+            CoreError::BadRelayResponse(format!(
+                "unexpected response body: {}",
+                describe_json_error(&e)
+            ))
+        })
+    } else {
+        Err(relay_error(status, body))
+    }
+}
+
+/// The relay's error answer as a typed error (the code, when the body carries one; its
+/// explanation cut to `MAX_UNTRUSTED_TEXT_BYTES`).
+pub fn relay_error(status: u16, body: &[u8]) -> CoreError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(error) => CoreError::Relay {
             status,
             code: Some(error.error),
-            message: error.message,
+            message: bounded_text(&error.message),
         },
         Err(_) => CoreError::Relay {
             status,

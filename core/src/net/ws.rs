@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::{bounded_text, describe_json_error, CoreError, CoreResult};
 
 /// What reading the socket produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,6 +25,21 @@ pub enum SocketEvent {
     Heartbeat,
     /// The relay closed the connection, with its close code if it sent one.
     Closed(Option<u16>),
+}
+
+/// Reads one text frame from the relay: a frame, or `Malformed` with a reason that never
+/// quotes the frame (it is logged). The text of an `error` frame is cut to
+/// `MAX_UNTRUSTED_TEXT_BYTES`, since it is logged too.
+pub fn parse_frame(text: &str) -> SocketEvent {
+    match serde_json::from_str::<ServerFrame>(text) {
+        Ok(ServerFrame::Error { code, message, id }) => SocketEvent::Frame(ServerFrame::Error {
+            code,
+            message: bounded_text(&message),
+            id,
+        }),
+        Ok(frame) => SocketEvent::Frame(frame),
+        Err(e) => SocketEvent::Malformed(describe_json_error(&e)),
+    }
 }
 
 /// An authenticated WebSocket to the relay.
@@ -99,12 +114,7 @@ impl RelaySocket {
                 Some(Ok(message)) => message,
             };
             match message {
-                Message::Text(text) => {
-                    return Ok(match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                        Ok(frame) => SocketEvent::Frame(frame),
-                        Err(e) => SocketEvent::Malformed(e.to_string()),
-                    })
-                }
+                Message::Text(text) => return Ok(parse_frame(text.as_str())),
                 Message::Binary(_) => return Ok(SocketEvent::Malformed("binary frame".into())),
                 Message::Close(frame) => {
                     return Ok(SocketEvent::Closed(frame.map(|f| u16::from(f.code))))
