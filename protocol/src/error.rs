@@ -37,6 +37,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// Too many requests from this address (429).
     RateLimited,
+    /// The request took too long to arrive or to answer (408).
+    RequestTimeout,
+    /// The endpoint exists but not with this method (405).
+    MethodNotAllowed,
     /// Unknown WebSocket frame type (WebSocket only).
     UnknownFrameType,
     /// The relay has no TURN configuration (503).
@@ -68,6 +72,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
+            Self::RequestTimeout => "request_timeout",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::UnknownFrameType => "unknown_frame_type",
             Self::TurnNotConfigured => "turn_not_configured",
             Self::TooManyConnections => "too_many_connections",

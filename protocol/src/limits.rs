@@ -4,8 +4,13 @@
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Largest WebSocket text frame the relay reads: a base64 payload plus JSON framing.
 pub const MAX_WS_FRAME_BYTES: usize = 96 * 1024;
-/// Largest REST request body the relay reads (a prekey upload with the maximum key count fits).
-pub const MAX_REST_BODY_BYTES: usize = 512 * 1024;
+/// Largest body of a challenge or token request (a phone hash, a nonce, a signature).
+pub const MAX_AUTH_BODY_BYTES: usize = 1024;
+/// Largest body of a registration or prekey upload (the maximum key count fits with room
+/// for whitespace).
+pub const MAX_KEYS_BODY_BYTES: usize = 64 * 1024;
+/// Largest body of a REST message send: a base64 payload plus JSON framing.
+pub const MAX_SEND_BODY_BYTES: usize = MAX_WS_FRAME_BYTES;
 
 /// Length of an authentication nonce in bytes.
 pub const NONCE_LEN: usize = 32;

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post, put};
-use axum::serve::ListenerExt;
 use axum::Router;
-use privcomm_protocol::limits::MAX_REST_BODY_BYTES;
+use privcomm_protocol::limits::{MAX_AUTH_BODY_BYTES, MAX_KEYS_BODY_BYTES, MAX_SEND_BODY_BYTES};
 use privcomm_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,10 +23,12 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::conn_limits::ConnectionLimits;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, RouteLabels};
-use crate::rate_limit::RateLimits;
+use crate::metrics::{method_label, Metrics, RouteLabels};
+use crate::rate_limit::{Limit, RateLimits};
 use crate::routes;
+use crate::serve::{serve, ServeSettings};
 use crate::state::AppState;
 use crate::store::{SqlStore, Store};
 use crate::tokens::{load_or_create_secret, TokenIssuer};
@@ -33,9 +36,11 @@ use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
 use crate::{maintenance, ws};
 
-/// Every route of the relay.
+/// Every route of the relay. Rate-limited routes count the request before its body is
+/// read, and every route reads at most its own body limit.
 pub fn router(state: AppState) -> Router {
     let request_ids = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -44,27 +49,83 @@ pub fn router(state: AppState) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         );
+    let limited =
+        |limit: Limit| middleware::from_fn_with_state((state.clone(), limit), before_body);
+    let body = |max: usize| {
+        ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                max,
+                refuse_declared_oversize,
+            ))
+            .layer(DefaultBodyLimit::max(max))
+    };
     Router::new()
         .route("/health", get(routes::health::health))
         .route("/metrics", get(routes::metrics::metrics))
-        .route("/auth/challenge", post(routes::auth::challenge))
-        .route("/auth/token", post(routes::auth::token))
-        .route("/api/v1/register", post(routes::register::register))
+        .route(
+            "/auth/challenge",
+            post(routes::auth::challenge)
+                .layer(body(MAX_AUTH_BODY_BYTES))
+                .route_layer(limited(Limit::Challenge)),
+        )
+        .route(
+            "/auth/token",
+            post(routes::auth::token)
+                .layer(body(MAX_AUTH_BODY_BYTES))
+                .route_layer(limited(Limit::Token)),
+        )
+        .route(
+            "/api/v1/register",
+            post(routes::register::register)
+                .layer(body(MAX_KEYS_BODY_BYTES))
+                .route_layer(limited(Limit::Register)),
+        )
         .route("/keys/{phone_hash}", get(routes::keys::bundle))
         .route("/api/v1/prekeys/count", get(routes::keys::count))
-        .route("/api/v1/prekeys", put(routes::keys::upload))
-        .route("/api/v1/messages", post(routes::messages::send))
+        .route(
+            "/api/v1/prekeys",
+            put(routes::keys::upload).layer(body(MAX_KEYS_BODY_BYTES)),
+        )
+        .route(
+            "/api/v1/messages",
+            post(routes::messages::send).layer(body(MAX_SEND_BODY_BYTES)),
+        )
         .route("/api/v1/turn-credentials", get(routes::turn::credentials))
         .route("/ws", get(ws::ws_handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), track_latency))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_REST_BODY_BYTES))
+        .method_not_allowed_fallback(method_not_allowed)
+        // Routes without a body of their own read none beyond this.
+        .layer(DefaultBodyLimit::max(MAX_AUTH_BODY_BYTES))
         .layer(request_ids)
         .with_state(state)
 }
 
+/// Longest client-chosen `X-Request-Id` kept (it is echoed and logged).
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Removes an `X-Request-Id` that is too long or holds anything but `[A-Za-z0-9-]`, so the
+/// relay generates one instead of logging and echoing the client's.
+fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let usable = req.headers().get_all("x-request-id").iter().count() <= 1
+        && req.headers().get("x-request-id").is_none_or(|v| {
+            let v = v.as_bytes();
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        });
+    if !usable {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
 /// The span of one request: its id, method and route template. Never the URI, which may
-/// carry a phone hash or a token.
+/// carry a phone hash or a token, nor a method outside the fixed set.
 fn request_span(req: &Request) -> tracing::Span {
     let request_id = req
         .headers()
@@ -76,12 +137,17 @@ fn request_span(req: &Request) -> tracing::Span {
         .get::<MatchedPath>()
         .map(MatchedPath::as_str)
         .unwrap_or("unmatched");
-    tracing::info_span!("request", request_id, method = %req.method(), route)
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = method_label(req.method()),
+        route
+    )
 }
 
 async fn track_latency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let labels = RouteLabels {
-        method: req.method().to_string(),
+        method: method_label(req.method()).to_owned(),
         route: req
             .extensions()
             .get::<MatchedPath>()
@@ -96,6 +162,61 @@ async fn track_latency(State(state): State<AppState>, req: Request, next: Next) 
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Answers 408 when a request, its body upload included, takes longer than the configured
+/// request timeout (a WebSocket upgrade answers at once, so it is not affected).
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(state.config.request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(ErrorCode::RequestTimeout, "the request took too long").into_response()
+        }
+    }
+}
+
+/// Counts a request against its rate limit before its body is read, so a refused client
+/// never makes the relay buffer a body.
+async fn before_body(
+    State((state, limit)): State<(AppState, Limit)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip();
+    let counted = match limit {
+        Limit::Challenge => state.rate_limits.check_challenge(ip),
+        Limit::Token => state.rate_limits.check_token(ip),
+        Limit::Register => state.rate_limits.check_register(ip),
+    };
+    match counted {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Answers 413 at once when the declared `Content-Length` is over the route's limit, instead
+/// of reading up to the limit first.
+async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > u64::try_from(max).unwrap_or(u64::MAX) => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large").into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take this method",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -124,13 +245,6 @@ impl RelayServer {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
-        // Frames are small and latency-bound: send each at once rather than wait for the
-        // peer's ACK of the previous one (Nagle + delayed ACK cost up to 40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let store: Arc<dyn Store> = Arc::new(store);
         let connections = Arc::new(ConnectionRegistry::new(config.max_connections));
         let metrics = Arc::new(Metrics::new());
@@ -163,13 +277,22 @@ impl RelayServer {
             state.clone(),
             Duration::from_secs(state.config.maintenance_interval_secs),
         ));
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let shutdown = state.shutdown.clone();
-        let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        });
+        let open_file_limit = crate::serve::open_file_limit();
+        let settings = ServeSettings {
+            limits: ConnectionLimits::new(
+                state.config.effective_max_sockets(open_file_limit),
+                state.config.max_sockets_per_client,
+                Vec::new(),
+            ),
+            header_timeout: Duration::from_secs(state.config.header_timeout_secs.max(1)),
+            metrics: state.metrics.clone(),
+        };
+        let serve = tokio::spawn(serve(
+            listener,
+            router(state.clone()),
+            settings,
+            state.shutdown.clone(),
+        ));
         tracing::info!(%addr, "relay listening");
         Ok(Self {
             addr,
@@ -224,6 +347,7 @@ impl RelayServer {
 /// Runs a relay with `config` until SIGTERM or Ctrl-C, then shuts it down cleanly (what the
 /// `privcomm-server` binary does; the benchmark harness runs the same in its own process).
 pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    crate::serve::raise_open_file_limit();
     let mut server = match RelayServer::start(config, Arc::new(crate::SystemClock)).await {
         Ok(server) => server,
         Err(e) => {

@@ -52,6 +52,25 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_MAX_CONNECTIONS", default_value_t = privcomm_protocol::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
+    /// Most open TCP connections (HTTP and WebSocket); more are closed at accept. 0: the
+    /// WebSocket limit plus 1,024, within the open file limit.
+    #[arg(long, env = "PRIVCOMM_MAX_SOCKETS", default_value_t = 0)]
+    pub max_sockets: usize,
+
+    /// Most open TCP connections from one client network (an IPv4 address or an IPv6 /64);
+    /// trusted proxies are exempt.
+    #[arg(long, env = "PRIVCOMM_MAX_SOCKETS_PER_CLIENT", default_value_t = 64)]
+    pub max_sockets_per_client: usize,
+
+    /// Seconds a client has to send a request's headers; also the longest an HTTP
+    /// keep-alive connection may stay idle.
+    #[arg(long, env = "PRIVCOMM_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a REST request may take, body upload included; slower ones get 408.
+    #[arg(long, env = "PRIVCOMM_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
     /// Registrations allowed per IP address per hour.
     #[arg(long, env = "PRIVCOMM_REGISTER_PER_HOUR", default_value_t = 10)]
     pub register_per_hour: u32,
@@ -87,6 +106,19 @@ impl Config {
         let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The TCP connection cap in effect, given the open file limit (`None`: unlimited).
+    pub fn effective_max_sockets(&self, open_file_limit: Option<u64>) -> usize {
+        let wanted = match self.max_sockets {
+            0 => self.max_connections.saturating_add(1024),
+            n => n,
+        };
+        // Leave room for the database, logs and listener.
+        let room = open_file_limit
+            .and_then(|n| usize::try_from(n).ok())
+            .map_or(usize::MAX, |n| n.saturating_sub(64).max(16));
+        wanted.min(room)
     }
 
     /// The database URL in effect.

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod conn_limits;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod tokens;

@@ -7,14 +7,41 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Labels of the request latency histogram: the route template, never the concrete path
-/// (which could hold a phone hash).
+/// Labels of the request latency histogram: a method from a fixed set and the route
+/// template, never the concrete path (which could hold a phone hash) or a client-chosen
+/// method, so the number of label sets is fixed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
+    /// HTTP method (`method_label`).
     pub method: String,
     /// Matched route, e.g. `/keys/{phone_hash}`.
     pub route: String,
+}
+
+/// The label of an HTTP method: one of the standard methods, or `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 8] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::CONNECT, "CONNECT"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
+}
+
+/// Label of refused TCP connections: which cap refused them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `full` (the relay's cap) or `per_client` (a client network's).
+    pub reason: &'static str,
 }
 
 /// Every metric the relay exports.
@@ -33,6 +60,10 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// WebSocket connections refused at the limit.
     pub connections_refused: Counter,
+    /// TCP connections closed at accept by a connection cap.
+    pub sockets_refused: Family<RefusalLabels, Counter>,
+    /// Failed accepts (out of file descriptors, mostly).
+    pub accept_errors: Counter,
     /// Pending messages in storage, refreshed on scrape.
     pub queue_depth: Gauge,
     /// HTTP request latency.
@@ -54,6 +85,8 @@ impl Metrics {
             messages_acked: Counter::default(),
             auth_failures: Counter::default(),
             connections_refused: Counter::default(),
+            sockets_refused: Family::default(),
+            accept_errors: Counter::default(),
             queue_depth: Gauge::default(),
             request_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
@@ -93,6 +126,16 @@ impl Metrics {
             metrics.connections_refused.clone(),
         );
         registry.register(
+            "sockets_refused",
+            "TCP connections closed at accept by a connection cap",
+            metrics.sockets_refused.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (out of file descriptors, mostly)",
+            metrics.accept_errors.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Messages awaiting delivery",
             metrics.queue_depth.clone(),
@@ -116,6 +159,13 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts a TCP connection refused by the cap named `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.sockets_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

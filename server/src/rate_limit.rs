@@ -9,6 +9,17 @@ use privcomm_protocol::ErrorCode;
 
 use crate::error::ApiError;
 
+/// The rate limit a route counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `POST /auth/challenge`.
+    Challenge,
+    /// `POST /auth/token`.
+    Token,
+    /// `POST /api/v1/register`.
+    Register,
+}
+
 /// One keyed limiter per endpoint family.
 #[derive(Debug)]
 pub struct RateLimits {

@@ -1,8 +1,6 @@
 //! `POST /api/v1/register`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use privcomm_protocol::limits::MAX_ONE_TIME_PREKEYS_PER_UPLOAD;
@@ -20,10 +18,8 @@ use crate::store::{NewUser, StoreError};
 /// overwritten (409): key changes go through the authenticated prekey endpoint.
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    state.rate_limits.check_register(peer.ip())?;
     let user = validate(&req)?;
     let nonce = req.nonce.decode("nonce")?;
     let signature = req.signature.decode("signature")?;

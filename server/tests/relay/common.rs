@@ -623,9 +623,29 @@ impl std::ops::Deref for ChildRelay {
 impl ChildRelay {
     /// Starts `privcomm-server` on an ephemeral port with the given storage and log level.
     pub async fn start(db: &TestDb, log: &str) -> Self {
+        Self::start_with(db, log, &[], None).await
+    }
+
+    /// `start` with extra `PRIVCOMM_*` settings (later ones win over the test defaults) and,
+    /// if given, a soft open-file limit set before the relay starts.
+    pub async fn start_with(
+        db: &TestDb,
+        log: &str,
+        settings: &[(&str, &str)],
+        soft_open_files: Option<u32>,
+    ) -> Self {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privcomm-server"));
+        let binary = env!("CARGO_BIN_EXE_privcomm-server");
+        let mut cmd = match soft_open_files {
+            Some(n) => {
+                let mut cmd = std::process::Command::new("sh");
+                cmd.args(["-c", &format!("ulimit -Sn {n} && exec \"$0\""), binary]);
+                cmd
+            }
+            None => std::process::Command::new(binary),
+        };
         cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PRIVCOMM_BIND", "127.0.0.1:0")
             .env("PRIVCOMM_DATA_DIR", db.dir.path())
             .env("PRIVCOMM_LOG", log)
@@ -636,6 +656,9 @@ impl ChildRelay {
             .stderr(std::process::Stdio::inherit());
         if let Some(url) = &db.url {
             cmd.env("PRIVCOMM_DATABASE_URL", url);
+        }
+        for (name, value) in settings {
+            cmd.env(name, value);
         }
         let mut child = cmd.spawn().expect("spawn relay binary");
         let stdout = child.stdout.take().expect("stdout");
@@ -687,6 +710,26 @@ impl ChildRelay {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("relay did not exit within 30 s of SIGTERM");
+    }
+
+    /// The relay's resident memory, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("relay status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
+    }
+
+    /// The relay's listening address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.endpoint
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("relay address")
     }
 
     /// Every log line so far.

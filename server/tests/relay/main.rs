@@ -3,6 +3,7 @@
 
 mod common;
 
+mod abuse;
 mod auth_errors;
 mod crash;
 mod delivery;
