@@ -56,6 +56,16 @@ async fn health_answers(relay: SocketAddr, from: IpAddr) -> bool {
     matches!(answer, Ok(a) if status_of(&a) == 200) && started.elapsed() < Duration::from_secs(1)
 }
 
+/// The relay's `/metrics` answer (status line, headers, body) as seen by `from`.
+async fn metrics_from(relay: SocketAddr, from: IpAddr) -> String {
+    exchange(
+        relay,
+        from,
+        b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
 /// True once the relay has closed `tcp` (read returns end of stream or an error).
 async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 1024];
@@ -116,12 +126,7 @@ async fn invented_methods_and_request_ids_stay_out_of_metrics_and_logs() {
         assert!(status == 431 || status == 0, "status {status}");
     }
 
-    let metrics = exchange(
-        addr,
-        client(1),
-        b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let metrics = metrics_from(addr, client(1)).await;
     assert_eq!(status_of(&metrics), 200);
     assert!(
         metrics.len() < 64 * 1024,
@@ -285,12 +290,7 @@ async fn connection_caps_hold_at_accept() {
     );
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = exchange(
-        addr,
-        client(7),
-        b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let metrics = metrics_from(addr, client(7)).await;
     assert!(
         metrics.contains(r#"privcomm_sockets_refused_total{reason="per_client"} 20"#),
         "{metrics}"
