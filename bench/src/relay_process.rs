@@ -113,6 +113,16 @@ impl RelayProcess {
             "100000000".to_owned(),
             "--challenge-per-minute".to_owned(),
             "100000000".to_owned(),
+            // Per-account and per-mailbox limits are lifted: one bench account sends and
+            // one queues far more than a person would.
+            "--send-per-minute".to_owned(),
+            "1000000000".to_owned(),
+            "--send-kib-per-minute".to_owned(),
+            "4000000000".to_owned(),
+            "--max-mailbox-messages".to_owned(),
+            "1000000000".to_owned(),
+            "--max-mailbox-mb".to_owned(),
+            "1000000".to_owned(),
             "--log".to_owned(),
             "error".to_owned(),
         ];

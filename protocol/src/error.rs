@@ -35,8 +35,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The request body is not `application/json` (415).
     UnsupportedMediaType,
-    /// Too many requests from this address (429).
+    /// Too many requests from this address or account (429).
     RateLimited,
+    /// The recipient already holds as many undelivered messages or bytes as the relay
+    /// keeps for one account; retry once they have fetched some (429).
+    MailboxFull,
+    /// The relay's storage is nearly full; sends are refused, acks still work (503).
+    StorageFull,
     /// The request took too long to arrive or to answer (408).
     RequestTimeout,
     /// The endpoint exists but not with this method (405).
@@ -72,6 +77,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
+            Self::MailboxFull => "mailbox_full",
+            Self::StorageFull => "storage_full",
             Self::RequestTimeout => "request_timeout",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UnknownFrameType => "unknown_frame_type",
@@ -111,6 +118,8 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnknownFrameType,
             ErrorCode::TurnNotConfigured,
+            ErrorCode::MailboxFull,
+            ErrorCode::StorageFull,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -21,6 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::budget::ByteBudget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn_limits::ConnectionLimits;
@@ -30,6 +31,7 @@ use crate::rate_limit::{Limit, RateLimits};
 use crate::routes;
 use crate::serve::{serve, ServeSettings};
 use crate::state::AppState;
+use crate::storage_gauge::StorageGauge;
 use crate::store::{SqlStore, Store};
 use crate::tokens::{load_or_create_secret, TokenIssuer};
 use crate::writer::WriteQueue;
@@ -184,13 +186,11 @@ async fn before_body(
     req: Request,
     next: Next,
 ) -> Response {
-    let ip = peer.ip();
-    let counted = match limit {
-        Limit::Challenge => state.rate_limits.check_challenge(ip),
-        Limit::Token => state.rate_limits.check_token(ip),
-        Limit::Register => state.rate_limits.check_register(ip),
-    };
-    match counted {
+    let client = state
+        .config
+        .trusted_proxies
+        .client_key(peer.ip(), req.headers());
+    match state.rate_limits.check_client(limit, client) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -253,7 +253,13 @@ impl RelayServer {
             connections.clone(),
             metrics.clone(),
             clock.clone(),
+            config.mailbox_quota(),
         );
+        let storage = Arc::new(StorageGauge::default());
+        let marks = config.storage_marks();
+        storage
+            .measure(store.as_ref(), &config.data_dir, marks)
+            .await;
         let state = AppState {
             store,
             writes,
@@ -264,15 +270,21 @@ impl RelayServer {
             )),
             connections,
             metrics,
-            rate_limits: Arc::new(RateLimits::new(
-                config.register_per_hour,
-                config.token_per_minute,
-                config.challenge_per_minute,
-            )),
+            rate_limits: Arc::new(RateLimits::new(&config)),
+            inflight: ByteBudget::new(config.max_inflight_mb.saturating_mul(1024 * 1024)),
+            storage: storage.clone(),
+            prekey_claims: Arc::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config: Arc::new(config),
         };
+        tokio::spawn(storage.run(
+            state.store.clone(),
+            state.config.data_dir.clone(),
+            marks,
+            Duration::from_secs(state.config.storage_check_secs.max(1)),
+            state.shutdown.clone(),
+        ));
         let maintenance = tokio::spawn(maintenance::run_periodically(
             state.clone(),
             Duration::from_secs(state.config.maintenance_interval_secs),
@@ -282,7 +294,7 @@ impl RelayServer {
             limits: ConnectionLimits::new(
                 state.config.effective_max_sockets(open_file_limit),
                 state.config.max_sockets_per_client,
-                Vec::new(),
+                state.config.trusted_proxies.clone(),
             ),
             header_timeout: Duration::from_secs(state.config.header_timeout_secs.max(1)),
             metrics: state.metrics.clone(),

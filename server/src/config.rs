@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+const MIB: u64 = 1024 * 1024;
+
 /// Privcomm relay: stores and forwards end-to-end encrypted messages it cannot read.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "privcomm-server", version, about)]
@@ -71,17 +73,80 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
-    /// Registrations allowed per IP address per hour.
+    /// Registrations allowed per client network (IPv4 address, IPv6 /64) per hour.
     #[arg(long, env = "PRIVCOMM_REGISTER_PER_HOUR", default_value_t = 10)]
     pub register_per_hour: u32,
 
-    /// Token requests allowed per IP address per minute.
+    /// Token requests allowed per client network per minute.
     #[arg(long, env = "PRIVCOMM_TOKEN_PER_MINUTE", default_value_t = 10)]
     pub token_per_minute: u32,
 
-    /// Challenge requests allowed per IP address per minute.
+    /// Challenge requests allowed per client network per minute.
     #[arg(long, env = "PRIVCOMM_CHALLENGE_PER_MINUTE", default_value_t = 60)]
     pub challenge_per_minute: u32,
+
+    /// Challenge requests, and token requests, allowed per phone hash per minute, whatever
+    /// the client address.
+    #[arg(long, env = "PRIVCOMM_PHONE_HASH_PER_MINUTE", default_value_t = 20)]
+    pub phone_hash_per_minute: u32,
+
+    /// Authenticated requests allowed per account per minute (sends count separately).
+    #[arg(long, env = "PRIVCOMM_ACCOUNT_PER_MINUTE", default_value_t = 300)]
+    pub account_per_minute: u32,
+
+    /// Prekey bundle lookups (`/keys/…`) allowed per account per hour.
+    #[arg(long, env = "PRIVCOMM_KEY_LOOKUPS_PER_HOUR", default_value_t = 200)]
+    pub key_lookups_per_hour: u32,
+
+    /// One-time prekeys of one user handed out per hour, over all callers; past it bundles
+    /// come without one (the signed and Kyber prekeys still make a session).
+    #[arg(
+        long,
+        env = "PRIVCOMM_PREKEYS_PER_TARGET_PER_HOUR",
+        default_value_t = 60
+    )]
+    pub prekeys_per_target_per_hour: u32,
+
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client (comma-separated
+    /// addresses or networks). Empty: the TCP peer is the client. They are also exempt from
+    /// the per-client socket cap.
+    #[arg(long, env = "PRIVCOMM_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
+
+    /// Undelivered messages one recipient's mailbox may hold; more get `mailbox_full`.
+    #[arg(long, env = "PRIVCOMM_MAX_MAILBOX_MESSAGES", default_value_t = 10_000)]
+    pub max_mailbox_messages: u64,
+
+    /// MiB of undelivered payload one recipient's mailbox may hold.
+    #[arg(long, env = "PRIVCOMM_MAX_MAILBOX_MB", default_value_t = 64)]
+    pub max_mailbox_mb: u64,
+
+    /// Messages one account may send per minute (a burst of this many, then an even pace).
+    #[arg(long, env = "PRIVCOMM_SEND_PER_MINUTE", default_value_t = 600)]
+    pub send_per_minute: u32,
+
+    /// KiB of payload one account may send per minute (at least 128).
+    #[arg(long, env = "PRIVCOMM_SEND_KIB_PER_MINUTE", default_value_t = 8192)]
+    pub send_kib_per_minute: u32,
+
+    /// MiB of messages the relay holds between reading them off sockets and committing
+    /// them; beyond it, connections stop being read until commits catch up.
+    #[arg(long, env = "PRIVCOMM_MAX_INFLIGHT_MB", default_value_t = 64)]
+    pub max_inflight_mb: usize,
+
+    /// New messages are refused (503 `storage_full`) while the data dir's file system has
+    /// less than this many MiB free (SQLite). 0: not checked.
+    #[arg(long, env = "PRIVCOMM_MIN_FREE_DISK_MB", default_value_t = 256)]
+    pub min_free_disk_mb: u64,
+
+    /// New messages are refused (503 `storage_full`) while the database is larger than this
+    /// many MiB. 0: not checked.
+    #[arg(long, env = "PRIVCOMM_MAX_DATABASE_MB", default_value_t = 0)]
+    pub max_database_mb: u64,
+
+    /// Seconds between storage measurements for the two marks above.
+    #[arg(long, env = "PRIVCOMM_STORAGE_CHECK_INTERVAL", default_value_t = 5)]
+    pub storage_check_secs: u64,
 
     /// Seconds between maintenance runs (retention clean-up).
     #[arg(long, env = "PRIVCOMM_MAINTENANCE_INTERVAL", default_value_t = 300)]
@@ -119,6 +184,26 @@ impl Config {
             .and_then(|n| usize::try_from(n).ok())
             .map_or(usize::MAX, |n| n.saturating_sub(64).max(16));
         wanted.min(room)
+    }
+
+    /// The mailbox quota in effect.
+    pub fn mailbox_quota(&self) -> crate::store::MailboxQuota {
+        crate::store::MailboxQuota {
+            max_messages: self.max_mailbox_messages,
+            max_bytes: self.max_mailbox_mb.saturating_mul(MIB),
+        }
+    }
+
+    /// The storage high-water marks in effect. Free disk is checked only for a SQLite
+    /// database, which lives in the data dir.
+    pub fn storage_marks(&self) -> crate::storage_gauge::StorageMarks {
+        let sqlite = self.effective_database_url().starts_with("sqlite:");
+        crate::storage_gauge::StorageMarks {
+            min_free_disk: (sqlite && self.min_free_disk_mb > 0)
+                .then(|| self.min_free_disk_mb.saturating_mul(MIB)),
+            max_database: (self.max_database_mb > 0)
+                .then(|| self.max_database_mb.saturating_mul(MIB)),
+        }
     }
 
     /// The database URL in effect.

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::client_ip::TrustedProxies;
+
 /// The network a client address belongs to, for per-client limits: IPv4 addresses as they
 /// are, IPv6 addresses by their /64 prefix (IPv4-mapped ones as IPv4).
 pub fn client_network(ip: IpAddr) -> IpAddr {
@@ -41,7 +43,7 @@ struct Counts {
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_client: usize,
-    exempt: Vec<IpAddr>,
+    exempt: TrustedProxies,
     counts: Mutex<Counts>,
 }
 
@@ -55,7 +57,7 @@ pub struct ConnectionPermit {
 impl ConnectionLimits {
     /// Caps of `max_total` connections, `max_per_client` per client network except for the
     /// addresses in `exempt` (trusted proxies, which carry many clients).
-    pub fn new(max_total: usize, max_per_client: usize, exempt: Vec<IpAddr>) -> Arc<Self> {
+    pub fn new(max_total: usize, max_per_client: usize, exempt: TrustedProxies) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_client,
@@ -71,7 +73,7 @@ impl ConnectionLimits {
         if counts.total >= self.max_total {
             return Err(Refusal::Full);
         }
-        let network = (!self.exempt.contains(&ip)).then(|| client_network(ip));
+        let network = (!self.exempt.contains(ip)).then(|| client_network(ip));
         if let Some(network) = network {
             let open = counts.per_network.entry(network).or_insert(0);
             if *open >= self.max_per_client {
@@ -128,7 +130,7 @@ mod tests {
     #[test]
     fn caps_hold_and_permits_give_their_place_back() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let limits = ConnectionLimits::new(4, 2, vec![proxy]);
+        let limits = ConnectionLimits::new(4, 2, "10.0.0.1".parse().unwrap());
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let first = limits.admit(client).unwrap();
         let _second = limits.admit(client).unwrap();

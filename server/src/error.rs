@@ -50,12 +50,13 @@ impl ApiError {
             ErrorCode::AlreadyRegistered => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::MailboxFull => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TurnNotConfigured
             | ErrorCode::TooManyConnections
-            | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::Unavailable
+            | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +87,14 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict => Self::new(ErrorCode::Internal, "unexpected conflict"),
             StoreError::MissingReference => Self::new(ErrorCode::NotFound, "no such user"),
+            StoreError::MailboxFull => {
+                let mut err = Self::new(
+                    ErrorCode::MailboxFull,
+                    "the recipient's mailbox on this relay is full; retry later",
+                );
+                err.retry_after = Some(60);
+                err
+            }
             StoreError::TooManyPrekeys => Self::new(
                 ErrorCode::TooManyPrekeys,
                 "the relay would hold more one-time prekeys than allowed",

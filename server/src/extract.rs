@@ -48,7 +48,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The user a valid bearer token names.
+/// The user a valid bearer token names, counted against their per-account request limit.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthUser(pub Uuid);
 
@@ -66,7 +66,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
         match state.tokens.verify(token, state.clock.now_secs()) {
-            Ok(user) => Ok(Self(user)),
+            Ok(user) => {
+                state.rate_limits.check_account(user)?;
+                Ok(Self(user))
+            }
             Err(_) => {
                 state.metrics.auth_failures.inc();
                 Err(ApiError::unauthorized())

@@ -3,6 +3,8 @@
 //! their recipient acknowledges them, and issues TURN credentials. It never sees plaintext.
 
 pub mod app;
+pub mod budget;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod conn_limits;
@@ -13,10 +15,12 @@ pub mod logging;
 pub mod maintenance;
 pub mod messaging;
 pub mod metrics;
+pub mod prekey_claims;
 pub mod rate_limit;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod storage_gauge;
 pub mod store;
 pub mod tokens;
 pub mod writer;

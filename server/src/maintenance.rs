@@ -31,6 +31,7 @@ pub fn cutoffs(now: i64) -> PurgeCutoffs {
 pub async fn run_once(state: &AppState) -> StoreResult<PurgeReport> {
     let report = state.store.purge(cutoffs(state.clock.now_ms())).await?;
     state.rate_limits.shrink();
+    state.prekey_claims.shrink(std::time::Instant::now());
     if report != PurgeReport::default() {
         tracing::info!(
             messages = report.messages,

@@ -7,12 +7,14 @@ use privcomm_protocol::{Base64String, ErrorCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{NewMessage, StoreError, StoreOutcome, StoreResult};
 use crate::writer::answer;
 
 /// Stores `payload` from `sender` for `to` under the sender's message id `client_id`, and
-/// returns the server id. A repeated (sender, client id) returns the first server id.
+/// returns the server id. A repeated (sender, client id) returns the first server id. A
+/// sender over their rate gets `rate_limited` with the time to wait.
 pub async fn accept_message(
     state: &AppState,
     sender: Uuid,
@@ -21,10 +23,22 @@ pub async fn accept_message(
     payload: &Base64String,
 ) -> Result<Uuid, ApiError> {
     let message = validate_message(state, sender, to, client_id, payload)?;
-    server_id(answer(state.writes.store_message(message)).await)
+    if let Err(wait) = state.rate_limits.check_send(sender, message.payload.len()) {
+        state.metrics.message_refused("rate_limited");
+        let mut err = ApiError::new(
+            ErrorCode::RateLimited,
+            "this account is sending too fast; slow down",
+        );
+        err.retry_after = Some(wait.as_secs().max(1));
+        return Err(err);
+    }
+    let held = state.inflight.hold(message.payload.len()).await;
+    let stored = state.writes.store_message(message, held).await;
+    server_id(&state.metrics, answer(stored).await)
 }
 
-/// Checks and decodes a message for storage; nothing is written.
+/// Checks and decodes a message for storage; nothing is written. Refused at once while
+/// storage is past its high-water mark.
 pub fn validate_message(
     state: &AppState,
     sender: Uuid,
@@ -32,6 +46,13 @@ pub fn validate_message(
     client_id: Uuid,
     payload: &Base64String,
 ) -> Result<NewMessage, ApiError> {
+    if state.storage.is_full() {
+        state.metrics.message_refused("storage_full");
+        return Err(ApiError::new(
+            ErrorCode::StorageFull,
+            "the relay's storage is full; retry later",
+        ));
+    }
     // Reject by encoded length first so an oversize payload is never decoded.
     if payload.as_str().len() > MAX_PAYLOAD_BYTES.div_ceil(3) * 4 {
         return Err(too_large());
@@ -49,18 +70,22 @@ pub fn validate_message(
         sender,
         client_id,
         recipient: to,
-        payload,
+        payload: payload.into(),
         created_at: state.clock.now_ms(),
     })
 }
 
 /// The server id a store answered with, or the error to report to the sender.
-pub fn server_id(stored: StoreResult<StoreOutcome>) -> Result<Uuid, ApiError> {
+pub fn server_id(metrics: &Metrics, stored: StoreResult<StoreOutcome>) -> Result<Uuid, ApiError> {
     match stored {
         Ok(StoreOutcome::Stored(pending)) => Ok(pending.id),
         Ok(StoreOutcome::Duplicate { server_id }) => Ok(server_id),
         Err(StoreError::MissingReference) => {
             Err(ApiError::new(ErrorCode::NotFound, "unknown recipient"))
+        }
+        Err(StoreError::MailboxFull) => {
+            metrics.message_refused("mailbox_full");
+            Err(StoreError::MailboxFull.into())
         }
         Err(e) => Err(e.into()),
     }

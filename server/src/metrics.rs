@@ -37,10 +37,11 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
         .map_or("other", |(_, label)| label)
 }
 
-/// Label of refused TCP connections: which cap refused them.
+/// Label of a refusal: which limit refused (a fixed set of names).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    /// `full` (the relay's cap) or `per_client` (a client network's).
+    /// Sockets: `full` (the relay's cap) or `per_client` (a client network's). Messages:
+    /// `mailbox_full`, `storage_full` or `rate_limited`.
     pub reason: &'static str,
 }
 
@@ -66,6 +67,12 @@ pub struct Metrics {
     pub accept_errors: Counter,
     /// Pending messages in storage, refreshed on scrape.
     pub queue_depth: Gauge,
+    /// Messages refused for a relay limit, by reason.
+    pub messages_refused: Family<RefusalLabels, Counter>,
+    /// Message bytes read off sockets and not yet committed, refreshed on scrape.
+    pub inflight_bytes: Gauge,
+    /// 1 while storage is past its high-water mark.
+    pub storage_full: Gauge,
     /// HTTP request latency.
     pub request_latency: Family<RouteLabels, Histogram>,
     /// Time of one group commit (message stores, acks), seconds.
@@ -88,6 +95,9 @@ impl Metrics {
             sockets_refused: Family::default(),
             accept_errors: Counter::default(),
             queue_depth: Gauge::default(),
+            messages_refused: Family::default(),
+            inflight_bytes: Gauge::default(),
+            storage_full: Gauge::default(),
             request_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
@@ -141,6 +151,21 @@ impl Metrics {
             metrics.queue_depth.clone(),
         );
         registry.register(
+            "messages_refused",
+            "Messages refused for a relay limit (mailbox_full, storage_full, rate_limited)",
+            metrics.messages_refused.clone(),
+        );
+        registry.register(
+            "inflight_bytes",
+            "Message bytes read and not yet committed",
+            metrics.inflight_bytes.clone(),
+        );
+        registry.register(
+            "storage_full",
+            "1 while storage is past its high-water mark",
+            metrics.storage_full.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "HTTP request latency",
             metrics.request_latency.clone(),
@@ -164,6 +189,13 @@ impl Metrics {
     /// Counts a TCP connection refused by the cap named `reason`.
     pub fn refused(&self, reason: &'static str) {
         self.sockets_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// Counts a message refused by the limit named `reason`.
+    pub fn message_refused(&self, reason: &'static str) {
+        self.messages_refused
             .get_or_create(&RefusalLabels { reason })
             .inc();
     }

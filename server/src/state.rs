@@ -5,10 +5,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::ByteBudget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::storage_gauge::StorageGauge;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
 use crate::writer::WriteQueue;
@@ -31,8 +33,14 @@ pub struct AppState {
     pub connections: Arc<ConnectionRegistry>,
     /// Exported metrics.
     pub metrics: Arc<Metrics>,
-    /// Per-IP limits.
+    /// Per-client and per-account limits.
     pub rate_limits: Arc<RateLimits>,
+    /// Message bytes between socket and commit, relay-wide.
+    pub inflight: ByteBudget,
+    /// Recent bundle fetches per (caller, target).
+    pub prekey_claims: Arc<crate::prekey_claims::RecentClaims>,
+    /// Whether storage is past its high-water mark.
+    pub storage: Arc<StorageGauge>,
     /// Cancelled when the relay shuts down.
     pub shutdown: CancellationToken,
     /// Tracks WebSocket tasks so shutdown can wait for them.

@@ -11,18 +11,27 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::budget::HeldBytes;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{
-    AckRequest, NewMessage, Store, StoreError, StoreOutcome, StoreResult, WriteBatch,
+    AckRequest, MailboxQuota, NewMessage, Store, StoreError, StoreOutcome, StoreResult, WriteBatch,
 };
 use crate::ws::registry::ConnectionRegistry;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Most writes waiting for the writer; callers wait for room beyond this (backpressure).
+/// Their bytes are bounded by the in-flight budget as well.
+const MAX_QUEUED: usize = 2 * MAX_BATCH;
 
 enum Op {
-    Store(NewMessage, oneshot::Sender<StoreResult<StoreOutcome>>),
+    /// A message, the in-flight bytes it holds until committed, and who waits for it.
+    Store(
+        NewMessage,
+        HeldBytes,
+        oneshot::Sender<StoreResult<StoreOutcome>>,
+    ),
     Ack(AckRequest, oneshot::Sender<StoreResult<bool>>),
     Touch(Uuid),
 }
@@ -30,7 +39,7 @@ enum Op {
 /// Handle to the writer task; cheap to clone.
 #[derive(Clone)]
 pub struct WriteQueue {
-    ops: mpsc::UnboundedSender<Op>,
+    ops: mpsc::Sender<Op>,
 }
 
 /// The answer to a queued write, to be awaited later (writes are queued in call order).
@@ -48,38 +57,50 @@ impl WriteQueue {
         connections: Arc<ConnectionRegistry>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        quota: MailboxQuota,
     ) -> Self {
-        let (ops, queue) = mpsc::unbounded_channel();
+        let (ops, queue) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(
             Writer {
                 store,
                 connections,
                 metrics,
                 clock,
+                quota,
             }
             .run(queue),
         );
         Self { ops }
     }
 
-    /// Queues a message; the answer comes once it is durably stored (or refused).
-    pub fn store_message(&self, message: NewMessage) -> Pending<StoreOutcome> {
+    /// Queues a message, waiting while the queue is full; the answer comes once it is
+    /// durably stored (or refused). `held` is given back when the commit is done.
+    pub async fn store_message(
+        &self,
+        message: NewMessage,
+        held: HeldBytes,
+    ) -> Pending<StoreOutcome> {
         let (reply, answer) = oneshot::channel();
         // If the writer is gone the reply sender is dropped and the answer says so.
-        let _ = self.ops.send(Op::Store(message, reply));
+        let _ = self.ops.send(Op::Store(message, held, reply)).await;
         answer
     }
 
-    /// Queues an ack; the answer is true if it deleted one of `recipient`'s messages.
-    pub fn ack(&self, recipient: Uuid, id: Uuid) -> Pending<bool> {
+    /// Queues an ack, waiting while the queue is full; the answer is true if it deleted
+    /// one of `recipient`'s messages.
+    pub async fn ack(&self, recipient: Uuid, id: Uuid) -> Pending<bool> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.ops.send(Op::Ack(AckRequest { recipient, id }, reply));
+        let _ = self
+            .ops
+            .send(Op::Ack(AckRequest { recipient, id }, reply))
+            .await;
         answer
     }
 
-    /// Records that `user` connected, with the next commit; nobody waits for it.
+    /// Records that `user` connected, with the next commit; nobody waits for it, and it is
+    /// skipped when the queue is full (`last_seen` is not worth waiting for).
     pub fn touch(&self, user: Uuid) {
-        let _ = self.ops.send(Op::Touch(user));
+        let _ = self.ops.try_send(Op::Touch(user));
     }
 }
 
@@ -88,10 +109,11 @@ struct Writer {
     connections: Arc<ConnectionRegistry>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    quota: MailboxQuota,
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<Op>) {
+    async fn run(self, mut queue: mpsc::Receiver<Op>) {
         let mut ops = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut ops, MAX_BATCH).await > 0 {
             self.commit(std::mem::take(&mut ops)).await;
@@ -101,14 +123,18 @@ impl Writer {
     async fn commit(&self, ops: Vec<Op>) {
         let mut batch = WriteBatch {
             now: self.clock.now_ms(),
+            quota: self.quota,
             ..WriteBatch::default()
         };
         let mut store_replies = Vec::new();
         let mut ack_replies = Vec::new();
+        // Given back (dropped) only once the batch is committed and answered.
+        let mut held = Vec::new();
         for op in ops {
             match op {
-                Op::Store(message, reply) => {
+                Op::Store(message, bytes, reply) => {
                     batch.messages.push(message);
+                    held.push(bytes);
                     store_replies.push(reply);
                 }
                 Op::Ack(ack, reply) => {
@@ -120,7 +146,8 @@ impl Writer {
         }
         let started = std::time::Instant::now();
         let writes = batch.messages.len() + batch.acks.len() + batch.touches.len();
-        let result = self.store.write_batch(&batch).await;
+        let batch = Arc::new(batch);
+        let result = self.store.write_batch(batch.clone()).await;
         self.metrics
             .write_batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -143,26 +170,49 @@ impl Writer {
             }
             let _ = reply.send(result);
         }
+        drop(held);
     }
 
+    /// Writes each of a failed batch's writes in a batch of its own, so one bad write
+    /// fails alone.
     async fn one_by_one(
         &self,
         batch: &WriteBatch,
     ) -> (Vec<StoreResult<StoreOutcome>>, Vec<StoreResult<bool>>) {
+        let single = |messages: Vec<NewMessage>, acks: Vec<AckRequest>, touches: Vec<Uuid>| {
+            Arc::new(WriteBatch {
+                messages,
+                acks,
+                touches,
+                now: batch.now,
+                quota: batch.quota,
+            })
+        };
         let mut stored = Vec::with_capacity(batch.messages.len());
         for message in &batch.messages {
-            stored.push(self.store.store_message(message).await);
+            let result = self
+                .store
+                .write_batch(single(vec![message.clone()], vec![], vec![]))
+                .await
+                .and_then(|mut outcome| outcome.messages.pop().ok_or(StoreError::WriterStopped))
+                .and_then(|result| result);
+            stored.push(result);
         }
         let mut acked = Vec::with_capacity(batch.acks.len());
         for ack in &batch.acks {
-            acked.push(
-                self.store
-                    .ack_message(ack.recipient, ack.id, batch.now)
-                    .await,
-            );
+            let result = self
+                .store
+                .write_batch(single(vec![], vec![*ack], vec![]))
+                .await
+                .and_then(|mut outcome| outcome.acks.pop().ok_or(StoreError::WriterStopped));
+            acked.push(result);
         }
-        for user in &batch.touches {
-            if let Err(e) = self.store.touch_user(*user, batch.now).await {
+        if !batch.touches.is_empty() {
+            if let Err(e) = self
+                .store
+                .write_batch(single(vec![], vec![], batch.touches.clone()))
+                .await
+            {
                 tracing::warn!(error = %e, "could not record last_seen");
             }
         }

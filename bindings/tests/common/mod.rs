@@ -98,6 +98,9 @@ impl TestRelay {
         config.register_per_hour = 10_000;
         config.token_per_minute = 10_000;
         config.challenge_per_minute = 10_000;
+        // Tests send bursts no person would; the per-account rate has tests of its own.
+        config.send_per_minute = 1_000_000;
+        config.send_kib_per_minute = 100_000_000;
         let server =
             privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
                 .await

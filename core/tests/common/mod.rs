@@ -96,6 +96,9 @@ pub fn relay_config(dir: &Path) -> privcomm_server::Config {
     config.register_per_hour = 1000;
     config.token_per_minute = 1000;
     config.challenge_per_minute = 1000;
+    // Tests send bursts no person would; the per-account rate has tests of its own.
+    config.send_per_minute = 1_000_000;
+    config.send_kib_per_minute = 100_000_000;
     config
 }
 

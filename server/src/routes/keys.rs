@@ -22,16 +22,25 @@ fn signed(key: StoredSignedPreKey) -> SignedPreKey {
     }
 }
 
-/// Returns a user's bundle, claiming one one-time prekey for the caller.
+/// Returns a user's bundle, claiming one one-time prekey for the caller unless the caller
+/// fetched this user's bundle within the repeat window or the user's one-time prekeys are
+/// being handed out faster than their per-hour budget. Lookups count against the caller's
+/// hourly budget, so numbers cannot be enumerated quickly.
 pub async fn bundle(
     State(state): State<AppState>,
-    AuthUser(_caller): AuthUser,
+    AuthUser(caller): AuthUser,
     Path(phone_hash): Path<String>,
 ) -> Result<Json<PreKeyBundleResponse>, ApiError> {
     let phone_hash = PhoneHash::parse(&phone_hash)?;
+    state.rate_limits.check_key_lookup(caller)?;
+    let take_one_time = state.prekey_claims.first_within_window(
+        caller,
+        phone_hash.as_str(),
+        std::time::Instant::now(),
+    ) && state.rate_limits.take_prekey_of(phone_hash.as_str());
     let bundle = state
         .store
-        .claim_bundle(phone_hash.as_str(), state.clock.now_ms())
+        .claim_bundle(phone_hash.as_str(), state.clock.now_ms(), take_one_time)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such user"))?;
     Ok(Json(PreKeyBundleResponse {

@@ -17,6 +17,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "queue depth unavailable"),
     }
+    state
+        .metrics
+        .inflight_bytes
+        .set(i64::try_from(state.inflight.held_bytes()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .storage_full
+        .set(i64::from(state.storage.is_full()));
     (
         [(
             header::CONTENT_TYPE,

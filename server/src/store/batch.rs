@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
+use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
 use super::sql::uuid_from;
 use super::{
-    AckRequest, NewMessage, PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch,
-    WriteBatchOutcome,
+    AckRequest, MailboxQuota, MailboxUsage, NewMessage, PendingMessage, StoreError, StoreOutcome,
+    StoreResult, WriteBatch, WriteBatchOutcome,
 };
 
 /// Most rows in one multi-row insert (7 parameters each).
@@ -62,8 +63,17 @@ fn value_rows(rows: usize, width: usize) -> String {
 
 /// Applies `batch` inside `tx` (which the caller commits).
 pub(super) async fn apply(tx: &mut Tx, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
-    let messages = store_messages(tx, &batch.messages).await?;
-    let acks = apply_acks(tx, &batch.acks, batch.now).await?;
+    let mut mailboxes = MailboxLedger::default();
+    let messages = store_messages(tx, &batch.messages, batch.quota, &mut mailboxes).await?;
+    let acks = apply_acks(tx, &batch.acks, batch.now, &mut mailboxes).await?;
+    for (recipient, delta) in mailboxes.changes() {
+        sqlx::query(APPLY_DELTA_SQL)
+            .bind(recipient.as_bytes().to_vec())
+            .bind(delta.messages)
+            .bind(delta.bytes)
+            .execute(&mut **tx)
+            .await?;
+    }
     for user in &batch.touches {
         sqlx::query("UPDATE users SET last_seen = $2 WHERE id = $1")
             .bind(user.as_bytes().to_vec())
@@ -74,9 +84,46 @@ pub(super) async fn apply(tx: &mut Tx, batch: &WriteBatch) -> StoreResult<WriteB
     Ok(WriteBatchOutcome { messages, acks })
 }
 
+/// What the mailboxes of `recipients` hold, into `ledger`.
+async fn load_mailboxes(
+    tx: &mut Tx,
+    recipients: &[Uuid],
+    ledger: &mut MailboxLedger,
+) -> StoreResult<()> {
+    let mut start = 0;
+    for len in chunk_lengths(recipients.len(), ID_CHUNK) {
+        let chunk = &recipients[start..start + len];
+        start += len;
+        let sql = format!(
+            "SELECT recipient_id, messages, bytes FROM mailboxes WHERE recipient_id IN ({})",
+            placeholders(len)
+        );
+        // Only numbered placeholders are formatted in; all data is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            ledger.load(
+                uuid_from(&row.try_get::<Vec<u8>, _>("recipient_id")?)?,
+                MailboxUsage {
+                    messages: row.try_get("messages")?,
+                    bytes: row.try_get("bytes")?,
+                },
+            );
+        }
+    }
+    for id in recipients {
+        ledger.load(*id, MailboxUsage::default());
+    }
+    Ok(())
+}
+
 async fn store_messages(
     tx: &mut Tx,
     messages: &[NewMessage],
+    quota: MailboxQuota,
+    mailboxes: &mut MailboxLedger,
 ) -> StoreResult<Vec<StoreResult<StoreOutcome>>> {
     // A resend inside one batch is stored once; its copies answer like any duplicate.
     let mut first_of: HashMap<(Uuid, Uuid), usize> = HashMap::new();
@@ -93,10 +140,42 @@ async fn store_messages(
         }
     }
 
+    // Quota: messages are admitted in arrival order while their mailbox has room. A message
+    // admitted here that turns out to be a duplicate only leaves the mailbox emptier.
+    let recipients: Vec<Uuid> = {
+        let mut seen = HashSet::new();
+        unique
+            .iter()
+            .map(|&i| messages[i].recipient)
+            .filter(|r| seen.insert(*r))
+            .collect()
+    };
+    load_mailboxes(tx, &recipients, mailboxes).await?;
+    let mut tentative = MailboxLedger::default();
+    for r in &recipients {
+        tentative.load(*r, mailboxes.usage(r));
+    }
+    let mut over_quota: HashSet<usize> = HashSet::new();
+    let admitted: Vec<usize> = unique
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let m = &messages[i];
+            let size = u64::try_from(m.payload.len()).unwrap_or(u64::MAX);
+            if quota.admits(tentative.usage(&m.recipient), size) {
+                tentative.added(m.recipient, m.payload.len());
+                true
+            } else {
+                over_quota.insert(i);
+                false
+            }
+        })
+        .collect();
+
     let mut seq_of: HashMap<Uuid, i64> = HashMap::with_capacity(unique.len());
     let mut start = 0;
-    for len in chunk_lengths(unique.len(), INSERT_CHUNK) {
-        let chunk = &unique[start..start + len];
+    for len in chunk_lengths(admitted.len(), INSERT_CHUNK) {
+        let chunk = &admitted[start..start + len];
         start += len;
         // Rows whose recipient is unknown or that were already delivered are filtered out
         // rather than failing the statement; those still pending hit the unique constraint.
@@ -123,7 +202,7 @@ async fn store_messages(
                 .bind(m.recipient.as_bytes().to_vec())
                 .bind(m.sender.as_bytes().to_vec())
                 .bind(m.client_id.as_bytes().to_vec())
-                .bind(m.payload.clone())
+                .bind(m.payload.to_vec())
                 .bind(m.created_at)
                 .bind(ordinal as i64);
         }
@@ -138,15 +217,23 @@ async fn store_messages(
     for &index in &unique {
         let m = &messages[index];
         let outcome = match seq_of.get(&m.id) {
-            Some(&seq) => Ok(StoreOutcome::Stored(PendingMessage {
-                seq,
-                id: m.id,
-                sender: m.sender,
-                recipient: m.recipient,
-                payload: m.payload.clone(),
-                created_at: m.created_at,
-            })),
-            None => refused(tx, m).await?,
+            Some(&seq) => {
+                mailboxes.added(m.recipient, m.payload.len());
+                Ok(StoreOutcome::Stored(PendingMessage {
+                    seq,
+                    id: m.id,
+                    sender: m.sender,
+                    recipient: m.recipient,
+                    payload: m.payload.clone(),
+                    created_at: m.created_at,
+                }))
+            }
+            None => match refused(tx, m).await? {
+                Err(StoreError::MissingReference) if over_quota.contains(&index) => {
+                    Err(StoreError::MailboxFull)
+                }
+                other => other,
+            },
         };
         results[index] = Some(outcome);
     }
@@ -157,6 +244,7 @@ async fn store_messages(
                     Ok(StoreOutcome::Duplicate { server_id: p.id })
                 }
                 Some(Ok(dup @ StoreOutcome::Duplicate { .. })) => Ok(dup.clone()),
+                Some(Err(StoreError::MailboxFull)) => Err(StoreError::MailboxFull),
                 _ => Err(StoreError::MissingReference),
             };
             results[index] = Some(answer);
@@ -189,7 +277,12 @@ async fn refused(tx: &mut Tx, message: &NewMessage) -> StoreResult<StoreResult<S
     Ok(Err(StoreError::MissingReference))
 }
 
-async fn apply_acks(tx: &mut Tx, acks: &[AckRequest], now: i64) -> StoreResult<Vec<bool>> {
+async fn apply_acks(
+    tx: &mut Tx,
+    acks: &[AckRequest],
+    now: i64,
+    mailboxes: &mut MailboxLedger,
+) -> StoreResult<Vec<bool>> {
     let ids: Vec<Uuid> = {
         let mut seen = HashSet::new();
         acks.iter()
@@ -233,7 +326,9 @@ async fn apply_acks(tx: &mut Tx, acks: &[AckRequest], now: i64) -> StoreResult<V
         let chunk = &matched[start..start + len];
         start += len;
         let sql = format!(
-            "DELETE FROM pending_messages WHERE id IN ({}) RETURNING id, sender_id, client_id",
+            "DELETE FROM pending_messages WHERE id IN ({})
+             RETURNING id, sender_id, client_id, recipient_id,
+                       CAST(length(payload) AS BIGINT) AS size",
             placeholders(len)
         );
         // Only numbered placeholders are formatted in; all data is bound.
@@ -242,6 +337,10 @@ async fn apply_acks(tx: &mut Tx, acks: &[AckRequest], now: i64) -> StoreResult<V
             query = query.bind(id.as_bytes().to_vec());
         }
         for row in query.fetch_all(&mut **tx).await? {
+            mailboxes.removed(
+                uuid_from(&row.try_get::<Vec<u8>, _>("recipient_id")?)?,
+                row.try_get("size")?,
+            );
             delivered.push((
                 row.try_get("sender_id")?,
                 row.try_get("client_id")?,

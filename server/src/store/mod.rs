@@ -4,12 +4,16 @@
 
 mod batch;
 mod dialect;
+mod mailbox;
 mod sql;
 mod sqlite_writer;
 
 pub use sql::SqlStore;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use uuid::Uuid;
 
 /// A storage failure.
@@ -24,6 +28,9 @@ pub enum StoreError {
     /// The user would hold more one-time prekeys than allowed.
     #[error("too many one-time prekeys")]
     TooManyPrekeys,
+    /// The recipient's mailbox is at its quota (messages or bytes).
+    #[error("the recipient's mailbox is full")]
+    MailboxFull,
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -128,8 +135,8 @@ pub struct NewMessage {
     pub client_id: Uuid,
     /// Recipient's user id.
     pub recipient: Uuid,
-    /// Opaque payload.
-    pub payload: Vec<u8>,
+    /// Opaque payload (shared, never copied on its way to storage and to the recipient).
+    pub payload: Bytes,
     /// Unix milliseconds.
     pub created_at: i64,
 }
@@ -158,7 +165,7 @@ pub struct PendingMessage {
     /// Recipient's user id.
     pub recipient: Uuid,
     /// Opaque payload.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     /// Unix milliseconds.
     pub created_at: i64,
 }
@@ -184,12 +191,54 @@ pub struct WriteBatch {
     pub touches: Vec<Uuid>,
     /// Unix milliseconds, for delivery records and `last_seen`.
     pub now: i64,
+    /// What one recipient's mailbox may hold; messages beyond it are refused.
+    pub quota: MailboxQuota,
+}
+
+/// How much one recipient's mailbox (their undelivered messages) may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxQuota {
+    /// Most undelivered messages.
+    pub max_messages: u64,
+    /// Most undelivered payload bytes.
+    pub max_bytes: u64,
+}
+
+impl MailboxQuota {
+    /// No quota (tests of storage itself).
+    pub const UNLIMITED: Self = Self {
+        max_messages: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+
+    /// True if a mailbox holding `usage` may take one more message of `bytes`.
+    pub fn admits(&self, usage: MailboxUsage, bytes: u64) -> bool {
+        let messages = u64::try_from(usage.messages).unwrap_or(0);
+        let held = u64::try_from(usage.bytes).unwrap_or(0);
+        messages < self.max_messages && held.saturating_add(bytes) <= self.max_bytes
+    }
+}
+
+impl Default for MailboxQuota {
+    fn default() -> Self {
+        Self::UNLIMITED
+    }
+}
+
+/// What one recipient's mailbox holds now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxUsage {
+    /// Undelivered messages.
+    pub messages: i64,
+    /// Their payload bytes.
+    pub bytes: i64,
 }
 
 /// What became of each write of a `WriteBatch`, index for index.
 #[derive(Debug, Default)]
 pub struct WriteBatchOutcome {
-    /// Per message: stored, a duplicate, or `MissingReference` for an unknown recipient.
+    /// Per message: stored, a duplicate, `MissingReference` for an unknown recipient or
+    /// `MailboxFull` when the recipient's mailbox is at its quota.
     pub messages: Vec<StoreResult<StoreOutcome>>,
     /// Per ack: true if it deleted a pending message (false: not the caller's, or gone).
     pub acks: Vec<bool>,
@@ -246,11 +295,15 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_phone_hash(&self, phone_hash: &str) -> StoreResult<Option<UserIdentity>>;
     /// Looks a user up by id.
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>>;
-    /// Records that the user connected.
-    async fn touch_user(&self, id: Uuid, now: i64) -> StoreResult<()>;
 
-    /// Returns the user's bundle, atomically claiming one unused one-time prekey.
-    async fn claim_bundle(&self, phone_hash: &str, now: i64) -> StoreResult<Option<ClaimedBundle>>;
+    /// Returns the user's bundle; with `take_one_time`, atomically claiming one unused
+    /// one-time prekey for it.
+    async fn claim_bundle(
+        &self,
+        phone_hash: &str,
+        now: i64,
+        take_one_time: bool,
+    ) -> StoreResult<Option<ClaimedBundle>>;
     /// Unclaimed one-time prekeys of a user.
     async fn count_one_time_prekeys(&self, user: Uuid) -> StoreResult<u64>;
     /// Applies a prekey update; returns the unclaimed one-time prekey count afterwards.
@@ -262,8 +315,6 @@ pub trait Store: Send + Sync + 'static {
         max_stored: u64,
     ) -> StoreResult<u64>;
 
-    /// Stores a message unless the same (sender, client id) was stored before.
-    async fn store_message(&self, message: &NewMessage) -> StoreResult<StoreOutcome>;
     /// Pending messages of a recipient with `seq > after_seq`, in `seq` order.
     async fn pending_messages(
         &self,
@@ -271,13 +322,17 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<PendingMessage>>;
-    /// Deletes a delivered message of this recipient; false if there was none.
-    async fn ack_message(&self, recipient: Uuid, id: Uuid, now: i64) -> StoreResult<bool>;
     /// Applies a batch of writes in one transaction. An `Err` means nothing was written (the
-    /// caller may retry the writes one by one); per-write refusals are in the outcome.
-    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome>;
+    /// caller may retry the writes one by one); per-write refusals are in the outcome. A
+    /// message is stored unless the same (sender, client id) was stored before or the
+    /// recipient's mailbox is at `batch.quota`; an ack deletes only its recipient's message.
+    async fn write_batch(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome>;
     /// All pending messages (the queue-depth metric).
     async fn pending_total(&self) -> StoreResult<u64>;
+    /// What `recipient`'s mailbox holds, as the quota counts it.
+    async fn mailbox_usage(&self, recipient: Uuid) -> StoreResult<MailboxUsage>;
+    /// Bytes the database takes on disk (SQLite: its file; PostgreSQL: the database).
+    async fn database_bytes(&self) -> StoreResult<u64>;
 
     /// Deletes what the retention rules say is too old.
     async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport>;

@@ -2,6 +2,7 @@
 //! few dialect differences in `dialect.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +15,9 @@ use uuid::Uuid;
 use super::dialect::Backend;
 use super::sqlite_writer::{self, SqliteWriter};
 use super::{
-    batch, ClaimedBundle, NewMessage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs,
-    PurgeReport, Store, StoreError, StoreOutcome, StoreResult, StoredPreKey, StoredSignedPreKey,
-    UserIdentity, WriteBatch, WriteBatchOutcome,
+    batch, ClaimedBundle, MailboxUsage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs,
+    PurgeReport, Store, StoreError, StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity,
+    WriteBatch, WriteBatchOutcome,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -114,7 +115,7 @@ fn pending_from_row(row: &AnyRow) -> StoreResult<PendingMessage> {
         id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
         sender: uuid_from(&row.try_get::<Vec<u8>, _>("sender_id")?)?,
         recipient: uuid_from(&row.try_get::<Vec<u8>, _>("recipient_id")?)?,
-        payload: row.try_get("payload")?,
+        payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -236,16 +237,12 @@ impl Store for SqlStore {
         .transpose()
     }
 
-    async fn touch_user(&self, id: Uuid, now: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET last_seen = $2 WHERE id = $1")
-            .bind(id.as_bytes().to_vec())
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn claim_bundle(&self, phone_hash: &str, now: i64) -> StoreResult<Option<ClaimedBundle>> {
+    async fn claim_bundle(
+        &self,
+        phone_hash: &str,
+        now: i64,
+        take_one_time: bool,
+    ) -> StoreResult<Option<ClaimedBundle>> {
         let row = sqlx::query(
             "SELECT id, registration_id, identity_key, signed_prekey_id, signed_prekey,
                     signed_prekey_signature, kyber_prekey_id, kyber_prekey, kyber_prekey_signature
@@ -256,11 +253,15 @@ impl Store for SqlStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let user_id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
-        let claimed = sqlx::query(self.backend.claim_prekey())
-            .bind(user_id.as_bytes().to_vec())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
+        let claimed = if take_one_time {
+            sqlx::query(self.backend.claim_prekey())
+                .bind(user_id.as_bytes().to_vec())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            None
+        };
         let one_time_prekey = claimed
             .map(|k| -> StoreResult<StoredPreKey> {
                 Ok(StoredPreKey {
@@ -346,57 +347,6 @@ impl Store for SqlStore {
         Ok(count)
     }
 
-    async fn store_message(&self, message: &NewMessage) -> StoreResult<StoreOutcome> {
-        let sender = message.sender.as_bytes().to_vec();
-        let client_id = message.client_id.as_bytes().to_vec();
-        // The insert and the look-up are separate statements, so the row that blocked the
-        // insert can vanish in between (acked, then purged). Trying again settles it.
-        for _ in 0..3 {
-            // One statement: skipped when this (sender, client id) is pending or was delivered.
-            let inserted = sqlx::query(
-                "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = $3 AND client_id = $4)
-                 ON CONFLICT (sender_id, client_id) DO NOTHING
-                 RETURNING seq",
-            )
-            .bind(message.id.as_bytes().to_vec())
-            .bind(message.recipient.as_bytes().to_vec())
-            .bind(sender.clone())
-            .bind(client_id.clone())
-            .bind(message.payload.clone())
-            .bind(message.created_at)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-            if let Some(row) = inserted {
-                return Ok(StoreOutcome::Stored(PendingMessage {
-                    seq: row.try_get("seq")?,
-                    id: message.id,
-                    sender: message.sender,
-                    recipient: message.recipient,
-                    payload: message.payload.clone(),
-                    created_at: message.created_at,
-                }));
-            }
-            let existing = sqlx::query(
-                "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
-                 UNION ALL
-                 SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
-            )
-            .bind(sender.clone())
-            .bind(client_id.clone())
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = existing {
-                return Ok(StoreOutcome::Duplicate {
-                    server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
-                });
-            }
-        }
-        Err(StoreError::Conflict)
-    }
-
     async fn pending_messages(
         &self,
         recipient: Uuid,
@@ -415,43 +365,13 @@ impl Store for SqlStore {
         rows.iter().map(pending_from_row).collect()
     }
 
-    async fn ack_message(&self, recipient: Uuid, id: Uuid, now: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        let deleted = sqlx::query(
-            "DELETE FROM pending_messages WHERE id = $1 AND recipient_id = $2
-             RETURNING sender_id, client_id",
-        )
-        .bind(id.as_bytes().to_vec())
-        .bind(recipient.as_bytes().to_vec())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = deleted else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        let sender: Vec<u8> = row.try_get("sender_id")?;
-        let client_id: Vec<u8> = row.try_get("client_id")?;
-        sqlx::query(
-            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (sender_id, client_id) DO NOTHING",
-        )
-        .bind(sender)
-        .bind(client_id)
-        .bind(id.as_bytes().to_vec())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+    async fn write_batch(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
         if let Some(writer) = &self.sqlite_writer {
             return writer.write(batch).await;
         }
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
-        let outcome = batch::apply(&mut tx, batch).await?;
+        let outcome = batch::apply(&mut tx, &batch).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -463,12 +383,53 @@ impl Store for SqlStore {
         Ok(count.max(0) as u64)
     }
 
+    async fn mailbox_usage(&self, recipient: Uuid) -> StoreResult<MailboxUsage> {
+        let row = sqlx::query("SELECT messages, bytes FROM mailboxes WHERE recipient_id = $1")
+            .bind(recipient.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => MailboxUsage {
+                messages: row.try_get("messages")?,
+                bytes: row.try_get("bytes")?,
+            },
+            None => MailboxUsage::default(),
+        })
+    }
+
+    async fn database_bytes(&self) -> StoreResult<u64> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+            }
+            Backend::Postgres => "SELECT CAST(pg_database_size(current_database()) AS BIGINT)",
+        };
+        let bytes: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
     async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport> {
+        // The expired messages leave their mailboxes' counts in the same transaction.
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        sqlx::query(
+            "UPDATE mailboxes SET
+                 messages = messages - (SELECT COUNT(*) FROM pending_messages p
+                     WHERE p.recipient_id = mailboxes.recipient_id AND p.created_at < $1),
+                 bytes = bytes - (SELECT COALESCE(SUM(CAST(length(p.payload) AS BIGINT)), 0)
+                     FROM pending_messages p
+                     WHERE p.recipient_id = mailboxes.recipient_id AND p.created_at < $1)
+             WHERE recipient_id IN
+                 (SELECT recipient_id FROM pending_messages WHERE created_at < $1)",
+        )
+        .bind(cutoffs.messages_before)
+        .execute(&mut *tx)
+        .await?;
         let messages = sqlx::query("DELETE FROM pending_messages WHERE created_at < $1")
             .bind(cutoffs.messages_before)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        tx.commit().await?;
         let used_prekeys =
             sqlx::query("DELETE FROM one_time_prekeys WHERE used_at IS NOT NULL AND used_at < $1")
                 .bind(cutoffs.used_prekeys_before)

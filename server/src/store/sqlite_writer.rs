@@ -8,20 +8,25 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch, WriteBatchOutcome};
+use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
+use super::{
+    MailboxUsage, PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch,
+    WriteBatchOutcome,
+};
 
 /// Pages of cache for the writer (negative: KiB). Index pages of the message tables stay
 /// resident, so inserts and deletes rarely read from disk.
 const CACHE_KIB: i64 = 65_536;
 
 struct Job {
-    batch: WriteBatch,
+    batch: Arc<WriteBatch>,
     reply: oneshot::Sender<StoreResult<WriteBatchOutcome>>,
 }
 
@@ -68,14 +73,11 @@ impl SqliteWriter {
         Ok(Self { jobs })
     }
 
-    /// Commits `batch` in one transaction.
-    pub(super) async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+    /// Commits `batch` in one transaction. The batch is shared with the thread, not copied.
+    pub(super) async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
-                batch: batch.clone(),
-                reply,
-            })
+            .send(Job { batch, reply })
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
@@ -88,6 +90,7 @@ fn setup(e: rusqlite::Error) -> StoreError {
 fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBatchOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcome = WriteBatchOutcome::default();
+    let mut mailboxes = MailboxLedger::default();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
@@ -102,6 +105,8 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
              UNION ALL
              SELECT server_id FROM delivered_messages WHERE sender_id = ?1 AND client_id = ?2",
         )?;
+        let mut usage =
+            tx.prepare_cached("SELECT messages, bytes FROM mailboxes WHERE recipient_id = ?1")?;
         for m in &batch.messages {
             let (id, recipient, sender, client_id) = (
                 m.id.as_bytes(),
@@ -109,29 +114,59 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                 m.sender.as_bytes(),
                 m.client_id.as_bytes(),
             );
-            let seq: Option<i64> = insert
-                .query_row(
-                    params![id, recipient, sender, client_id, m.payload, m.created_at],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            if !mailboxes.knows(&m.recipient) {
+                let held = usage
+                    .query_row(params![recipient], |row| {
+                        Ok(MailboxUsage {
+                            messages: row.get(0)?,
+                            bytes: row.get(1)?,
+                        })
+                    })
+                    .optional()?
+                    .unwrap_or_default();
+                mailboxes.load(m.recipient, held);
+            }
+            let size = u64::try_from(m.payload.len()).unwrap_or(u64::MAX);
+            let seq: Option<i64> = if batch.quota.admits(mailboxes.usage(&m.recipient), size) {
+                insert
+                    .query_row(
+                        params![
+                            id,
+                            recipient,
+                            sender,
+                            client_id,
+                            &m.payload[..],
+                            m.created_at
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?
+            } else {
+                None
+            };
             let result = match seq {
-                Some(seq) => Ok(StoreOutcome::Stored(PendingMessage {
-                    seq,
-                    id: m.id,
-                    sender: m.sender,
-                    recipient: m.recipient,
-                    payload: m.payload.clone(),
-                    created_at: m.created_at,
-                })),
+                Some(seq) => {
+                    mailboxes.added(m.recipient, m.payload.len());
+                    Ok(StoreOutcome::Stored(PendingMessage {
+                        seq,
+                        id: m.id,
+                        sender: m.sender,
+                        recipient: m.recipient,
+                        payload: m.payload.clone(),
+                        created_at: m.created_at,
+                    }))
+                }
                 None => {
-                    // Stored before (pending or delivered, also earlier in this batch), or
-                    // the recipient does not exist.
+                    // Stored before (pending or delivered, also earlier in this batch), the
+                    // mailbox is full, or the recipient does not exist.
                     let first: Option<Vec<u8>> = existing
                         .query_row(params![sender, client_id], |row| row.get(0))
                         .optional()?;
                     match first.and_then(|bytes| Uuid::from_slice(&bytes).ok()) {
                         Some(server_id) => Ok(StoreOutcome::Duplicate { server_id }),
+                        None if !batch.quota.admits(mailboxes.usage(&m.recipient), size) => {
+                            Err(StoreError::MailboxFull)
+                        }
                         None => Err(StoreError::MissingReference),
                     }
                 }
@@ -141,7 +176,7 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
 
         let mut delete = tx.prepare_cached(
             "DELETE FROM pending_messages WHERE id = ?1 AND recipient_id = ?2
-             RETURNING sender_id, client_id",
+             RETURNING sender_id, client_id, length(payload)",
         )?;
         let mut record = tx.prepare_cached(
             "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
@@ -155,13 +190,14 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                 continue;
             }
             let id = ack.id.as_bytes();
-            let deleted: Option<(Vec<u8>, Vec<u8>)> = delete
+            let deleted: Option<(Vec<u8>, Vec<u8>, i64)> = delete
                 .query_row(params![id, ack.recipient.as_bytes()], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()?;
-            if let Some((sender, client_id)) = &deleted {
+            if let Some((sender, client_id, size)) = &deleted {
                 record.execute(params![sender, client_id, id, batch.now])?;
+                mailboxes.removed(ack.recipient, *size);
             }
             outcome.acks.push(deleted.is_some());
         }
@@ -169,6 +205,11 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
         let mut touch = tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?;
         for user in &batch.touches {
             touch.execute(params![user.as_bytes(), batch.now])?;
+        }
+
+        let mut apply_delta = tx.prepare_cached(APPLY_DELTA_SQL)?;
+        for (recipient, delta) in mailboxes.changes() {
+            apply_delta.execute(params![recipient.as_bytes(), delta.messages, delta.bytes])?;
         }
     }
     tx.commit()?;

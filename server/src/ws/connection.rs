@@ -20,6 +20,8 @@ use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
 use super::delivery::Delivery;
+use super::registry::Signals;
+use crate::budget::{ByteBudget, HeldBytes};
 use crate::error::ApiError;
 use crate::messaging::{server_id, validate_message};
 use crate::state::AppState;
@@ -30,6 +32,12 @@ use crate::writer::answer;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Client frames whose writes may be under way at once; reading pauses beyond this.
 const MAX_PIPELINED: usize = 256;
+/// Bytes of sends one connection may have between reading and commit (its share of the
+/// relay-wide in-flight budget); reading pauses beyond this.
+const CONNECTION_INFLIGHT_BYTES: usize = 2 * 1024 * 1024;
+/// How long a closing connection waits for the client's close reply, reading (and
+/// dropping) what the client still sends, so its socket is not reset under it.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
 /// Missed ping intervals before a silent connection is considered dead.
 const DEAD_AFTER_PINGS: u32 = 3;
 
@@ -64,14 +72,31 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
         user,
         delivery: Delivery::new(DELIVERY_WINDOW, DELIVERY_PAGE),
         pending: FuturesOrdered::new(),
+        inflight: ByteBudget::new(CONNECTION_INFLIGHT_BYTES),
     }
     .serve(&mut socket, registration)
     .await;
     if let End::Close(code, reason) = end {
-        let _ = close(&mut socket, code, reason).await;
+        if close(&mut socket, code, reason).await.is_ok() {
+            finish_close(&mut socket).await;
+        }
     }
     state.metrics.connections.dec();
     tracing::info!("websocket closed");
+}
+
+/// Reads until the client's close reply (or `CLOSE_HANDSHAKE` passes). Closing the socket
+/// with a pipelining client's frames still unread would make the kernel reset it, and the
+/// client would see the connection drop (1006) instead of the close frame.
+async fn finish_close(socket: &mut WebSocket) {
+    let _ = timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
@@ -102,6 +127,8 @@ struct Connection<'a> {
     /// Frames whose writes are queued for the next group commit. Several per connection may
     /// wait at once, so one client is not held to one message per commit.
     pending: FuturesOrdered<InProgress>,
+    /// This connection's share of the in-flight byte budget.
+    inflight: ByteBudget,
 }
 
 impl Connection<'_> {
@@ -129,7 +156,7 @@ impl Connection<'_> {
                 incoming = socket.next(), if self.pending.len() < MAX_PIPELINED => {
                     let Some(Ok(message)) = incoming else { return End::Gone };
                     last_heard = Instant::now();
-                    if let Err(end) = self.on_message(message) {
+                    if let Err(end) = self.on_message(message, &signals).await {
                         return end;
                     }
                 }
@@ -215,11 +242,11 @@ impl Connection<'_> {
     }
 
     /// Takes one client frame: queues its write, or its error reply, in frame order.
-    fn on_message(&mut self, message: Message) -> Result<(), End> {
+    async fn on_message(&mut self, message: Message, signals: &Signals) -> Result<(), End> {
         match message {
             Message::Text(text) => {
                 match parse_frame(text.as_str()) {
-                    Ok(frame) => self.on_frame(frame),
+                    Ok(frame) => self.on_frame(frame, text.len(), signals).await?,
                     Err(err) => self.reply(error_frame(err, None)),
                 }
                 Ok(())
@@ -240,14 +267,29 @@ impl Connection<'_> {
             .push_back(Box::pin(std::future::ready(Completed::Reply(frame))));
     }
 
-    fn on_frame(&mut self, frame: ClientFrame) {
+    async fn on_frame(
+        &mut self,
+        frame: ClientFrame,
+        frame_bytes: usize,
+        signals: &Signals,
+    ) -> Result<(), End> {
         match frame {
             ClientFrame::Send { to, id, payload } => {
                 match validate_message(self.state, self.user, to, id, &payload) {
                     Ok(message) => {
-                        let stored = self.state.writes.store_message(message);
+                        drop(payload);
+                        let held = admit(
+                            self.state,
+                            &self.inflight,
+                            self.user,
+                            (message.payload.len(), frame_bytes),
+                            signals,
+                        )
+                        .await?;
+                        let stored = self.state.writes.store_message(message, held).await;
+                        let metrics = self.state.metrics.clone();
                         self.pending.push_back(Box::pin(async move {
-                            Completed::Reply(match server_id(answer(stored).await) {
+                            Completed::Reply(match server_id(&metrics, answer(stored).await) {
                                 Ok(server_id) => ServerFrame::Sent { id, server_id },
                                 Err(err) => error_frame(err, Some(id)),
                             })
@@ -257,12 +299,13 @@ impl Connection<'_> {
                 }
             }
             ClientFrame::Ack { id } => {
-                let acked = self.state.writes.ack(self.user, id);
+                let acked = self.state.writes.ack(self.user, id).await;
                 self.pending.push_back(Box::pin(async move {
                     Completed::Acked(id, answer(acked).await)
                 }));
             }
         }
+        Ok(())
     }
 
     /// Handles a finished frame and every other one already finished, then flushes once.
@@ -287,6 +330,48 @@ impl Connection<'_> {
             flush(socket).await?;
         }
         Ok(())
+    }
+}
+
+/// Waits until `user` is within their send rate and the frame's bytes fit the
+/// connection's and the relay's in-flight budgets; meanwhile nothing more is read from
+/// this socket, so a fast or pipelining sender is slowed down, not answered with errors.
+/// `sizes` are the decoded payload's and the frame's bytes.
+async fn admit(
+    state: &AppState,
+    connection_budget: &ByteBudget,
+    user: Uuid,
+    (payload_bytes, frame_bytes): (usize, usize),
+    signals: &Signals,
+) -> Result<HeldBytes, End> {
+    let mut counted = false;
+    while let Err(wait) = state.rate_limits.check_send(user, payload_bytes) {
+        if !counted {
+            state.metrics.message_refused("rate_limited");
+            counted = true;
+        }
+        or_end(state, tokio::time::sleep(wait), signals).await?;
+    }
+    let own = or_end(state, connection_budget.hold(frame_bytes), signals).await?;
+    let shared = or_end(state, state.inflight.hold(frame_bytes), signals).await?;
+    Ok(own.and(shared))
+}
+
+/// Runs `work` unless the relay shuts down or the connection is replaced first.
+async fn or_end<T>(
+    state: &AppState,
+    work: impl Future<Output = T>,
+    signals: &Signals,
+) -> Result<T, End> {
+    tokio::select! {
+        biased;
+        _ = state.shutdown.cancelled() => {
+            Err(End::Close(CLOSE_GOING_AWAY, "server shutting down"))
+        }
+        _ = signals.replaced.cancelled() => {
+            Err(End::Close(CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere"))
+        }
+        done = work => Ok(done),
     }
 }
 

@@ -164,7 +164,7 @@ mod tests {
             id: Uuid::from_u128(seq as u128),
             sender: Uuid::nil(),
             recipient: Uuid::nil(),
-            payload: vec![],
+            payload: Default::default(),
             created_at: 0,
         }
     }

@@ -42,6 +42,7 @@ pub async fn ws_handler(
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
     };
+    state.rate_limits.check_account(user)?;
     if state.store.user_by_id(user).await?.is_none() {
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());

@@ -117,6 +117,9 @@ pub fn test_config(db: &TestDb) -> Config {
     config.register_per_hour = 10_000;
     config.token_per_minute = 10_000;
     config.challenge_per_minute = 10_000;
+    config.send_per_minute = 1_000_000;
+    config.send_kib_per_minute = 100_000_000;
+    config.min_free_disk_mb = 16;
     config
 }
 
@@ -555,6 +558,14 @@ impl WsClient {
             .await;
     }
 
+    /// The underlying stream (tests that read and write at once split it).
+    pub fn into_inner(
+        self,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        self.stream
+    }
+
     /// Drops the TCP connection without a close handshake.
     pub fn abort(self) {
         drop(self.stream);
@@ -652,6 +663,9 @@ impl ChildRelay {
             .env("PRIVCOMM_REGISTER_PER_HOUR", "10000")
             .env("PRIVCOMM_TOKEN_PER_MINUTE", "10000")
             .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "10000")
+            .env("PRIVCOMM_SEND_PER_MINUTE", "1000000")
+            .env("PRIVCOMM_SEND_KIB_PER_MINUTE", "100000000")
+            .env("PRIVCOMM_MIN_FREE_DISK_MB", "16")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
         if let Some(url) = &db.url {

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod end_to_end;
 mod group_commit;
+mod migrations;
 mod operations;
 mod prekeys;
 mod websocket;

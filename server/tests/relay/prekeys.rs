@@ -31,13 +31,16 @@ async fn bundle_of(relay: &TestRelay, reader: &Device, owner: &Device) -> serde_
 
 async fn concurrent_fetches_never_share_a_one_time_prekey(db: Db) {
     let relay = TestRelay::start(db).await;
-    let alice = Device::enrol(&relay, 0).await;
-    let bob = Device::enrol(&relay, 40).await;
+    let bob = Device::enrol(&relay, 20).await;
+    let mut callers = Vec::new();
+    for _ in 0..30 {
+        callers.push(Device::enrol(&relay, 0).await);
+    }
     let path = format!("/keys/{}", bob.phone_hash);
-    let fetches = (0..50).map(|_| {
+    let fetches = callers.iter().map(|caller| {
         let http = relay.http.clone();
         let url = relay.url(&path);
-        let token = alice.bearer().to_owned();
+        let token = caller.bearer().to_owned();
         tokio::spawn(async move {
             let resp = http.get(url).bearer_auth(token).send().await.expect("sent");
             assert_eq!(resp.status().as_u16(), 200);
@@ -54,8 +57,8 @@ async fn concurrent_fetches_never_share_a_one_time_prekey(db: Db) {
         .filter_map(|b| b.one_time_prekey.as_ref().map(|k| k.key_id))
         .collect();
     let distinct: HashSet<u32> = claimed.iter().copied().collect();
-    assert_eq!(claimed.len(), 40, "40 bundles carry a one-time prekey");
-    assert_eq!(distinct.len(), 40, "no key is handed out twice");
+    assert_eq!(claimed.len(), 20, "20 bundles carry a one-time prekey");
+    assert_eq!(distinct.len(), 20, "no key is handed out twice");
     assert_eq!(
         bundles
             .iter()

@@ -12,6 +12,9 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::{ChildRelay, Db, Device, TestDb};
 
+mod limits;
+mod storage;
+
 /// A TCP connection to `relay` from the loopback address `from` (127.0.0.0/8 is all
 /// loopback on Linux: each address is another "client").
 async fn connect_from(relay: SocketAddr, from: IpAddr) -> std::io::Result<TcpStream> {
