@@ -156,7 +156,7 @@ impl Connection<'_> {
                 incoming = socket.next(), if self.pending.len() < MAX_PIPELINED => {
                     let Some(Ok(message)) = incoming else { return End::Gone };
                     last_heard = Instant::now();
-                    if let Err(end) = self.on_message(message, &signals).await {
+                    if let Err(end) = self.on_message(socket, message, &signals).await {
                         return end;
                     }
                 }
@@ -242,11 +242,16 @@ impl Connection<'_> {
     }
 
     /// Takes one client frame: queues its write, or its error reply, in frame order.
-    async fn on_message(&mut self, message: Message, signals: &Signals) -> Result<(), End> {
+    async fn on_message(
+        &mut self,
+        socket: &mut WebSocket,
+        message: Message,
+        signals: &Signals,
+    ) -> Result<(), End> {
         match message {
             Message::Text(text) => {
                 match parse_frame(text.as_str()) {
-                    Ok(frame) => self.on_frame(frame, text.len(), signals).await?,
+                    Ok(frame) => self.on_frame(socket, frame, text.len(), signals).await?,
                     Err(err) => self.reply(error_frame(err, None)),
                 }
                 Ok(())
@@ -269,6 +274,7 @@ impl Connection<'_> {
 
     async fn on_frame(
         &mut self,
+        socket: &mut WebSocket,
         frame: ClientFrame,
         frame_bytes: usize,
         signals: &Signals,
@@ -278,14 +284,8 @@ impl Connection<'_> {
                 match validate_message(self.state, self.user, to, id, &payload) {
                     Ok(message) => {
                         drop(payload);
-                        let held = admit(
-                            self.state,
-                            &self.inflight,
-                            self.user,
-                            (message.payload.len(), frame_bytes),
-                            signals,
-                        )
-                        .await?;
+                        self.pace(socket, message.payload.len(), signals).await?;
+                        let held = admit(self.state, &self.inflight, frame_bytes, signals).await?;
                         let stored = self.state.writes.store_message(message, held).await;
                         let metrics = self.state.metrics.clone();
                         self.pending.push_back(Box::pin(async move {
@@ -303,6 +303,43 @@ impl Connection<'_> {
                 self.pending.push_back(Box::pin(async move {
                     Completed::Acked(id, answer(acked).await)
                 }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until this sender is within their send rate for a payload of
+    /// `payload_bytes`. Meanwhile nothing more is read from the socket, so a fast sender is
+    /// slowed down rather than answered with errors, while answers to earlier frames are
+    /// still written as their commits finish.
+    async fn pace(
+        &mut self,
+        socket: &mut WebSocket,
+        payload_bytes: usize,
+        signals: &Signals,
+    ) -> Result<(), End> {
+        let mut counted = false;
+        while let Err(wait) = self.state.rate_limits.check_send(self.user, payload_bytes) {
+            if !counted {
+                self.state.metrics.message_refused("rate_limited");
+                counted = true;
+            }
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = self.state.shutdown.cancelled() => {
+                        return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down"));
+                    }
+                    _ = signals.replaced.cancelled() => {
+                        return Err(End::Close(CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere"));
+                    }
+                    _ = &mut sleep => break,
+                    Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                        self.on_completed(socket, done).await?;
+                    }
+                }
             }
         }
         Ok(())
@@ -333,25 +370,14 @@ impl Connection<'_> {
     }
 }
 
-/// Waits until `user` is within their send rate and the frame's bytes fit the
-/// connection's and the relay's in-flight budgets; meanwhile nothing more is read from
-/// this socket, so a fast or pipelining sender is slowed down, not answered with errors.
-/// `sizes` are the decoded payload's and the frame's bytes.
+/// Waits until the frame's bytes fit the connection's and the relay's in-flight budgets;
+/// meanwhile nothing more is read from this socket (TCP pushes back on the client).
 async fn admit(
     state: &AppState,
     connection_budget: &ByteBudget,
-    user: Uuid,
-    (payload_bytes, frame_bytes): (usize, usize),
+    frame_bytes: usize,
     signals: &Signals,
 ) -> Result<HeldBytes, End> {
-    let mut counted = false;
-    while let Err(wait) = state.rate_limits.check_send(user, payload_bytes) {
-        if !counted {
-            state.metrics.message_refused("rate_limited");
-            counted = true;
-        }
-        or_end(state, tokio::time::sleep(wait), signals).await?;
-    }
     let own = or_end(state, connection_budget.hold(frame_bytes), signals).await?;
     let shared = or_end(state, state.inflight.hold(frame_bytes), signals).await?;
     Ok(own.and(shared))

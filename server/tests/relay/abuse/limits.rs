@@ -63,7 +63,7 @@ async fn limits_key_on_the_client_behind_a_trusted_proxy() {
     let db = TestDb::new(Db::Sqlite).await;
     let relay = ChildRelay::start_with(
         &db,
-        "warn",
+        "info",
         &[
             ("PRIVCOMM_TRUSTED_PROXIES", "127.0.2.1"),
             ("PRIVCOMM_TOKEN_PER_MINUTE", "10"),
@@ -166,7 +166,7 @@ async fn phone_hashes_and_accounts_have_budgets_of_their_own() {
     let db = TestDb::new(Db::Sqlite).await;
     let relay = ChildRelay::start_with(
         &db,
-        "warn",
+        "info",
         &[
             ("PRIVCOMM_PHONE_HASH_PER_MINUTE", "5"),
             ("PRIVCOMM_ACCOUNT_PER_MINUTE", "20"),
@@ -214,7 +214,7 @@ async fn prekeys_cannot_be_drained_or_numbers_enumerated(db: Db) {
     let db = TestDb::new(db).await;
     let relay = ChildRelay::start_with(
         &db,
-        "warn",
+        "info",
         &[
             ("PRIVCOMM_KEY_LOOKUPS_PER_HOUR", "20"),
             ("PRIVCOMM_PREKEYS_PER_TARGET_PER_HOUR", "5"),

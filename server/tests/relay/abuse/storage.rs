@@ -57,7 +57,7 @@ async fn a_flooded_mailbox_stops_at_its_quota(db: Db) {
     let db = TestDb::new(db).await;
     let relay = ChildRelay::start_with(
         &db,
-        "warn",
+        "info",
         &settings(
             &NO_SEND_LIMIT,
             &[
@@ -97,7 +97,7 @@ async fn a_flooded_mailbox_stops_at_its_quota(db: Db) {
     let (status, body) = relay
         .post(
             "/api/v1/messages",
-            &rest_send(bob.id(), 16),
+            &rest_send(bob.id(), 8 * 1024),
             Some(alice.bearer()),
         )
         .await;
@@ -130,7 +130,7 @@ async fn a_flooded_mailbox_stops_at_its_quota(db: Db) {
 async fn a_fast_sender_is_held_to_its_rate() {
     let db = TestDb::new(Db::Sqlite).await;
     let relay =
-        ChildRelay::start_with(&db, "warn", &[("PRIVCOMM_SEND_PER_MINUTE", "20")], None).await;
+        ChildRelay::start_with(&db, "info", &[("PRIVCOMM_SEND_PER_MINUTE", "20")], None).await;
     let (alice, bob) = Device::pair(&relay).await;
     let (carol, _) = Device::pair(&relay).await;
 
@@ -170,10 +170,15 @@ async fn a_fast_sender_is_held_to_its_rate() {
         ws.feed(&send_frame(bob.id(), 64)).await;
     }
     ws.flush().await;
-    for _ in 0..19 {
-        assert!(matches!(ws.frame().await, ServerFrame::Sent { .. }));
+    // The bucket refills one message every 3 s: within 2 s about 20 go through, each
+    // answered `sent`, and the rest wait without an error.
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(frame) = tokio::time::timeout_at(deadline.into(), ws.frame()).await {
+        assert!(matches!(frame, ServerFrame::Sent { .. }), "{frame:?}");
+        sent += 1;
     }
-    ws.expect_silence(Duration::from_secs(1)).await;
+    assert!((19..=21).contains(&sent), "{sent} sent within 2 s");
     assert!(health_answers(relay.addr(), client(1)).await);
     db.cleanup().await;
 }
@@ -184,7 +189,7 @@ async fn a_fast_sender_is_held_to_its_rate() {
 async fn past_the_high_water_mark_sends_are_refused_and_acks_work(db: Db) {
     let backend = db;
     let db = TestDb::new(db).await;
-    let mut relay = ChildRelay::start(&db, "warn").await;
+    let mut relay = ChildRelay::start(&db, "info").await;
     let (alice, bob) = Device::pair(&relay).await;
     let (status, _) = relay
         .post(
@@ -202,7 +207,7 @@ async fn past_the_high_water_mark_sends_are_refused_and_acks_work(db: Db) {
         Db::Sqlite => ("PRIVCOMM_MIN_FREE_DISK_MB", "1000000000000"),
         Db::Postgres => ("PRIVCOMM_MAX_DATABASE_MB", "1"),
     };
-    let relay = ChildRelay::start_with(&db, "warn", &[mark], None).await;
+    let relay = ChildRelay::start_with(&db, "info", &[mark], None).await;
     let (status, body) = relay
         .post(
             "/api/v1/messages",
@@ -247,7 +252,7 @@ async fn pipelining_sockets_stay_within_the_inflight_budget(db: Db) {
     let db = TestDb::new(db).await;
     let relay = ChildRelay::start_with(
         &db,
-        "warn",
+        "info",
         &settings(
             &NO_SEND_LIMIT,
             &[
@@ -328,9 +333,10 @@ async fn pipelining_sockets_stay_within_the_inflight_budget(db: Db) {
     assert_eq!(stored, SOCKETS * EACH);
     let grown_mib = peak.saturating_sub(baseline) / 1024;
     println!("resident memory: {baseline} KiB before, peak {peak} KiB (+{grown_mib} MiB)");
-    // 16 MiB in flight, SQLite's 64 MiB page cache, socket buffers; before the budget
-    // the same load grew the relay by ~400 MiB.
-    assert!(grown_mib < 120, "relay grew by {grown_mib} MiB");
+    // 16 MiB in flight (on PostgreSQL bound once more and encoded by sqlx), SQLite's
+    // 64 MiB page cache, socket buffers, allocator slack; before the budget the same load
+    // grew the relay by ~400 MiB.
+    assert!(grown_mib < 160, "relay grew by {grown_mib} MiB");
     db.cleanup().await;
 }
 
@@ -339,7 +345,7 @@ async fn pipelining_sockets_stay_within_the_inflight_budget(db: Db) {
 #[tokio::test]
 async fn shutdown_under_load_closes_with_going_away() {
     let db = TestDb::new(Db::Sqlite).await;
-    let mut relay = ChildRelay::start_with(&db, "warn", &NO_SEND_LIMIT, None).await;
+    let mut relay = ChildRelay::start_with(&db, "info", &NO_SEND_LIMIT, None).await;
     let (alice, bob) = Device::pair(&relay).await;
     let ws: WsClient = alice.connect(&relay).await;
     let (mut sink, mut stream) = ws.into_inner().split();
@@ -382,7 +388,7 @@ async fn shutdown_under_load_closes_with_going_away() {
     assert!(!confirmed.is_empty());
     drop(relay);
 
-    let relay = ChildRelay::start(&db, "warn").await;
+    let relay = ChildRelay::start(&db, "info").await;
     let mut inbox = bob.connect(&relay).await;
     let stored: HashSet<Uuid> = inbox.drain().await.into_iter().map(|(id, _)| id).collect();
     assert!(confirmed.is_subset(&stored), "a confirmed message was lost");
