@@ -101,6 +101,9 @@ impl TestRelay {
         // Tests send bursts no person would; the per-account rate has tests of its own.
         config.send_per_minute = 1_000_000;
         config.send_kib_per_minute = 100_000_000;
+        // Many test users fetch the same user's bundle within the hour.
+        config.prekeys_per_target_per_hour = 100_000;
+        config.key_lookups_per_hour = 100_000;
         let server =
             privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
                 .await

@@ -99,6 +99,9 @@ pub fn relay_config(dir: &Path) -> privcomm_server::Config {
     // Tests send bursts no person would; the per-account rate has tests of its own.
     config.send_per_minute = 1_000_000;
     config.send_kib_per_minute = 100_000_000;
+    // Many test users fetch the same user's bundle within the hour.
+    config.prekeys_per_target_per_hour = 100_000;
+    config.key_lookups_per_hour = 100_000;
     config
 }
 
