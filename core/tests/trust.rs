@@ -587,10 +587,17 @@ async fn processed_ids_and_stale_prekeys_are_pruned_on_schedule() {
     assert_eq!(fresh.stale_one_time_prekeys, 0);
 
     // Alice's session uses one of Bob's one-time prekeys; three more are claimed by
-    // someone who never writes.
+    // accounts that never write (three of them: the relay hands one caller one key an
+    // hour).
     let bob_id = alice.resolve_peer("+4930700002").await.unwrap();
-    let mut claimer = RawPeer::register(dir.path(), "claimer", &url, "+4930700003").await;
-    for _ in 0..3 {
+    for i in 0..3 {
+        let mut claimer = RawPeer::register(
+            dir.path(),
+            &format!("claimer{i}"),
+            &url,
+            &format!("+493070001{i}"),
+        )
+        .await;
         claimer.resolve("+4930700002").await;
     }
     for i in 0..3 {
