@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
 use super::sql::uuid_from;
 use super::{
-    AckRequest, MailboxQuota, MailboxUsage, NewMessage, PendingMessage, StoreError, StoreOutcome,
-    StoreResult, WriteBatch, WriteBatchOutcome,
+    AckRequest, MailboxQuota, MailboxUsage, NewMessage, StoreError, StoreOutcome, StoreResult,
+    WriteBatch, WriteBatchOutcome,
 };
 
 /// Most rows in one multi-row insert (7 parameters each).
@@ -219,14 +219,7 @@ async fn store_messages(
         let outcome = match seq_of.get(&m.id) {
             Some(&seq) => {
                 mailboxes.added(m.recipient, m.payload.len());
-                Ok(StoreOutcome::Stored(PendingMessage {
-                    seq,
-                    id: m.id,
-                    sender: m.sender,
-                    recipient: m.recipient,
-                    payload: m.payload.clone(),
-                    created_at: m.created_at,
-                }))
+                Ok(StoreOutcome::Stored(m.stored_as(seq)))
             }
             None => match refused(tx, m).await? {
                 Err(StoreError::MissingReference) if over_quota.contains(&index) => {

@@ -141,6 +141,20 @@ pub struct NewMessage {
     pub created_at: i64,
 }
 
+impl NewMessage {
+    /// The pending row this message became when stored under `seq`.
+    pub fn stored_as(&self, seq: i64) -> PendingMessage {
+        PendingMessage {
+            seq,
+            id: self.id,
+            sender: self.sender,
+            recipient: self.recipient,
+            payload: self.payload.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// Outcome of storing a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOutcome {

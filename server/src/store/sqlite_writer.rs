@@ -16,10 +16,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
-use super::{
-    MailboxUsage, PendingMessage, StoreError, StoreOutcome, StoreResult, WriteBatch,
-    WriteBatchOutcome,
-};
+use super::{MailboxUsage, StoreError, StoreOutcome, StoreResult, WriteBatch, WriteBatchOutcome};
 
 /// Pages of cache for the writer (negative: KiB). Index pages of the message tables stay
 /// resident, so inserts and deletes rarely read from disk.
@@ -147,14 +144,7 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
             let result = match seq {
                 Some(seq) => {
                     mailboxes.added(m.recipient, m.payload.len());
-                    Ok(StoreOutcome::Stored(PendingMessage {
-                        seq,
-                        id: m.id,
-                        sender: m.sender,
-                        recipient: m.recipient,
-                        payload: m.payload.clone(),
-                        created_at: m.created_at,
-                    }))
+                    Ok(StoreOutcome::Stored(m.stored_as(seq)))
                 }
                 None => {
                     // Stored before (pending or delivered, also earlier in this batch), the
