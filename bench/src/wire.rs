@@ -12,6 +12,8 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
@@ -23,13 +25,16 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<Socket> {
     // A small read buffer: thousands of mostly idle sockets, frames of a few hundred bytes.
     let config = WebSocketConfig::default().read_buffer_size(8192);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(
-        format!("{ws_url}?token={token}"),
-        Some(config),
-        true,
-    )
-    .await
-    .context("WebSocket connect")?;
+    let mut request = ws_url.into_client_request().context("WebSocket URL")?;
+    request.headers_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .context("token as a header value")?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .context("WebSocket connect")?;
     Ok(socket)
 }
 

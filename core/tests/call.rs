@@ -445,7 +445,7 @@ impl Drop for Coturn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_call_goes_through_coturn_and_carries_audio_both_ways() {
-    let secret = "call-test-turn-secret";
+    let secret = "call-test-turn-secret-of-32-bytes-or-more";
     let coturn = Coturn::start(secret);
     let relay = Relay::start(Some((
         secret.to_owned(),

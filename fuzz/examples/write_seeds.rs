@@ -3,8 +3,6 @@
 //! Run `cargo run -p privcomm-fuzz --example write_seeds`; the fuzzed corpus grows from
 //! these (README.md).
 
-use std::path::Path;
-
 use privcomm_core::call::signal::CallSignal;
 use privcomm_core::call::EndReason;
 use privcomm_core::client::envelope::Envelope;
@@ -24,11 +22,7 @@ a=fmtp:111 minptime=10;useinbandfec=1\r\n\
 a=candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host\r\na=end-of-candidates\r\n";
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpus")
-        .join(target);
-    std::fs::create_dir_all(&dir).expect("corpus directory");
-    std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("seed");
+    privcomm_fuzz::write_seed(target, name, bytes);
 }
 
 fn with_prefix(prefix: &[u8], rest: &[u8]) -> Vec<u8> {

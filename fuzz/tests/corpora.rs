@@ -58,4 +58,8 @@ corpus_tests!(
     peer_sdp,
     tampered_store,
     app_input,
+    rest_body,
+    client_frame,
+    access_token,
+    signed_string,
 );

@@ -33,7 +33,7 @@ use crate::serve::{serve, ServeSettings};
 use crate::state::AppState;
 use crate::storage_gauge::StorageGauge;
 use crate::store::{SqlStore, Store};
-use crate::tokens::{load_or_create_secret, TokenIssuer};
+use crate::tokens::{configured_secret, load_or_create_secret, TokenIssuer};
 use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
 use crate::{maintenance, ws};
@@ -234,10 +234,19 @@ pub struct RelayServer {
 impl RelayServer {
     /// Opens storage, binds `config.bind` and starts serving.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
+        config.validate()?;
+        crate::files::create_private_dir(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)
             .context("loading the JWT secret")?;
+        let previous_secret = configured_secret(
+            config.jwt_previous_secret.as_deref(),
+            "PRIVCOMM_JWT_PREVIOUS_SECRET",
+        )?;
+        let mut tokens = TokenIssuer::new(&secret, privcomm_protocol::limits::TOKEN_TTL_SECS);
+        if let Some(previous) = &previous_secret {
+            tokens = tokens.with_previous(previous);
+        }
         let store = SqlStore::connect(&config.effective_database_url(), config.database_pool)
             .await
             .context("opening the database")?;
@@ -264,10 +273,7 @@ impl RelayServer {
             store,
             writes,
             clock,
-            tokens: Arc::new(TokenIssuer::new(
-                &secret,
-                privcomm_protocol::limits::TOKEN_TTL_SECS,
-            )),
+            tokens: Arc::new(tokens),
             connections,
             metrics,
             rate_limits: Arc::new(RateLimits::new(&config)),

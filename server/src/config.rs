@@ -7,6 +7,16 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 const MIB: u64 = 1024 * 1024;
 
+/// A setting the relay refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub setting: &'static str,
+    /// What is wrong with it and what to do.
+    pub problem: String,
+}
+
 /// Privcomm relay: stores and forwards end-to-end encrypted messages it cannot read.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "privcomm-server", version, about)]
@@ -32,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// The secret tokens were signed with before `PRIVCOMM_JWT_SECRET` was changed: its
+    /// tokens keep working until they expire (at most 30 minutes), so a rotation logs no one
+    /// out. Remove it once that time has passed.
+    #[arg(long, env = "PRIVCOMM_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+
     /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it the
     /// turn-credentials endpoint answers 503.
     #[arg(long, env = "PRIVCOMM_TURN_SECRET", hide_env_values = true)]
@@ -46,9 +62,13 @@ pub struct Config {
     )]
     pub turn_urls: Vec<String>,
 
-    /// Seconds a TURN credential is valid.
+    /// Seconds a TURN credential is valid (60 to 86,400).
     #[arg(long, env = "PRIVCOMM_TURN_TTL", default_value_t = 3600)]
     pub turn_ttl: u64,
+
+    /// TURN credentials one account may get per hour.
+    #[arg(long, env = "PRIVCOMM_TURN_PER_HOUR", default_value_t = 30)]
+    pub turn_per_hour: u32,
 
     /// Most concurrent WebSocket connections; more are refused.
     #[arg(long, env = "PRIVCOMM_MAX_CONNECTIONS", default_value_t = privcomm_protocol::limits::DEFAULT_MAX_CONNECTIONS)]
@@ -171,6 +191,12 @@ impl Config {
         let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// Refuses settings the relay must not run with. Secrets are checked where they are
+    /// loaded.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::routes::turn::check_settings(self.turn_secret.as_deref(), self.turn_ttl)
     }
 
     /// The TCP connection cap in effect, given the open file limit (`None`: unlimited).

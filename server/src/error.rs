@@ -7,6 +7,9 @@ use privcomm_protocol::{Base64Error, ErrorBody, ErrorCode, PhoneHashError};
 
 use crate::store::StoreError;
 
+/// Longest error message the relay sends, in bytes.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 200;
+
 /// A failed request: a code, its HTTP status and a human message without secrets.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -19,11 +22,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a message.
+    /// An error with a message, cut to `MAX_ERROR_MESSAGE_BYTES`: parser messages can quote
+    /// the client's input, and answers must not grow with it.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         Self {
             code,
-            message: message.into(),
+            message,
             retry_after: None,
         }
     }

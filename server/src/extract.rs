@@ -30,6 +30,14 @@ where
     }
 }
 
+/// Decodes a JSON body as `ApiJson` does once the content type is checked: the relay's
+/// one parser of REST bodies (the fuzz targets call it directly).
+pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    axum::Json::<T>::from_bytes(body)
+        .map(|axum::Json(value)| value)
+        .map_err(json_rejection)
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonSyntaxError(e) => ApiError::new(

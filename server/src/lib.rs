@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn_limits;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod keys;
 pub mod logging;
 pub mod maintenance;

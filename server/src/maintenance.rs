@@ -1,4 +1,5 @@
-//! Retention: deletes old messages, used prekeys, expired nonces and old delivery records.
+//! Retention: deletes old messages, used prekeys, expired nonces and old delivery records,
+//! then scrubs the copies of deleted rows a database keeps beside its tables.
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub fn cutoffs(now: i64) -> PurgeCutoffs {
 /// One maintenance pass at the relay clock's current time.
 pub async fn run_once(state: &AppState) -> StoreResult<PurgeReport> {
     let report = state.store.purge(cutoffs(state.clock.now_ms())).await?;
+    state.store.scrub().await?;
     state.rate_limits.shrink();
     state.prekey_claims.shrink(std::time::Instant::now());
     if report != PurgeReport::default() {

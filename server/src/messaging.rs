@@ -53,6 +53,20 @@ pub fn validate_message(
             "the relay's storage is full; retry later",
         ));
     }
+    let payload = decode_payload(payload)?;
+    Ok(NewMessage {
+        // Time-ordered, so the id index grows at its end instead of at random pages.
+        id: Uuid::now_v7(),
+        sender,
+        client_id,
+        recipient: to,
+        payload: payload.into(),
+        created_at: state.clock.now_ms(),
+    })
+}
+
+/// Decodes a message payload: base64 of 1 to `MAX_PAYLOAD_BYTES` bytes.
+pub fn decode_payload(payload: &Base64String) -> Result<Vec<u8>, ApiError> {
     // Reject by encoded length first so an oversize payload is never decoded.
     if payload.as_str().len() > MAX_PAYLOAD_BYTES.div_ceil(3) * 4 {
         return Err(too_large());
@@ -64,15 +78,7 @@ pub fn validate_message(
     if payload.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "payload is empty"));
     }
-    Ok(NewMessage {
-        // Time-ordered, so the id index grows at its end instead of at random pages.
-        id: Uuid::now_v7(),
-        sender,
-        client_id,
-        recipient: to,
-        payload: payload.into(),
-        created_at: state.clock.now_ms(),
-    })
+    Ok(payload)
 }
 
 /// The server id a store answered with, or the error to report to the sender.

@@ -88,6 +88,7 @@ pub struct RateLimits {
     prekeys_per_target: Keyed<String>,
     send_messages: Keyed<Uuid>,
     send_kib: Keyed<Uuid>,
+    turn: Keyed<Uuid>,
 }
 
 fn non_zero(n: u32) -> NonZeroU32 {
@@ -126,6 +127,7 @@ impl RateLimits {
             prekeys_per_target: Keyed::new(per_hour(config.prekeys_per_target_per_hour)),
             send_messages: Keyed::new(per_minute(config.send_per_minute)),
             send_kib: Keyed::new(per_minute(config.send_kib_per_minute.max(min_kib))),
+            turn: Keyed::new(per_hour(config.turn_per_hour)),
         }
     }
 
@@ -176,6 +178,13 @@ impl RateLimits {
             .is_ok()
     }
 
+    /// Counts a TURN credential issued to `user`.
+    pub fn check_turn(&self, user: Uuid) -> Result<(), ApiError> {
+        self.turn
+            .check(&user)
+            .map_err(|wait| rate_limited(wait, "too many TURN credentials for this account"))
+    }
+
     /// Counts a message of `bytes` from `sender`; `Err` says how long to wait first.
     pub fn check_send(&self, sender: Uuid, bytes: usize) -> Result<(), Duration> {
         let kib = u32::try_from(bytes.div_ceil(1024))
@@ -197,6 +206,7 @@ impl RateLimits {
             + self.prekeys_per_target.len()
             + self.send_messages.len()
             + self.send_kib.len()
+            + self.turn.len()
     }
 
     /// Forgets keys whose buckets are full again, bounding memory.
@@ -211,5 +221,6 @@ impl RateLimits {
         self.prekeys_per_target.shrink();
         self.send_messages.shrink();
         self.send_kib.shrink();
+        self.turn.shrink();
     }
 }

@@ -1,16 +1,21 @@
-//! Access tokens: HS256 JWTs with `sub` = user id, checked against the relay's clock.
+//! Access tokens: HS256 JWTs with `sub` = user id and a `kid` naming the signing secret,
+//! checked against the relay's clock and the lifetime the relay issues.
 
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 /// Smallest accepted JWT secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
+/// How far ahead of the relay's clock a token's `iat` may be (another instance's clock).
+pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
 const SECRET_FILE: &str = "jwt_secret";
+const KEY_ID_CONTEXT: &[u8] = b"privcomm-jwt-kid-v1";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -22,18 +27,50 @@ struct Claims {
 /// Why a token was refused (never shown to clients, who get a bare 401).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
-    /// Not a JWT we signed.
+    /// Not a JWT we signed, or signed with a key we no longer accept.
     #[error("invalid token")]
     Invalid,
+    /// Signed by us but claiming a lifetime longer than the relay issues, or issued in the
+    /// future.
+    #[error("token lifetime out of bounds")]
+    Lifetime,
     /// Signed by us but past its expiry.
     #[error("token expired")]
     Expired,
 }
 
-/// Issues and verifies tokens with one secret.
+/// One HS256 key and the id (`kid`) its tokens carry.
+struct TokenKey {
+    id: String,
+    decoding: DecodingKey,
+}
+
+impl TokenKey {
+    fn new(secret: &[u8]) -> Self {
+        Self {
+            id: key_id(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+/// The key id of `secret`: 16 hex digits of a domain-separated SHA-256. It names the key so
+/// a relay can accept the previous secret's tokens while a rotation is under way; it tells
+/// nothing a token's own HMAC would not already let an attacker test.
+pub fn key_id(secret: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(KEY_ID_CONTEXT)
+        .chain_update(secret)
+        .finalize();
+    hex::encode(&digest[..8])
+}
+
+/// Issues and verifies tokens: signs with the current secret, verifies with it or (during a
+/// rotation) with the previous one, chosen by the token's `kid`.
 pub struct TokenIssuer {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    current: TokenKey,
+    previous: Option<TokenKey>,
     validation: Validation,
     ttl_secs: i64,
 }
@@ -41,24 +78,40 @@ pub struct TokenIssuer {
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenIssuer")
+            .field("kid", &self.current.id)
             .field("ttl_secs", &self.ttl_secs)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenIssuer {
-    /// A token issuer for `secret`, tokens living `ttl_secs`.
+    /// A token issuer for `secret`, tokens living `ttl_secs`; a token claiming a longer
+    /// lifetime is refused even when well signed.
     pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked against the relay's own clock in `verify`, so tests can move time.
         validation.validate_exp = false;
-        validation.required_spec_claims = ["sub".to_owned(), "exp".to_owned()].into();
+        validation.required_spec_claims =
+            ["sub".to_owned(), "exp".to_owned(), "iat".to_owned()].into();
         Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            current: TokenKey::new(secret),
+            previous: None,
             validation,
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
         }
+    }
+
+    /// Also accepts tokens signed with `previous` (a secret being rotated out) until they
+    /// expire; new tokens are still signed with the current one.
+    pub fn with_previous(mut self, previous: &[u8]) -> Self {
+        self.previous = Some(TokenKey::new(previous));
+        self
+    }
+
+    /// The key id of the current secret.
+    pub fn key_id(&self) -> &str {
+        &self.current.id
     }
 
     /// A token for `user` issued at `now_secs`.
@@ -68,24 +121,35 @@ impl TokenIssuer {
             iat: now_secs,
             exp: now_secs.saturating_add(self.ttl_secs),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current.id.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
     }
 
-    /// The user a token names, if it is ours and unexpired at `now_secs`.
+    /// The user a token names, if we signed it with a key we still accept, its lifetime is
+    /// at most the one we issue, and it is unexpired at `now_secs`.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Uuid, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| TokenError::Invalid)?;
-        if data.claims.exp <= now_secs {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = match header.kid.as_deref() {
+            Some(kid) if kid == self.current.id => &self.current,
+            Some(kid) if self.previous.as_ref().is_some_and(|p| p.id == kid) => {
+                self.previous.as_ref().ok_or(TokenError::Invalid)?
+            }
+            _ => return Err(TokenError::Invalid),
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        let lifetime = claims.exp.checked_sub(claims.iat);
+        if !lifetime.is_some_and(|l| l > 0 && l <= self.ttl_secs)
+            || claims.iat > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS)
+        {
+            return Err(TokenError::Lifetime);
+        }
+        if claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
-        Ok(data.claims.sub)
-    }
-
-    /// Expiry time (Unix seconds) of a token we issued, without checking it is unexpired.
-    pub fn expiry(&self, token: &str) -> Option<i64> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims.exp)
+        Ok(claims.sub)
     }
 }
 
@@ -95,16 +159,15 @@ pub fn load_or_create_secret(
     configured: Option<&str>,
     data_dir: &Path,
 ) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    if let Some(secret) = configured.filter(|s| !s.is_empty()) {
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("PRIVCOMM_JWT_SECRET must be at least {MIN_SECRET_LEN} bytes"),
-            ));
-        }
-        return Ok(Zeroizing::new(secret.as_bytes().to_vec()));
+    if let Some(secret) = configured_secret(configured, "PRIVCOMM_JWT_SECRET")? {
+        return Ok(secret);
     }
     let path = data_dir.join(SECRET_FILE);
+    match crate::files::check_secret_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     match std::fs::read(&path) {
         Ok(bytes) if bytes.len() >= MIN_SECRET_LEN => return Ok(Zeroizing::new(bytes)),
         Ok(_) => {
@@ -121,6 +184,22 @@ pub fn load_or_create_secret(
     rand::rng().fill_bytes(&mut secret);
     write_private_file(&path, &secret)?;
     Ok(secret)
+}
+
+/// A secret given in the configuration, if any, checked for length; `setting` names it in
+/// the error.
+pub fn configured_secret(
+    configured: Option<&str>,
+    setting: &str,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    match configured.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(secret) if secret.len() < MIN_SECRET_LEN => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{setting} must be at least {MIN_SECRET_LEN} bytes"),
+        )),
+        Some(secret) => Ok(Some(Zeroizing::new(secret.as_bytes().to_vec()))),
+    }
 }
 
 fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -154,6 +233,64 @@ mod tests {
         assert_eq!(issuer.verify("garbage", 1_000), Err(TokenError::Invalid));
     }
 
+    /// Signs `claims` with `secret` under `kid`, as someone holding the secret could.
+    fn forge(secret: &[u8], kid: Option<String>, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid;
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_issued_one_and_unknown_keys_are_refused() {
+        let secret = [1u8; 32];
+        let issuer = TokenIssuer::new(&secret, 1800);
+        let kid = Some(key_id(&secret));
+        let sub = Uuid::new_v4();
+        let claims = |iat: i64, exp: i64| Claims { sub, iat, exp };
+        let ok = forge(&secret, kid.clone(), &claims(1_000, 2_800));
+        assert_eq!(issuer.verify(&ok, 1_000), Ok(sub));
+        // Ten years, a negative lifetime, issued in the future.
+        for (iat, exp) in [(1_000, 1_000 + 315_360_000), (1_000, 999), (1_000, 1_000)] {
+            let token = forge(&secret, kid.clone(), &claims(iat, exp));
+            assert_eq!(issuer.verify(&token, 1_000), Err(TokenError::Lifetime));
+        }
+        let future = forge(&secret, kid.clone(), &claims(1_100, 1_200));
+        assert_eq!(issuer.verify(&future, 1_000), Err(TokenError::Lifetime));
+        assert_eq!(issuer.verify(&future, 1_040), Ok(sub));
+        // No kid, someone else's kid.
+        for kid in [None, Some("0011223344556677".to_owned())] {
+            let token = forge(&secret, kid, &claims(1_000, 2_800));
+            assert_eq!(issuer.verify(&token, 1_000), Err(TokenError::Invalid));
+        }
+        // Without iat.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid;
+        let no_iat = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": sub, "exp": 2_800}),
+            &EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        assert_eq!(issuer.verify(&no_iat, 1_000), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_rotated_out_secret_verifies_until_its_tokens_expire() {
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        let user = Uuid::new_v4();
+        let before = TokenIssuer::new(&old, 1800).issue(user, 1_000).unwrap();
+        let rotating = TokenIssuer::new(&new, 1800).with_previous(&old);
+        assert_eq!(rotating.verify(&before, 1_500), Ok(user));
+        let after = rotating.issue(user, 1_500).unwrap();
+        let header = jsonwebtoken::decode_header(&after).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key_id(&new).as_str()));
+        assert_eq!(rotating.verify(&before, 2_800), Err(TokenError::Expired));
+        let rotated = TokenIssuer::new(&new, 1800);
+        assert_eq!(rotated.verify(&before, 1_500), Err(TokenError::Invalid));
+        assert_eq!(rotated.verify(&after, 1_500), Ok(user));
+        assert_ne!(key_id(&old), key_id(&new));
+    }
+
     #[test]
     fn secret_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
@@ -162,5 +299,17 @@ mod tests {
         assert_eq!(*a, *b);
         assert_eq!(a.len(), 32);
         assert!(load_or_create_secret(Some("short"), dir.path()).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.path().join(SECRET_FILE);
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = load_or_create_secret(None, dir.path()).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        }
     }
 }

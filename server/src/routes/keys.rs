@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use libsignal_core::curve::PublicKey;
 use privcomm_protocol::limits::{MAX_ONE_TIME_PREKEYS_PER_UPLOAD, MAX_STORED_ONE_TIME_PREKEYS};
 use privcomm_protocol::rest::{
     OneTimePreKey, PreKeyBundleResponse, PreKeyCountResponse, PreKeyUploadRequest, SignedPreKey,
@@ -65,6 +66,36 @@ pub async fn count(
     Ok(Json(PreKeyCountResponse { one_time_prekeys }))
 }
 
+fn too_many_prekeys() -> ApiError {
+    ApiError::new(
+        ErrorCode::TooManyPrekeys,
+        format!("at most {MAX_ONE_TIME_PREKEYS_PER_UPLOAD} one-time prekeys per request"),
+    )
+}
+
+/// Checks an upload against the uploader's identity key: formats, ids and signatures.
+pub fn validate_upload(
+    req: &PreKeyUploadRequest,
+    identity: &PublicKey,
+) -> Result<PreKeyUpdate, ApiError> {
+    if req.one_time_prekeys.len() > MAX_ONE_TIME_PREKEYS_PER_UPLOAD {
+        return Err(too_many_prekeys());
+    }
+    Ok(PreKeyUpdate {
+        signed_prekey: req
+            .signed_prekey
+            .as_ref()
+            .map(|k| keys::signed_ec_prekey(k, identity))
+            .transpose()?,
+        kyber_prekey: req
+            .kyber_prekey
+            .as_ref()
+            .map(|k| keys::signed_kyber_prekey(k, identity))
+            .transpose()?,
+        one_time_prekeys: keys::one_time_prekeys(&req.one_time_prekeys)?,
+    })
+}
+
 /// Uploads one-time prekeys and/or replaces the signed and Kyber prekeys.
 pub async fn upload(
     State(state): State<AppState>,
@@ -72,10 +103,7 @@ pub async fn upload(
     ApiJson(req): ApiJson<PreKeyUploadRequest>,
 ) -> Result<Json<PreKeyCountResponse>, ApiError> {
     if req.one_time_prekeys.len() > MAX_ONE_TIME_PREKEYS_PER_UPLOAD {
-        return Err(ApiError::new(
-            ErrorCode::TooManyPrekeys,
-            format!("at most {MAX_ONE_TIME_PREKEYS_PER_UPLOAD} one-time prekeys per request"),
-        ));
+        return Err(too_many_prekeys());
     }
     let identity = state
         .store
@@ -83,19 +111,7 @@ pub async fn upload(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     let identity = keys::parse_ec_public_key(&identity.identity_key, "identity_key")?;
-    let update = PreKeyUpdate {
-        signed_prekey: req
-            .signed_prekey
-            .as_ref()
-            .map(|k| keys::signed_ec_prekey(k, &identity))
-            .transpose()?,
-        kyber_prekey: req
-            .kyber_prekey
-            .as_ref()
-            .map(|k| keys::signed_kyber_prekey(k, &identity))
-            .transpose()?,
-        one_time_prekeys: keys::one_time_prekeys(&req.one_time_prekeys)?,
-    };
+    let update = validate_upload(&req, &identity)?;
     let one_time_prekeys = state
         .store
         .update_prekeys(

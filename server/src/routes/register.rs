@@ -58,7 +58,7 @@ pub async fn register(
 }
 
 /// Checks everything that needs no storage: formats, keys and prekey signatures.
-fn validate(req: &RegisterRequest) -> Result<NewUser, ApiError> {
+pub fn validate(req: &RegisterRequest) -> Result<NewUser, ApiError> {
     let phone_hash = PhoneHash::parse(&req.phone_hash)?;
     keys::check_registration_id(req.registration_id)?;
     let identity_key = req.identity_key.decode("identity_key")?;

@@ -291,6 +291,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Closes every connection; later calls fail with a database error.
     async fn close(&self);
+    /// Removes copies of deleted rows that the database keeps beside its tables: SQLite
+    /// checkpoints and truncates its WAL (deleted content is zeroed in the tables by
+    /// `secure_delete`). PostgreSQL keeps dead rows until vacuum reuses their space; there
+    /// the data files need disk encryption (docs/SECURITY.md).
+    async fn scrub(&self) -> StoreResult<()>;
 
     /// Records a single-use nonce bound to a phone hash.
     async fn insert_nonce(

@@ -26,7 +26,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// SQLite pragmas set on every connection: WAL so readers never block the writer, FULL sync so
 /// a stored message survives power loss (the relay promises "durably stored" on `sent`).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; \
+     PRAGMA secure_delete = ON;";
 
 /// The relay store over an `AnyPool`.
 #[derive(Clone, Debug)]
@@ -50,6 +51,16 @@ impl SqlStore {
                 "database URL must start with sqlite: or postgres:".into(),
             ));
         };
+        let sqlite_file = match backend {
+            Backend::Sqlite => sqlite_writer::file_of(url),
+            Backend::Postgres => None,
+        };
+        if let Some(path) = &sqlite_file {
+            // Before SQLite creates it with the process umask (and its -wal/-shm after it).
+            crate::files::private_database_file(path).map_err(|e| {
+                StoreError::Setup(format!("making {} private: {e}", path.display()))
+            })?;
+        }
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| StoreError::Setup(format!("bad database URL: {e}")))?;
         let mut pool_options = AnyPoolOptions::new()
@@ -72,9 +83,9 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;
-        let sqlite_writer = match (backend, sqlite_writer::file_of(url)) {
-            (Backend::Sqlite, Some(path)) => Some(std::sync::Arc::new(SqliteWriter::open(&path)?)),
-            _ => None,
+        let sqlite_writer = match sqlite_file {
+            Some(path) => Some(std::sync::Arc::new(SqliteWriter::open(&path)?)),
+            None => None,
         };
         Ok(Self {
             pool,
@@ -149,7 +160,23 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        // The writer first, so the pool's last connection can delete the WAL as it closes.
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         self.pool.close().await;
+    }
+
+    async fn scrub(&self) -> StoreResult<()> {
+        match &self.sqlite_writer {
+            Some(writer) => {
+                if !writer.checkpoint().await? {
+                    tracing::debug!("WAL checkpoint did not complete; retried next pass");
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     async fn insert_nonce(

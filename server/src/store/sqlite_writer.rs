@@ -22,9 +22,19 @@ use super::{MailboxUsage, StoreError, StoreOutcome, StoreResult, WriteBatch, Wri
 /// resident, so inserts and deletes rarely read from disk.
 const CACHE_KIB: i64 = 65_536;
 
-struct Job {
-    batch: Arc<WriteBatch>,
-    reply: oneshot::Sender<StoreResult<WriteBatchOutcome>>,
+/// Work for the writer thread.
+enum Job {
+    /// Commit a batch.
+    Write {
+        batch: Arc<WriteBatch>,
+        reply: oneshot::Sender<StoreResult<WriteBatchOutcome>>,
+    },
+    /// Copy the WAL into the database and truncate it; answers whether it completed.
+    Checkpoint {
+        reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    /// Checkpoint, close the connection and end the thread; answers once closed.
+    Close { reply: oneshot::Sender<()> },
 }
 
 /// Handle to the writer thread.
@@ -52,7 +62,8 @@ impl SqliteWriter {
         let conn = Connection::open(path).map_err(setup)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{CACHE_KIB};"
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{CACHE_KIB};
+             PRAGMA secure_delete = ON;"
         ))
         .map_err(setup)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(setup)?;
@@ -62,8 +73,22 @@ impl SqliteWriter {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(job) = queue.recv() {
-                    let result = apply(&mut conn, &job.batch).map_err(StoreError::from);
-                    let _ = job.reply.send(result);
+                    match job {
+                        Job::Write { batch, reply } => {
+                            let _ = reply.send(apply(&mut conn, &batch).map_err(StoreError::from));
+                        }
+                        Job::Checkpoint { reply } => {
+                            let _ = reply.send(checkpoint(&conn).map_err(StoreError::from));
+                        }
+                        Job::Close { reply } => {
+                            if let Err(e) = checkpoint(&conn) {
+                                tracing::warn!(error = %e, "final WAL checkpoint failed");
+                            }
+                            drop(conn);
+                            let _ = reply.send(());
+                            return;
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::Setup(format!("starting the SQLite writer: {e}")))?;
@@ -74,10 +99,35 @@ impl SqliteWriter {
     pub(super) async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { batch, reply })
+            .send(Job::Write { batch, reply })
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
+
+    /// Checkpoints and truncates the WAL, so pages of deleted rows (zeroed in the database
+    /// by `secure_delete`) leave no older copy there. False if readers kept it from
+    /// completing; the next run retries.
+    pub(super) async fn checkpoint(&self) -> StoreResult<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Checkpoint { reply })
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Checkpoints and closes the writer's connection; later writes fail.
+    pub(super) async fn close(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Close { reply }).is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: true if every frame was copied and the WAL emptied.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<bool> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+    Ok(busy == 0)
 }
 
 fn setup(e: rusqlite::Error) -> StoreError {

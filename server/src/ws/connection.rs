@@ -402,7 +402,7 @@ async fn or_end<T>(
 }
 
 /// Parses a client frame, telling malformed JSON from an unknown type from bad fields.
-fn parse_frame(text: &str) -> Result<ClientFrame, ApiError> {
+pub fn parse_frame(text: &str) -> Result<ClientFrame, ApiError> {
     // The common case in one pass; the slower path below only explains a failure.
     if let Ok(frame) = serde_json::from_str(text) {
         return Ok(frame);

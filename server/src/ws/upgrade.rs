@@ -1,13 +1,11 @@
 //! `GET /ws`: authenticate, check capacity, upgrade, and start the connection task.
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use privcomm_protocol::limits::MAX_WS_FRAME_BYTES;
 use privcomm_protocol::ErrorCode;
-use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -16,29 +14,29 @@ use crate::state::AppState;
 /// Initial read buffer of a WebSocket.
 const WS_READ_BUFFER: usize = 2048;
 
-/// Query of the upgrade request.
-#[derive(Debug, Deserialize)]
-pub struct WsQuery {
-    token: Option<String>,
-}
-
-/// Upgrades an authenticated request to a WebSocket.
+/// Upgrades an authenticated request to a WebSocket. The token comes only in the
+/// `Authorization` header: a URL's query string ends up in proxies' access logs.
 pub async fn ws_handler(
     State(state): State<AppState>,
-    query: Result<Query<WsQuery>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    // A query string that does not parse simply carries no usable token.
-    let query_token = query.ok().and_then(|Query(q)| q.token);
-    let token = bearer.or(query_token).ok_or_else(ApiError::unauthorized)?;
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = bearer else {
+        if uri.query().is_some_and(|q| q.contains("token=")) {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "send the token in the Authorization header, not in the URL",
+            ));
+        }
+        return Err(ApiError::unauthorized());
+    };
     let now = state.clock.now_secs();
-    let Ok(user) = state.tokens.verify(&token, now) else {
+    let Ok(user) = state.tokens.verify(token, now) else {
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
     };

@@ -9,7 +9,7 @@ use privcomm_server::tokens::TokenIssuer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{send_and_confirm, Db, Device, Incoming, TestRelay, WsClient};
+use crate::common::{send_and_confirm, ws_request, Db, Device, Incoming, TestRelay, WsClient};
 
 fn code(body: &Value) -> &str {
     body["error"].as_str().unwrap_or("<none>")
@@ -68,8 +68,27 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
     relay.clock.advance(Duration::from_secs(31 * 60));
     let (status, body) = relay.get("/api/v1/prekeys/count", Some(&token)).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
-    let ws = tokio_tungstenite::connect_async(format!("{}?token={token}", relay.ws_url())).await;
+    let ws = tokio_tungstenite::connect_async(ws_request(&relay.ws_url(), &token)).await;
     assert!(ws.is_err(), "expired token must not open a WebSocket");
+
+    // A valid token in the query string is refused: URLs end up in proxies' logs.
+    let fresh = alice.login(&relay).await;
+    match tokio_tungstenite::connect_async(format!("{}?token={fresh}", relay.ws_url())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                .expect("JSON body");
+            assert_eq!(body["error"], "unauthorized");
+            assert!(body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Authorization header"));
+        }
+        other => panic!("a token in the URL must be refused with 401, got {other:?}"),
+    }
+    let ws = tokio_tungstenite::connect_async(ws_request(&relay.ws_url(), &fresh)).await;
+    assert!(ws.is_ok(), "the same token in the header opens a WebSocket");
+    drop(ws);
 
     // No token, garbage token, a token signed with another secret.
     assert_eq!(relay.status_of("/api/v1/prekeys/count", None).await, 401);
@@ -94,7 +113,7 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
     let ghost = TokenIssuer::new(&secret, 1800)
         .issue(Uuid::new_v4(), relay.clock_secs())
         .unwrap();
-    let ws = tokio_tungstenite::connect_async(format!("{}?token={ghost}", relay.ws_url())).await;
+    let ws = tokio_tungstenite::connect_async(ws_request(&relay.ws_url(), &ghost)).await;
     assert!(
         ws.is_err(),
         "a token for an unknown user must not open a WebSocket"

@@ -448,9 +448,24 @@ pub enum Incoming {
     Closed(Option<u16>),
 }
 
+/// The upgrade request for `ws_url` with `token` in the `Authorization` header (the only
+/// place the relay takes it from).
+pub fn ws_request(
+    ws_url: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ws_url.into_client_request().expect("ws url");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
 impl WsClient {
     pub async fn connect(ws_url: &str, token: &str) -> Self {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={token}"))
+        let (stream, _) = tokio_tungstenite::connect_async(ws_request(ws_url, token))
             .await
             .expect("websocket connects");
         Self { stream }
@@ -645,7 +660,51 @@ impl ChildRelay {
         settings: &[(&str, &str)],
         soft_open_files: Option<u32>,
     ) -> Self {
-        use std::io::BufRead;
+        Self::launch(Self::command(db, log, settings, soft_open_files)).await
+    }
+
+    /// `start_with` in the working directory `cwd`.
+    pub async fn start_in(
+        db: &TestDb,
+        log: &str,
+        settings: &[(&str, &str)],
+        cwd: &std::path::Path,
+    ) -> Self {
+        let mut cmd = Self::command(db, log, settings, None);
+        cmd.current_dir(cwd);
+        Self::launch(cmd).await
+    }
+
+    /// Runs the relay with `settings` expecting it to refuse to start: asserts it exits
+    /// with a failure within 30 s and returns what it printed (stdout and stderr).
+    pub async fn refused_start(db: &TestDb, settings: &[(&str, &str)]) -> String {
+        let mut cmd = Self::command(db, "info", settings, None);
+        cmd.stderr(std::process::Stdio::piped());
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::from(cmd).output(),
+        )
+        .await
+        .expect("the relay exits within 30 s")
+        .expect("run relay binary");
+        assert!(
+            !output.status.success(),
+            "the relay must refuse to start with {settings:?}"
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    /// The relay command with the test defaults, `settings` on top.
+    fn command(
+        db: &TestDb,
+        log: &str,
+        settings: &[(&str, &str)],
+        soft_open_files: Option<u32>,
+    ) -> std::process::Command {
         let binary = env!("CARGO_BIN_EXE_privcomm-server");
         let mut cmd = match soft_open_files {
             Some(n) => {
@@ -674,6 +733,11 @@ impl ChildRelay {
         for (name, value) in settings {
             cmd.env(name, value);
         }
+        cmd
+    }
+
+    async fn launch(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
         let mut child = cmd.spawn().expect("spawn relay binary");
         let stdout = child.stdout.take().expect("stdout");
         let logs = Arc::new(std::sync::Mutex::new(Vec::new()));

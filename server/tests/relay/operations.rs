@@ -70,7 +70,7 @@ async fn metrics_count_the_message_path(db: Db) {
 
 async fn turn_credentials_follow_the_turn_rest_scheme(db: Db) {
     let relay = TestRelay::start_with(db, |c| {
-        c.turn_secret = Some("coturn-shared-secret".into());
+        c.turn_secret = Some("coturn-shared-secret-of-32-bytes-at-least".into());
         c.turn_urls = vec![
             "turn:127.0.0.1:3478?transport=udp".into(),
             "turns:turn.example:5349".into(),
@@ -86,10 +86,12 @@ async fn turn_credentials_follow_the_turn_rest_scheme(db: Db) {
     let creds: TurnCredentialsResponse = serde_json::from_value(body).expect("json");
     assert_eq!(creds.ttl, 600);
     assert_eq!(creds.urls.len(), 2);
-    let (expiry, user) = creds.username.split_once(':').expect("expiry:user");
-    assert_eq!(user, alice.id().to_string());
+    let (expiry, random) = creds.username.split_once(':').expect("expiry:random");
+    assert_eq!(random.len(), 32, "an opaque part, not the user id");
+    assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(expiry.parse::<i64>().unwrap(), relay.clock_secs() + 600);
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(b"coturn-shared-secret").unwrap();
+    let mut mac =
+        <Hmac<Sha1> as Mac>::new_from_slice(b"coturn-shared-secret-of-32-bytes-at-least").unwrap();
     mac.update(creds.username.as_bytes());
     assert_eq!(
         creds.credential,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use privcomm_protocol::ws::ServerFrame;
 
-use crate::common::{send_and_confirm, Db, Device, Incoming, TestRelay};
+use crate::common::{send_and_confirm, ws_request, Db, Device, Incoming, TestRelay};
 
 async fn wait_for_connections(relay: &TestRelay, want: usize) {
     for _ in 0..200 {
@@ -51,8 +51,7 @@ async fn connections_beyond_the_limit_are_refused_cleanly(db: Db) {
     let mut wb = b.connect(&relay).await;
     assert!(matches!(wa.frame().await, ServerFrame::QueueEmpty));
     assert!(matches!(wb.frame().await, ServerFrame::QueueEmpty));
-    let refused =
-        tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), c.bearer())).await;
+    let refused = tokio_tungstenite::connect_async(ws_request(&relay.ws_url(), c.bearer())).await;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
@@ -84,10 +83,9 @@ async fn silent_connections_are_reaped(db: Db) {
     let relay = TestRelay::start_with(db, |c| c.ping_interval_secs = 1).await;
     let alice = Device::enrol(&relay, 0).await;
     // A raw TCP client that completes the upgrade and then never reads or answers pings.
-    let (stream, _) =
-        tokio_tungstenite::connect_async(format!("{}?token={}", relay.ws_url(), alice.bearer()))
-            .await
-            .expect("connects");
+    let (stream, _) = tokio_tungstenite::connect_async(ws_request(&relay.ws_url(), alice.bearer()))
+        .await
+        .expect("connects");
     wait_for_connections(&relay, 1).await;
     // Three missed ping intervals later the relay has dropped it.
     wait_for_connections(&relay, 0).await;

@@ -12,8 +12,10 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::{ChildRelay, Db, Device, TestDb};
 
+mod files;
 mod limits;
 mod storage;
+mod turn;
 
 /// A TCP connection to `relay` from the loopback address `from` (127.0.0.0/8 is all
 /// loopback on Linux: each address is another "client").

@@ -1,0 +1,269 @@
+//! Targets for the relay's parsers of client input: REST bodies, WebSocket frames, access
+//! tokens, and the signed strings of registration and login. Every client of the relay is
+//! an outsider, so besides "no panic" each checks that a refusal is a 4xx with a bounded
+//! message and that nothing invalid is accepted.
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use libsignal_protocol::{IdentityKey, IdentityKeyPair, PrivateKey};
+use privcomm_protocol::limits::{
+    MAX_ONE_TIME_PREKEYS_PER_UPLOAD, MAX_PAYLOAD_BYTES, NONCE_LEN, TOKEN_TTL_SECS,
+};
+use privcomm_protocol::rest::{
+    ChallengeRequest, PreKeyUploadRequest, RegisterRequest, SendMessageRequest, TokenRequest,
+};
+use privcomm_protocol::ws::ClientFrame;
+use privcomm_protocol::{signing, PhoneHash};
+use privcomm_server::error::{ApiError, MAX_ERROR_MESSAGE_BYTES};
+use privcomm_server::extract::decode_json;
+use privcomm_server::keys::{parse_ec_public_key, verify_signature};
+use privcomm_server::messaging::decode_payload;
+use privcomm_server::routes::keys::validate_upload;
+use privcomm_server::routes::register;
+use privcomm_server::tokens::{key_id, TokenIssuer, MAX_CLOCK_SKEW_SECS};
+use privcomm_server::ws::connection::parse_frame;
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// The relay's clock in the token target.
+pub const NOW: i64 = 1_800_000_000;
+/// The relay's JWT secret in the token target.
+pub const JWT_SECRET: &[u8] = b"fuzz-jwt-secret-fuzz-jwt-secret-0123";
+
+/// Panics (a finding) unless `error` is a client error with a bounded message.
+fn check_refusal(error: &ApiError) {
+    assert!(
+        error.message.len() <= MAX_ERROR_MESSAGE_BYTES,
+        "error message of {} bytes",
+        error.message.len()
+    );
+    let status = ApiError::status(error.code);
+    assert!(
+        status.is_client_error(),
+        "input refused with {status}: {}",
+        error.message
+    );
+}
+
+/// The uploader's identity in the prekey-upload target: fixed, so seeds signed with it
+/// (`examples/relay_seeds.rs`) stay valid from run to run.
+pub fn identity() -> &'static IdentityKeyPair {
+    static IDENTITY: OnceLock<IdentityKeyPair> = OnceLock::new();
+    IDENTITY.get_or_init(|| {
+        let Ok(private) = PrivateKey::deserialize(&[0x42; 32]) else {
+            unreachable!("32 bytes are a Curve25519 private key");
+        };
+        let Ok(public) = private.public_key() else {
+            unreachable!("a private key has a public key");
+        };
+        IdentityKeyPair::new(IdentityKey::new(public), private)
+    })
+}
+
+/// The relay's token issuer in the token target (its secret is `JWT_SECRET`).
+pub fn issuer() -> &'static TokenIssuer {
+    static ISSUER: OnceLock<TokenIssuer> = OnceLock::new();
+    ISSUER.get_or_init(|| TokenIssuer::new(JWT_SECRET, TOKEN_TTL_SECS))
+}
+
+/// A REST body: the first byte picks the endpoint, the rest is the body, decoded and
+/// checked exactly as the route does before touching storage.
+pub fn rest_body(data: &[u8]) {
+    let [endpoint, body @ ..] = data else {
+        return;
+    };
+    let result = match endpoint % 5 {
+        0 => decode_json::<ChallengeRequest>(body)
+            .and_then(|r| PhoneHash::parse(&r.phone_hash).map_err(ApiError::from))
+            .map(drop),
+        1 => decode_json::<TokenRequest>(body).and_then(|r| {
+            PhoneHash::parse(&r.phone_hash)?;
+            r.nonce.decode("nonce")?;
+            r.signature.decode("signature")?;
+            Ok(())
+        }),
+        2 => decode_json::<RegisterRequest>(body)
+            .and_then(|r| register::validate(&r))
+            .map(|user| {
+                assert!(PhoneHash::parse(&user.phone_hash).is_ok());
+                assert!(user.one_time_prekeys.len() <= MAX_ONE_TIME_PREKEYS_PER_UPLOAD);
+                // An accepted identity key is one the token check can use later.
+                assert!(parse_ec_public_key(&user.identity_key, "identity_key").is_ok());
+            }),
+        3 => decode_json::<PreKeyUploadRequest>(body)
+            .and_then(|r| validate_upload(&r, identity().public_key()))
+            .map(|update| {
+                assert!(update.one_time_prekeys.len() <= MAX_ONE_TIME_PREKEYS_PER_UPLOAD);
+            }),
+        _ => decode_json::<SendMessageRequest>(body)
+            .and_then(|r| decode_payload(&r.payload))
+            .map(|payload| assert!((1..=MAX_PAYLOAD_BYTES).contains(&payload.len()))),
+    };
+    if let Err(e) = result {
+        check_refusal(&e);
+    }
+}
+
+/// A WebSocket text frame from a client (`ws::connection::parse_frame`): a frame that
+/// re-encodes to itself, or a bounded 4xx refusal.
+pub fn client_frame(data: &[u8]) {
+    // The WebSocket layer hands over text frames only as valid UTF-8.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match parse_frame(text) {
+        Ok(frame) => {
+            let again = serde_json::to_string(&frame).unwrap_or_default();
+            let reparsed: ClientFrame = parse_frame(&again).unwrap_or_else(|e| {
+                panic!("a parsed frame does not re-parse: {e}");
+            });
+            assert_eq!(serde_json::to_string(&reparsed).unwrap_or_default(), again);
+        }
+        Err(e) => check_refusal(&e),
+    }
+}
+
+/// `header.claims` signed with the relay's own secret, as a leaked-secret or buggy issuer
+/// could: the checks after the signature must still hold.
+fn sign(header: &[u8], claims: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(JWT_SECRET) else {
+        unreachable!("HMAC takes any key length");
+    };
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// True if a token with these claims must verify at `NOW`.
+fn acceptable(iat: i64, exp: i64) -> bool {
+    let ttl = i64::try_from(TOKEN_TTL_SECS).unwrap_or(i64::MAX);
+    exp.checked_sub(iat).is_some_and(|l| l > 0 && l <= ttl)
+        && iat <= NOW + MAX_CLOCK_SKEW_SECS
+        && exp > NOW
+}
+
+/// An access token (`TokenIssuer::verify`). Mode 0: the bytes are the token, which must
+/// never verify (no one but the relay can sign). Mode 1: fuzzed header and claims JSON,
+/// signed with the relay's secret: an accepted token has HS256, our `kid`, a `sub` and a
+/// lifetime within bounds. Mode 2: well-formed claims with fuzzed times, accepted exactly
+/// when the times are within bounds.
+pub fn access_token(data: &[u8]) {
+    let [mode, rest @ ..] = data else {
+        return;
+    };
+    match mode % 3 {
+        0 => {
+            let token = String::from_utf8_lossy(rest);
+            assert!(
+                issuer().verify(&token, NOW).is_err(),
+                "forged token accepted"
+            );
+        }
+        1 => {
+            let split = rest.iter().position(|b| *b == 0xff).unwrap_or(rest.len());
+            let (header, claims) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
+            let token = sign(header, claims);
+            if let Ok(user) = issuer().verify(&token, NOW) {
+                let header: serde_json::Value = serde_json::from_slice(header).unwrap_or_default();
+                assert_eq!(header["alg"], "HS256");
+                assert_eq!(header["kid"].as_str(), Some(key_id(JWT_SECRET).as_str()));
+                let claims: serde_json::Value = serde_json::from_slice(claims).unwrap_or_default();
+                assert_eq!(claims["sub"].as_str(), Some(user.to_string().as_str()));
+                let iat = claims["iat"].as_i64().unwrap_or(i64::MIN);
+                let exp = claims["exp"].as_i64().unwrap_or(i64::MIN);
+                assert!(acceptable(iat, exp), "accepted iat {iat} exp {exp}");
+            }
+        }
+        _ => {
+            let mut times = [0u8; 16];
+            let n = rest.len().min(16);
+            times[..n].copy_from_slice(&rest[..n]);
+            let (a, b) = times.split_at(8);
+            // Near NOW most of the time, anywhere sometimes.
+            let wide = rest.get(16).is_some_and(|b| b & 1 == 1);
+            let time = |bytes: &[u8]| {
+                let v = i64::from_le_bytes(bytes.try_into().unwrap_or_default());
+                if wide {
+                    v
+                } else {
+                    NOW + (v % 10_000)
+                }
+            };
+            let (iat, exp) = (time(a), time(b));
+            let user = Uuid::from_u128(0x5eed);
+            let header =
+                serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": key_id(JWT_SECRET)});
+            let claims = serde_json::json!({"sub": user, "iat": iat, "exp": exp});
+            let token = sign(header.to_string().as_bytes(), claims.to_string().as_bytes());
+            let verdict = issuer().verify(&token, NOW);
+            assert_eq!(
+                verdict.is_ok(),
+                acceptable(iat, exp),
+                "iat {iat} exp {exp}: {verdict:?}"
+            );
+        }
+    }
+}
+
+/// The signed strings of login and registration (`signing::auth_message`,
+/// `register_message`) and their check (`keys::verify_signature`). Over the inputs the
+/// relay accepts (a 32-byte nonce, a valid phone hash) the strings are injective and a
+/// login string never equals a registration string, so no signature serves for another
+/// nonce, number or purpose; fuzzed keys and signatures never verify.
+pub fn signed_string(data: &[u8]) {
+    if data.len() < 2 * NONCE_LEN {
+        return;
+    }
+    let (nonces, rest) = data.split_at(2 * NONCE_LEN);
+    let (n1, n2) = nonces.split_at(NONCE_LEN);
+    let text = String::from_utf8_lossy(rest);
+    let (p1, p2) = text.split_once('|').unwrap_or((&text, ""));
+    let (Ok(h1), Ok(h2)) = (PhoneHash::parse(p1), PhoneHash::parse(p2)) else {
+        // Keys and signatures straight from the input: parse or refuse, never verify.
+        let key = parse_ec_public_key(rest.get(..33).unwrap_or(rest), "identity_key");
+        match key {
+            Ok(key) => {
+                let message = signing::auth_message(n1, p1);
+                assert!(verify_signature(&key, &message, n2, "signature").is_err());
+                let long = [n1, n2].concat();
+                assert!(verify_signature(&key, &message, &long, "signature").is_err());
+            }
+            Err(e) => check_refusal(&e),
+        }
+        return;
+    };
+    let (h1, h2) = (h1.as_str(), h2.as_str());
+    let same = n1 == n2 && h1 == h2;
+    let auth1 = signing::auth_message(n1, h1);
+    let auth2 = signing::auth_message(n2, h2);
+    let reg1 = signing::register_message(n1, h1);
+    let reg2 = signing::register_message(n2, h2);
+    assert_eq!(auth1 == auth2, same);
+    assert_eq!(reg1 == reg2, same);
+    assert_ne!(auth1, reg2);
+    assert_ne!(reg1, auth2);
+    let pair = identity();
+    let Ok(signature) = pair
+        .private_key()
+        .calculate_signature(&auth1, &mut rand::rng())
+    else {
+        panic!("signing failed");
+    };
+    let key = pair.public_key();
+    assert!(verify_signature(key, &auth1, &signature, "signature").is_ok());
+    assert_eq!(
+        verify_signature(key, &auth2, &signature, "signature").is_ok(),
+        same
+    );
+    assert!(verify_signature(key, &reg1, &signature, "signature").is_err());
+}
