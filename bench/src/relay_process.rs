@@ -123,6 +123,16 @@ impl RelayProcess {
             "1000000000".to_owned(),
             "--max-mailbox-mb".to_owned(),
             "1000000".to_owned(),
+            // Every bench socket comes from 127.0.0.1: the per-client cap (64) would refuse
+            // all but the first few; the total stays bounded by the connection limit.
+            "--max-sockets-per-client".to_owned(),
+            "1000000".to_owned(),
+            "--account-per-minute".to_owned(),
+            "1000000000".to_owned(),
+            "--key-lookups-per-hour".to_owned(),
+            "1000000000".to_owned(),
+            "--prekeys-per-target-per-hour".to_owned(),
+            "1000000000".to_owned(),
             "--log".to_owned(),
             "error".to_owned(),
         ];

@@ -17,9 +17,19 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
 const SECRET_FILE: &str = "jwt_secret";
 const KEY_ID_CONTEXT: &[u8] = b"privcomm-jwt-kid-v1";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What the relay signs.
+#[derive(Debug, Serialize)]
 struct Claims {
     sub: Uuid,
+    iat: i64,
+    exp: i64,
+}
+
+/// What a presented token carries. `sub` is read as text so that only the form the relay
+/// writes (hyphenated, lower case) is accepted, not every spelling a UUID parser takes.
+#[derive(Debug, Deserialize)]
+struct PresentedClaims {
+    sub: String,
     iat: i64,
     exp: i64,
 }
@@ -137,9 +147,14 @@ impl TokenIssuer {
             }
             _ => return Err(TokenError::Invalid),
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
-            .map_err(|_| TokenError::Invalid)?
-            .claims;
+        let claims =
+            jsonwebtoken::decode::<PresentedClaims>(token, &key.decoding, &self.validation)
+                .map_err(|_| TokenError::Invalid)?
+                .claims;
+        let user = Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Invalid)?;
+        if user.hyphenated().to_string() != claims.sub {
+            return Err(TokenError::Invalid);
+        }
         let lifetime = claims.exp.checked_sub(claims.iat);
         if !lifetime.is_some_and(|l| l > 0 && l <= self.ttl_secs)
             || claims.iat > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS)
@@ -149,7 +164,7 @@ impl TokenIssuer {
         if claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
-        Ok(claims.sub)
+        Ok(user)
     }
 }
 
@@ -272,6 +287,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(issuer.verify(&no_iat, 1_000), Err(TokenError::Invalid));
+    }
+
+    /// Found by the `access_token` fuzz target: a `sub` in another spelling of the same
+    /// UUID (upper case, braces, `urn:uuid:`, no hyphens) verified. Only the relay's own
+    /// form is accepted now.
+    #[test]
+    fn only_the_issued_spelling_of_the_user_id_verifies() {
+        let secret = [1u8; 32];
+        let issuer = TokenIssuer::new(&secret, 1800);
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key_id(&secret));
+        let sub = Uuid::new_v4();
+        let sign = |sub: String| {
+            jsonwebtoken::encode(
+                &header,
+                &serde_json::json!({"sub": sub, "iat": 1_000, "exp": 2_800}),
+                &EncodingKey::from_secret(&secret),
+            )
+            .unwrap()
+        };
+        assert_eq!(issuer.verify(&sign(sub.to_string()), 1_000), Ok(sub));
+        let spellings = [
+            sub.to_string().to_uppercase(),
+            sub.braced().to_string(),
+            sub.urn().to_string(),
+            sub.simple().to_string(),
+        ];
+        for spelling in spellings {
+            assert_eq!(
+                issuer.verify(&sign(spelling.clone()), 1_000),
+                Err(TokenError::Invalid),
+                "{spelling}"
+            );
+        }
     }
 
     #[test]

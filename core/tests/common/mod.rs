@@ -117,24 +117,56 @@ pub async fn relay() -> Relay {
 }
 
 /// Builds (if needed) and locates the relay binary, for tests that run it as a process.
+///
+/// Asks for the workspace's whole test build, the one `cargo test --workspace` has just
+/// made (the relay's own tests need its binary too), so inside a full run this only checks
+/// freshness. `cargo build -p privcomm-server` would resolve features for that one package
+/// and rebuild much of the dependency tree a second time (minutes on two cores). The
+/// variables cargo sets for a running test are removed: seen by the nested cargo, they
+/// mark dozens of units dirty, and the next build rebuilds them again.
 pub fn relay_binary() -> PathBuf {
-    let output = std::process::Command::new(env!("CARGO"))
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = std::process::Command::new(env!("CARGO"));
+    command
         .args([
-            "build",
+            "test",
+            "--workspace",
+            "--no-run",
             "--quiet",
             "--message-format=json",
-            "-p",
-            "privcomm-server",
-            "--bin",
-            "privcomm-server",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo build runs");
+        .current_dir(workspace);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+                    | "LD_LIBRARY_PATH"
+                    | "RUST_RECURSION_COUNT"
+            );
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command.output().expect("cargo test --no-run runs");
     assert!(output.status.success(), "building the relay failed");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["profile"]["test"] == false)
+        .filter(|v| v["target"]["name"] == "privcomm-server")
+        .filter(|v| {
+            v["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
+        })
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .expect("cargo reported the relay executable")
 }
@@ -165,7 +197,13 @@ impl ChildRelay {
             .env("PRIVCOMM_LOG", log)
             .env("PRIVCOMM_REGISTER_PER_HOUR", "1000")
             .env("PRIVCOMM_TOKEN_PER_MINUTE", "1000")
-            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000");
+            .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000")
+            // The same allowances as `relay_config`: at the default 600 sends a minute the
+            // exchange tests were paced by the limit, not by the code under test.
+            .env("PRIVCOMM_SEND_PER_MINUTE", "1000000")
+            .env("PRIVCOMM_SEND_KIB_PER_MINUTE", "100000000")
+            .env("PRIVCOMM_PREKEYS_PER_TARGET_PER_HOUR", "100000")
+            .env("PRIVCOMM_KEY_LOOKUPS_PER_HOUR", "100000");
         for (key, value) in env {
             command.env(key, value);
         }

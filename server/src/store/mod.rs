@@ -5,6 +5,7 @@
 mod batch;
 mod dialect;
 mod mailbox;
+mod migrations;
 mod sql;
 mod sqlite_writer;
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
-use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 use uuid::Uuid;
 
@@ -19,9 +18,6 @@ use super::{
     PurgeReport, Store, StoreError, StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity,
     WriteBatch, WriteBatchOutcome,
 };
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// SQLite pragmas set on every connection: WAL so readers never block the writer, FULL sync so
 /// a stored message survives power loss (the relay promises "durably stored" on `sent`).
@@ -75,11 +71,7 @@ impl SqlStore {
             });
         }
         let pool = pool_options.connect_with(options).await?;
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        super::migrations::for_backend(backend)
             .run(&pool)
             .await
             .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;

@@ -37,6 +37,14 @@ enum Job {
     Close { reply: oneshot::Sender<()> },
 }
 
+/// How long a write waits for SQLite's lock (held briefly by the sqlx pool's own writes).
+const WRITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a maintenance checkpoint waits for readers to leave the WAL. TRUNCATE waits
+/// until no reader uses it, and while it waits the writer thread, and every write queued
+/// behind it, waits too; with the write timeout that could be 10 s of held sends and acks.
+/// Past this it gives up; the next maintenance run retries.
+const MAINTENANCE_CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
 /// Handle to the writer thread.
 #[derive(Debug)]
 pub(super) struct SqliteWriter {
@@ -66,7 +74,7 @@ impl SqliteWriter {
              PRAGMA secure_delete = ON;"
         ))
         .map_err(setup)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(setup)?;
+        conn.busy_timeout(WRITE_BUSY_TIMEOUT).map_err(setup)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("privcomm-sqlite-writer".into())
@@ -78,10 +86,11 @@ impl SqliteWriter {
                             let _ = reply.send(apply(&mut conn, &batch).map_err(StoreError::from));
                         }
                         Job::Checkpoint { reply } => {
-                            let _ = reply.send(checkpoint(&conn).map_err(StoreError::from));
+                            let done = checkpoint(&conn, MAINTENANCE_CHECKPOINT_WAIT);
+                            let _ = reply.send(done.map_err(StoreError::from));
                         }
                         Job::Close { reply } => {
-                            if let Err(e) = checkpoint(&conn) {
+                            if let Err(e) = checkpoint(&conn, WRITE_BUSY_TIMEOUT) {
                                 tracing::warn!(error = %e, "final WAL checkpoint failed");
                             }
                             drop(conn);
@@ -124,10 +133,15 @@ impl SqliteWriter {
     }
 }
 
-/// `PRAGMA wal_checkpoint(TRUNCATE)`: true if every frame was copied and the WAL emptied.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<bool> {
-    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
-    Ok(busy == 0)
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait` for readers: true if every
+/// frame was copied and the WAL emptied.
+fn checkpoint(conn: &Connection, wait: Duration) -> rusqlite::Result<bool> {
+    conn.busy_timeout(wait)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    conn.busy_timeout(WRITE_BUSY_TIMEOUT)?;
+    Ok(busy? == 0)
 }
 
 fn setup(e: rusqlite::Error) -> StoreError {

@@ -35,9 +35,14 @@ const MAX_PIPELINED: usize = 256;
 /// Bytes of sends one connection may have between reading and commit (its share of the
 /// relay-wide in-flight budget); reading pauses beyond this.
 const CONNECTION_INFLIGHT_BYTES: usize = 2 * 1024 * 1024;
-/// How long a closing connection waits for the client's close reply, reading (and
-/// dropping) what the client still sends, so its socket is not reset under it.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
+/// The longest a closing connection waits for the client's close reply, reading (and
+/// dropping) what the client still sends, so its socket is not reset under it. A client
+/// that reads slowly may have our close frame queued behind many answers; it stops sending
+/// only once it reaches it.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(10);
+/// A closing client that sends nothing for this long has stopped writing (it read our
+/// close frame, or was idle): closing now leaves nothing unread, so it cannot reset.
+const CLOSE_QUIET: Duration = Duration::from_millis(500);
 /// Missed ping intervals before a silent connection is considered dead.
 const DEAD_AFTER_PINGS: u32 = 3;
 
@@ -78,21 +83,36 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
     .await;
     if let End::Close(code, reason) = end {
         if close(&mut socket, code, reason).await.is_ok() {
-            finish_close(&mut socket).await;
+            finish_close(&state, user, &mut socket).await;
         }
     }
     state.metrics.connections.dec();
     tracing::info!("websocket closed");
 }
 
-/// Reads until the client's close reply (or `CLOSE_HANDSHAKE` passes). Closing the socket
-/// with a pipelining client's frames still unread would make the kernel reset it, and the
-/// client would see the connection drop (1006) instead of the close frame.
-async fn finish_close(socket: &mut WebSocket) {
+/// Reads until the client's close reply, its end of the stream, `CLOSE_QUIET` without a
+/// frame, or `CLOSE_HANDSHAKE` in all. Closing the socket with a pipelining client's frames
+/// still unread would make the kernel reset it, which also discards what we have not sent
+/// yet: a client still reading its backlog would lose our close frame and see the
+/// connection drop (1006).
+///
+/// Acks read meanwhile are still applied: they were sent before the client saw our close
+/// frame, or before it connected again (a new connection replaces this one at once, with
+/// its last frames unread). Dropping them would deliver those messages a second time, to a
+/// client that reconnects quickly, again and again. Sends are dropped: the client never
+/// gets their `sent` and sends them again.
+async fn finish_close(state: &AppState, user: Uuid, socket: &mut WebSocket) {
     let _ = timeout(CLOSE_HANDSHAKE, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+        while let Ok(Some(Ok(message))) = timeout(CLOSE_QUIET, socket.next()).await {
+            match message {
+                Message::Close(_) => break,
+                Message::Text(text) => {
+                    if let Ok(ClientFrame::Ack { id }) = parse_frame(text.as_str()) {
+                        // Queued for the next commit; nobody waits for the answer.
+                        drop(state.writes.ack(user, id).await);
+                    }
+                }
+                _ => {}
             }
         }
     })

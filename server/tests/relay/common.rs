@@ -471,6 +471,27 @@ impl WsClient {
         Self { stream }
     }
 
+    /// Connects over a socket whose kernel receive buffer is `bytes` (set before connecting,
+    /// so the window never grows): a client that stops reading stalls the relay's writes
+    /// at once instead of after megabytes.
+    pub async fn connect_with_receive_buffer(ws_url: &str, token: &str, bytes: u32) -> Self {
+        let request = ws_request(ws_url, token);
+        let authority = request
+            .uri()
+            .authority()
+            .expect("ws url has a host")
+            .as_str();
+        let addr: std::net::SocketAddr = authority.parse().expect("ws url names an address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("tcp connects");
+        let (stream, _) =
+            tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("websocket connects");
+        Self { stream }
+    }
+
     pub async fn send(&mut self, frame: &ClientFrame) {
         let text = serde_json::to_string(frame).expect("json");
         self.stream

@@ -120,6 +120,56 @@ async fn unacked_messages_are_redelivered_after_a_drop(db: Db) {
     relay.finish().await;
 }
 
+/// Bob acks every message and connects again at once, while his old connection still has
+/// frames the relay has not read (5,000 acks of unknown ids first, then the real ones).
+/// The new connection replaces the old one (4409); the acks it had not read yet still
+/// count, so the mailbox empties. (They were dropped: each reconnect got the same
+/// messages again.)
+async fn acks_sent_before_a_reconnect_still_count(db: Db) {
+    const COUNT: usize = 20;
+    let relay = TestRelay::start(db).await;
+    let (alice, bob) = Device::pair(&relay).await;
+    let mut alice_ws = alice.online(&relay).await;
+    send_numbered(&mut alice_ws, bob.id(), COUNT).await;
+
+    let mut old = bob.connect(&relay).await;
+    let mut ids = Vec::new();
+    while ids.len() < COUNT {
+        if let ServerFrame::EncryptedMessage { id, .. } = old.frame().await {
+            ids.push(id);
+        }
+    }
+    for _ in 0..5_000 {
+        old.ack(Uuid::new_v4()).await;
+    }
+    for id in &ids {
+        old.ack(*id).await;
+    }
+    // The old socket stays open (dropping it with the relay's close frame unread would
+    // make this side reset it, and a reset discards what the relay had not read).
+    let mut new = bob.connect(&relay).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match new.frame().await {
+            ServerFrame::QueueEmpty => break,
+            ServerFrame::EncryptedMessage { .. } => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the acks sent before reconnecting were lost"
+                );
+                new.close().await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                new = bob.connect(&relay).await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(old.expect_close().await, Some(4409));
+    alice_ws.close().await;
+    new.close().await;
+    relay.finish().await;
+}
+
 async fn live_messages_keep_order_while_backlog_flushes(db: Db) {
     let relay = TestRelay::start(db).await;
     let (alice, bob) = Device::pair(&relay).await;
@@ -165,4 +215,5 @@ crate::on_both_backends!(
     offline_backlog_arrives_in_order_then_queue_empty,
     unacked_messages_are_redelivered_after_a_drop,
     live_messages_keep_order_while_backlog_flushes,
+    acks_sent_before_a_reconnect_still_count,
 );

@@ -2,6 +2,8 @@
 //! memory, and how a loaded relay shuts down.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -340,14 +342,18 @@ async fn pipelining_sockets_stay_within_the_inflight_budget(db: Db) {
     db.cleanup().await;
 }
 
-/// Finding 9: SIGTERM while a client pipelines sends. The client gets the close frame
-/// 1001 (not a reset, 1006), and every message it was told `sent` is there after restart.
+/// Finding 9: SIGTERM while a client pipelines sends and reads its answers slowly. The
+/// client gets the close frame 1001 (not a reset, 1006), and every message it was told
+/// `sent` is there after restart. Its small receive buffer and a 4 s pause in reading from
+/// just before the SIGTERM put the relay's close frame behind answers the client has not read
+/// yet, while it keeps sending: a relay that gave up on the close handshake while the client
+/// was still sending reset the socket, and the unsent close frame was lost with it.
 #[tokio::test]
 async fn shutdown_under_load_closes_with_going_away() {
     let db = TestDb::new(Db::Sqlite).await;
     let mut relay = ChildRelay::start_with(&db, "info", &NO_SEND_LIMIT, None).await;
     let (alice, bob) = Device::pair(&relay).await;
-    let ws: WsClient = alice.connect(&relay).await;
+    let ws = WsClient::connect_with_receive_buffer(&relay.ws_url(), alice.bearer(), 8 * 1024).await;
     let (mut sink, mut stream) = ws.into_inner().split();
     let to = bob.id();
     let writer = tokio::spawn(async move {
@@ -361,30 +367,56 @@ async fn shutdown_under_load_closes_with_going_away() {
             if sink.flush().await.is_err() {
                 return;
             }
+            // A client's reads keep pace with its writes; a writer that never yields would
+            // starve the reader on this runtime and no relay could close it in time.
+            tokio::task::yield_now().await;
         }
     });
-    let reader = tokio::spawn(async move {
-        let mut confirmed = HashSet::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    if let Ok(ServerFrame::Sent { server_id, .. }) = serde_json::from_str(&text) {
-                        confirmed.insert(server_id);
+    let pause = Arc::new(AtomicBool::new(false));
+    let (paused_tx, paused_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn({
+        let pause = pause.clone();
+        async move {
+            let mut confirmed = HashSet::new();
+            let mut paused_tx = Some(paused_tx);
+            loop {
+                if pause.load(Ordering::Acquire) {
+                    if let Some(tx) = paused_tx.take() {
+                        let _ = tx.send(());
+                        tokio::time::sleep(Duration::from_secs(4)).await;
                     }
                 }
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return (frame.map(|f| u16::from(f.code)), confirmed)
+                match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        if let Ok(ServerFrame::Sent { server_id, .. }) = serde_json::from_str(&text)
+                        {
+                            confirmed.insert(server_id);
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(frame)))) => {
+                        let code = frame.map(|f| u16::from(f.code));
+                        return (Ok(code), confirmed);
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(e))) => return (Err(format!("stream failed: {e}")), confirmed),
+                    Ok(None) => {
+                        return (Err("stream ended without a close frame".into()), confirmed)
+                    }
+                    Err(_) => return (Err("nothing for 30 s".into()), confirmed),
                 }
-                Ok(Some(Ok(_))) => {}
-                _ => return (None, confirmed),
             }
         }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
+    pause.store(true, Ordering::Release);
+    tokio::time::timeout(Duration::from_secs(30), paused_rx)
+        .await
+        .expect("the reader reads answers")
+        .expect("reader alive");
     assert!(relay.terminate().await.success());
     let (code, confirmed) = reader.await.expect("reader");
     writer.abort();
-    assert_eq!(code, Some(1001), "close code under load");
+    assert_eq!(code, Ok(Some(1001)), "how the socket ended under load");
     assert!(!confirmed.is_empty());
     drop(relay);
 

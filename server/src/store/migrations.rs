@@ -1,0 +1,121 @@
+//! The schema migrations, compiled into the binary (`migrations/<backend>/NNNN_name.sql`).
+//!
+//! Built by hand rather than with `sqlx::migrate!`: that macro pulls a second, host-side
+//! build of sqlx, both database drivers, SQLite and rustls into every build, for what is
+//! a list of files. The version, description and checksum are the ones sqlx derives from
+//! the file name and contents, so databases migrated before keep validating.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlStr;
+
+use super::dialect::Backend;
+
+/// One migration: its version, sqlx's description (the file name's words) and its SQL.
+struct Source {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first, as `(version, file in migrations/<backend>/, sqlx's
+/// description)`; each exists for both backends. Applied ones never change (their
+/// checksums are stored in `_sqlx_migrations`); a schema change is a new pair of files and
+/// a new line here.
+macro_rules! migrations {
+    ($(($version:literal, $file:literal, $description:literal)),* $(,)?) => {
+        const SQLITE: &[Source] = &[$(Source {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!("../../migrations/sqlite/", $file)),
+        }),*];
+        const POSTGRES: &[Source] = &[$(Source {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!("../../migrations/postgres/", $file)),
+        }),*];
+    };
+}
+
+migrations!(
+    (1, "0001_initial.sql", "initial"),
+    (2, "0002_mailboxes.sql", "mailboxes"),
+);
+
+static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE));
+static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(POSTGRES));
+
+/// The migrator for `backend`.
+pub(super) fn for_backend(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATOR,
+        Backend::Postgres => &POSTGRES_MIGRATOR,
+    }
+}
+
+fn migrator(sources: &'static [Source]) -> Migrator {
+    let migrations = sources
+        .iter()
+        .map(|source| {
+            Migration::new(
+                source.version,
+                Cow::Borrowed(source.description),
+                MigrationType::Simple,
+                SqlStr::from_static(source.sql),
+                // What sqlx reads from a file that starts with this marker.
+                source.sql.starts_with("-- no-transaction"),
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The SHA-384 checksums deployed databases hold for the applied migrations (read from
+    /// the `_sqlx_migrations` of databases that `sqlx::migrate!` set up): editing an applied
+    /// migration would make every existing relay refuse to start.
+    #[test]
+    fn applied_migrations_keep_their_checksums() {
+        let pinned: [(&Migrator, i64, &str, &str); 4] = [
+            (for_backend(Backend::Sqlite), 1, "initial", SQLITE_1),
+            (for_backend(Backend::Sqlite), 2, "mailboxes", SQLITE_2),
+            (for_backend(Backend::Postgres), 1, "initial", POSTGRES_1),
+            (for_backend(Backend::Postgres), 2, "mailboxes", POSTGRES_2),
+        ];
+        for (migrator, version, description, checksum) in pinned {
+            let migration = migrator
+                .iter()
+                .find(|m| m.version == version)
+                .expect("migration present");
+            assert_eq!(migration.description, description);
+            assert_eq!(hex(&migration.checksum), checksum, "version {version}");
+            assert!(!migration.no_tx);
+        }
+    }
+
+    #[test]
+    fn backends_have_the_same_versions_in_order() {
+        let versions =
+            |backend| -> Vec<i64> { for_backend(backend).iter().map(|m| m.version).collect() };
+        assert_eq!(versions(Backend::Sqlite), versions(Backend::Postgres));
+        assert!(versions(Backend::Sqlite).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    const SQLITE_1: &str =
+        "5e175683f556806a1e4e8476feba1779a6e7fe22fe88ec22419fe98beb1eaf20e8e3e262190caf029e767b2c324875f7";
+    const SQLITE_2: &str =
+        "40a741d616a245fce4eade3d58699ea56601770005cdf53afa645bf887d5d72a5306a93e0f31249a8f8c8f61827d3d96";
+    const POSTGRES_1: &str =
+        "f7cb7b7ddbf9d7b3e712afb349cf8d9aeb031d624fe669a66d6d75313598360e510d17dff1c34d52243f033f8a2909d9";
+    const POSTGRES_2: &str =
+        "962c07dcc4e82f5480c75483896ac5591ef0f3cb02862f47048605ec70d06668274c9f097427e67324121b1f26037ea6";
+}
