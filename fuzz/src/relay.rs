@@ -21,6 +21,7 @@ use privcomm_server::error::{ApiError, MAX_ERROR_MESSAGE_BYTES};
 use privcomm_server::extract::decode_json;
 use privcomm_server::keys::{parse_ec_public_key, verify_signature};
 use privcomm_server::messaging::decode_payload;
+use privcomm_server::pepper::Pepper;
 use privcomm_server::routes::keys::validate_upload;
 use privcomm_server::routes::register;
 use privcomm_server::tokens::{key_id, TokenIssuer, MAX_CLOCK_SKEW_SECS};
@@ -63,6 +64,12 @@ pub fn identity() -> &'static IdentityKeyPair {
     })
 }
 
+/// The relay's pepper in the register target.
+fn pepper() -> &'static Pepper {
+    static PEPPER: OnceLock<Pepper> = OnceLock::new();
+    PEPPER.get_or_init(|| Pepper::new(&[0x24; 32]))
+}
+
 /// The relay's token issuer in the token target (its secret is `JWT_SECRET`).
 pub fn issuer() -> &'static TokenIssuer {
     static ISSUER: OnceLock<TokenIssuer> = OnceLock::new();
@@ -86,9 +93,10 @@ pub fn rest_body(data: &[u8]) {
             Ok(())
         }),
         2 => decode_json::<RegisterRequest>(body)
-            .and_then(|r| register::validate(&r))
-            .map(|user| {
-                assert!(PhoneHash::parse(&user.phone_hash).is_ok());
+            .and_then(|r| register::validate(&r, pepper()))
+            .map(|(phone_hash, user)| {
+                assert_eq!(user.phone_key, pepper().phone_key(&phone_hash));
+                assert_ne!(user.phone_key.as_str(), phone_hash.as_str());
                 assert!(user.one_time_prekeys.len() <= MAX_ONE_TIME_PREKEYS_PER_UPLOAD);
                 // An accepted identity key is one the token check can use later.
                 assert!(parse_ec_public_key(&user.identity_key, "identity_key").is_ok());

@@ -27,13 +27,15 @@ use crate::config::Config;
 use crate::conn_limits::ConnectionLimits;
 use crate::error::ApiError;
 use crate::metrics::{method_label, Metrics, RouteLabels};
+use crate::pepper::Pepper;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::routes;
+use crate::secrets::configured_secret;
 use crate::serve::{serve, ServeSettings};
 use crate::state::AppState;
 use crate::storage_gauge::StorageGauge;
 use crate::store::{SqlStore, Store};
-use crate::tokens::{configured_secret, load_or_create_secret, TokenIssuer};
+use crate::tokens::{load_or_create_secret, TokenIssuer};
 use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
 use crate::{maintenance, ws};
@@ -247,9 +249,17 @@ impl RelayServer {
         if let Some(previous) = &previous_secret {
             tokens = tokens.with_previous(previous);
         }
-        let store = SqlStore::connect(&config.effective_database_url(), config.database_pool)
-            .await
-            .context("opening the database")?;
+        let pepper = Arc::new(Pepper::load(
+            config.phone_pepper.as_deref(),
+            &config.data_dir,
+        )?);
+        let store = SqlStore::connect(
+            &config.effective_database_url(),
+            config.database_pool,
+            pepper.clone(),
+        )
+        .await
+        .context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
@@ -273,6 +283,7 @@ impl RelayServer {
             store,
             writes,
             clock,
+            pepper,
             tokens: Arc::new(tokens),
             connections,
             metrics,

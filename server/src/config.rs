@@ -48,6 +48,12 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_JWT_PREVIOUS_SECRET", hide_env_values = true)]
     pub jwt_previous_secret: Option<String>,
 
+    /// Secret that keys what the database stores about phone numbers and delivered
+    /// messages (at least 32 bytes; every relay of one database must share it). Default:
+    /// generated once and kept in `<data dir>/phone_pepper`.
+    #[arg(long, env = "PRIVCOMM_PHONE_PEPPER", hide_env_values = true)]
+    pub phone_pepper: Option<String>,
+
     /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it the
     /// turn-credentials endpoint answers 503.
     #[arg(long, env = "PRIVCOMM_TURN_SECRET", hide_env_values = true)]

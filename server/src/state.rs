@@ -9,6 +9,7 @@ use crate::budget::ByteBudget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pepper::Pepper;
 use crate::rate_limit::RateLimits;
 use crate::storage_gauge::StorageGauge;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Keys what is stored about phone numbers.
+    pub pepper: Arc<Pepper>,
     /// Token issuer/verifier.
     pub tokens: Arc<TokenIssuer>,
     /// Online WebSocket connections.

@@ -4,14 +4,11 @@
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-/// Smallest accepted JWT secret, in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
 /// How far ahead of the relay's clock a token's `iat` may be (another instance's clock).
 pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
 const SECRET_FILE: &str = "jwt_secret";
@@ -174,61 +171,7 @@ pub fn load_or_create_secret(
     configured: Option<&str>,
     data_dir: &Path,
 ) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    if let Some(secret) = configured_secret(configured, "PRIVCOMM_JWT_SECRET")? {
-        return Ok(secret);
-    }
-    let path = data_dir.join(SECRET_FILE);
-    match crate::files::check_secret_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() >= MIN_SECRET_LEN => return Ok(Zeroizing::new(bytes)),
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is shorter than {MIN_SECRET_LEN} bytes", path.display()),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let mut secret = Zeroizing::new(vec![0u8; 32]);
-    rand::rng().fill_bytes(&mut secret);
-    write_private_file(&path, &secret)?;
-    Ok(secret)
-}
-
-/// A secret given in the configuration, if any, checked for length; `setting` names it in
-/// the error.
-pub fn configured_secret(
-    configured: Option<&str>,
-    setting: &str,
-) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
-    match configured.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(secret) if secret.len() < MIN_SECRET_LEN => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{setting} must be at least {MIN_SECRET_LEN} bytes"),
-        )),
-        Some(secret) => Ok(Some(Zeroizing::new(secret.as_bytes().to_vec()))),
-    }
-}
-
-fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    crate::secrets::load_or_create(configured, "PRIVCOMM_JWT_SECRET", data_dir, SECRET_FILE)
 }
 
 #[cfg(test)]

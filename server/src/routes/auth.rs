@@ -18,15 +18,15 @@ pub async fn challenge(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
-    let phone_hash = PhoneHash::parse(&req.phone_hash)?;
-    state.rate_limits.check_challenge_for(phone_hash.as_str())?;
+    let phone_key = state.pepper.phone_key(&PhoneHash::parse(&req.phone_hash)?);
+    state.rate_limits.check_challenge_for(phone_key.as_str())?;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let ttl_ms = i64::try_from(NONCE_TTL_SECS * 1000).unwrap_or(i64::MAX);
     let expires_at = state.clock.now_ms().saturating_add(ttl_ms);
     state
         .store
-        .insert_nonce(&nonce, phone_hash.as_str(), expires_at)
+        .insert_nonce(&nonce, &phone_key, expires_at)
         .await?;
     Ok(Json(ChallengeResponse {
         nonce: Base64String::encode(nonce),
@@ -48,21 +48,18 @@ pub async fn token(
 
 async fn issue_token(state: &AppState, req: &TokenRequest) -> Result<TokenResponse, ApiError> {
     let phone_hash = PhoneHash::parse(&req.phone_hash).map_err(|_| ApiError::unauthorized())?;
-    state.rate_limits.check_token_for(phone_hash.as_str())?;
+    let phone_key = state.pepper.phone_key(&phone_hash);
+    state.rate_limits.check_token_for(phone_key.as_str())?;
     let nonce = req.nonce.decode("nonce")?;
     let signature = req.signature.decode("signature")?;
     let now_ms = state.clock.now_ms();
     // The nonce is consumed before anything else is checked, so a failed attempt burns it.
-    if !state
-        .store
-        .take_nonce(&nonce, phone_hash.as_str(), now_ms)
-        .await?
-    {
+    if !state.store.take_nonce(&nonce, &phone_key, now_ms).await? {
         return Err(ApiError::unauthorized());
     }
     let user = state
         .store
-        .user_by_phone_hash(phone_hash.as_str())
+        .user_by_phone_key(&phone_key)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     let identity = parse_ec_public_key(&user.identity_key, "identity_key")

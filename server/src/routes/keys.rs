@@ -32,16 +32,16 @@ pub async fn bundle(
     AuthUser(caller): AuthUser,
     Path(phone_hash): Path<String>,
 ) -> Result<Json<PreKeyBundleResponse>, ApiError> {
-    let phone_hash = PhoneHash::parse(&phone_hash)?;
+    let phone_key = state.pepper.phone_key(&PhoneHash::parse(&phone_hash)?);
     state.rate_limits.check_key_lookup(caller)?;
     let take_one_time = state.prekey_claims.first_within_window(
         caller,
-        phone_hash.as_str(),
+        phone_key.as_str(),
         std::time::Instant::now(),
-    ) && state.rate_limits.take_prekey_of(phone_hash.as_str());
+    ) && state.rate_limits.take_prekey_of(phone_key.as_str());
     let bundle = state
         .store
-        .claim_bundle(phone_hash.as_str(), state.clock.now_ms(), take_one_time)
+        .claim_bundle(&phone_key, state.clock.now_ms(), take_one_time)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such user"))?;
     Ok(Json(PreKeyBundleResponse {

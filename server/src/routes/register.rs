@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::keys;
+use crate::pepper::Pepper;
 use crate::state::AppState;
 use crate::store::{NewUser, StoreError};
 
@@ -20,22 +21,18 @@ pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    let user = validate(&req)?;
+    let (phone_hash, user) = validate(&req, &state.pepper)?;
     let nonce = req.nonce.decode("nonce")?;
     let signature = req.signature.decode("signature")?;
     let identity = keys::parse_ec_public_key(&user.identity_key, "identity_key")?;
     let now = state.clock.now_ms();
-    if !state
-        .store
-        .take_nonce(&nonce, &user.phone_hash, now)
-        .await?
-    {
+    if !state.store.take_nonce(&nonce, &user.phone_key, now).await? {
         return Err(ApiError::new(
             ErrorCode::InvalidNonce,
             "nonce is unknown, used, expired or issued for another phone_hash",
         ));
     }
-    let message = signing::register_message(&nonce, &user.phone_hash);
+    let message = signing::register_message(&nonce, phone_hash.as_str());
     keys::verify_signature(&identity, &message, &signature, "signature")?;
     match state.store.create_user(&user, now).await {
         Ok(()) => {}
@@ -57,8 +54,9 @@ pub async fn register(
     ))
 }
 
-/// Checks everything that needs no storage: formats, keys and prekey signatures.
-pub fn validate(req: &RegisterRequest) -> Result<NewUser, ApiError> {
+/// Checks everything that needs no storage: formats, keys and prekey signatures. Returns the
+/// phone hash (for the signature) and the user as stored (under its peppered phone key).
+pub fn validate(req: &RegisterRequest, pepper: &Pepper) -> Result<(PhoneHash, NewUser), ApiError> {
     let phone_hash = PhoneHash::parse(&req.phone_hash)?;
     keys::check_registration_id(req.registration_id)?;
     let identity_key = req.identity_key.decode("identity_key")?;
@@ -69,13 +67,14 @@ pub fn validate(req: &RegisterRequest) -> Result<NewUser, ApiError> {
             format!("at most {MAX_ONE_TIME_PREKEYS_PER_UPLOAD} one-time prekeys per request"),
         ));
     }
-    Ok(NewUser {
+    let user = NewUser {
         id: Uuid::new_v4(),
-        phone_hash: phone_hash.as_str().to_owned(),
+        phone_key: pepper.phone_key(&phone_hash),
         registration_id: req.registration_id,
         signed_prekey: keys::signed_ec_prekey(&req.signed_prekey, &identity)?,
         kyber_prekey: keys::signed_kyber_prekey(&req.kyber_prekey, &identity)?,
         one_time_prekeys: keys::one_time_prekeys(&req.one_time_prekeys)?,
         identity_key,
-    })
+    };
+    Ok((phone_hash, user))
 }

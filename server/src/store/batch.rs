@@ -13,21 +13,22 @@ use uuid::Uuid;
 use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
 use super::sql::uuid_from;
 use super::{
-    AckRequest, MailboxQuota, MailboxUsage, NewMessage, StoreError, StoreOutcome, StoreResult,
-    WriteBatch, WriteBatchOutcome,
+    day_of, AckRequest, MailboxQuota, MailboxUsage, NewMessage, StoreError, StoreOutcome,
+    StoreResult, WriteBatch, WriteBatchOutcome,
 };
+use crate::pepper::Pepper;
 
-/// Most rows in one multi-row insert (7 parameters each).
+/// Most rows in one multi-row insert (8 parameters each).
 const INSERT_CHUNK: usize = 128;
 /// Most ids in one `IN (…)` list.
 const ID_CHUNK: usize = 256;
-/// Most rows in one delivery-record insert (4 parameters each).
+/// Most rows in one delivery-record insert (3 parameters each).
 const DELIVERED_CHUNK: usize = 128;
 
 type Tx = Transaction<'static, Any>;
 
 /// Splits `len` items into power-of-two chunk lengths of at most `max` (itself a power of two).
-fn chunk_lengths(mut len: usize, max: usize) -> Vec<usize> {
+pub(super) fn chunk_lengths(mut len: usize, max: usize) -> Vec<usize> {
     let mut out = Vec::new();
     while len > 0 {
         let size = if len >= max {
@@ -42,7 +43,7 @@ fn chunk_lengths(mut len: usize, max: usize) -> Vec<usize> {
 }
 
 /// `($1, $2, …), ($n, …)`: `rows` groups of `width` numbered parameters.
-fn value_rows(rows: usize, width: usize) -> String {
+pub(super) fn value_rows(rows: usize, width: usize) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
     for row in 0..rows {
         if row > 0 {
@@ -62,10 +63,14 @@ fn value_rows(rows: usize, width: usize) -> String {
 }
 
 /// Applies `batch` inside `tx` (which the caller commits).
-pub(super) async fn apply(tx: &mut Tx, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+pub(super) async fn apply(
+    tx: &mut Tx,
+    batch: &WriteBatch,
+    pepper: &Pepper,
+) -> StoreResult<WriteBatchOutcome> {
     let mut mailboxes = MailboxLedger::default();
-    let messages = store_messages(tx, &batch.messages, batch.quota, &mut mailboxes).await?;
-    let acks = apply_acks(tx, &batch.acks, batch.now, &mut mailboxes).await?;
+    let messages = store_messages(tx, &batch.messages, batch.quota, &mut mailboxes, pepper).await?;
+    let acks = apply_acks(tx, &batch.acks, batch.now, &mut mailboxes, pepper).await?;
     for (recipient, delta) in mailboxes.changes() {
         sqlx::query(APPLY_DELTA_SQL)
             .bind(recipient.as_bytes().to_vec())
@@ -77,7 +82,7 @@ pub(super) async fn apply(tx: &mut Tx, batch: &WriteBatch) -> StoreResult<WriteB
     for user in &batch.touches {
         sqlx::query("UPDATE users SET last_seen = $2 WHERE id = $1")
             .bind(user.as_bytes().to_vec())
-            .bind(batch.now)
+            .bind(day_of(batch.now))
             .execute(&mut **tx)
             .await?;
     }
@@ -124,6 +129,7 @@ async fn store_messages(
     messages: &[NewMessage],
     quota: MailboxQuota,
     mailboxes: &mut MailboxLedger,
+    pepper: &Pepper,
 ) -> StoreResult<Vec<StoreResult<StoreOutcome>>> {
     // A resend inside one batch is stored once; its copies answer like any duplicate.
     let mut first_of: HashMap<(Uuid, Uuid), usize> = HashMap::new();
@@ -180,18 +186,18 @@ async fn store_messages(
         // Rows whose recipient is unknown or that were already delivered are filtered out
         // rather than failing the statement; those still pending hit the unique constraint.
         // The seventh column orders the insert: PostgreSQL may otherwise emit the rows of a
-        // VALUES join in any order, and `seq` must follow arrival order.
+        // VALUES join in any order, and `seq` must follow arrival order. The eighth is the
+        // message's delivery key.
         let sql = format!(
             "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
              SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
              FROM (VALUES {}) AS v
              WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.column2)
-               AND NOT EXISTS (SELECT 1 FROM delivered_messages d
-                               WHERE d.sender_id = v.column3 AND d.client_id = v.column4)
+               AND NOT EXISTS (SELECT 1 FROM delivery_records d WHERE d.dedup_key = v.column8)
              ORDER BY v.column7
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq, id",
-            value_rows(len, 7)
+            value_rows(len, 8)
         );
         // Only numbered placeholders are formatted in; all data is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -204,7 +210,8 @@ async fn store_messages(
                 .bind(m.client_id.as_bytes().to_vec())
                 .bind(m.payload.to_vec())
                 .bind(m.created_at)
-                .bind(ordinal as i64);
+                .bind(ordinal as i64)
+                .bind(pepper.delivery_key(m.sender, m.client_id).to_vec());
         }
         for row in query.fetch_all(&mut **tx).await? {
             let id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
@@ -221,7 +228,7 @@ async fn store_messages(
                 mailboxes.added(m.recipient, m.payload.len());
                 Ok(StoreOutcome::Stored(m.stored_as(seq)))
             }
-            None => match refused(tx, m).await? {
+            None => match refused(tx, m, pepper).await? {
                 Err(StoreError::MissingReference) if over_quota.contains(&index) => {
                     Err(StoreError::MailboxFull)
                 }
@@ -250,16 +257,25 @@ async fn store_messages(
 }
 
 /// Why a row was not inserted: stored before (pending or delivered), or an unknown recipient.
-async fn refused(tx: &mut Tx, message: &NewMessage) -> StoreResult<StoreResult<StoreOutcome>> {
+async fn refused(
+    tx: &mut Tx,
+    message: &NewMessage,
+    pepper: &Pepper,
+) -> StoreResult<StoreResult<StoreOutcome>> {
     let sender = message.sender.as_bytes().to_vec();
     let client_id = message.client_id.as_bytes().to_vec();
     let existing = sqlx::query(
         "SELECT id FROM pending_messages WHERE sender_id = $1 AND client_id = $2
          UNION ALL
-         SELECT server_id FROM delivered_messages WHERE sender_id = $1 AND client_id = $2",
+         SELECT server_id FROM delivery_records WHERE dedup_key = $3",
     )
     .bind(sender)
     .bind(client_id)
+    .bind(
+        pepper
+            .delivery_key(message.sender, message.client_id)
+            .to_vec(),
+    )
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = existing {
@@ -275,6 +291,7 @@ async fn apply_acks(
     acks: &[AckRequest],
     now: i64,
     mailboxes: &mut MailboxLedger,
+    pepper: &Pepper,
 ) -> StoreResult<Vec<bool>> {
     let ids: Vec<Uuid> = {
         let mut seen = HashSet::new();
@@ -313,7 +330,7 @@ async fn apply_acks(
         }
     }
 
-    let mut delivered: Vec<(Vec<u8>, Vec<u8>, Uuid)> = Vec::with_capacity(matched.len());
+    let mut delivered: Vec<(crate::pepper::DeliveryKey, Uuid)> = Vec::with_capacity(matched.len());
     let mut start = 0;
     for len in chunk_lengths(matched.len(), ID_CHUNK) {
         let chunk = &matched[start..start + len];
@@ -335,8 +352,10 @@ async fn apply_acks(
                 row.try_get("size")?,
             );
             delivered.push((
-                row.try_get("sender_id")?,
-                row.try_get("client_id")?,
+                pepper.delivery_key(
+                    uuid_from(&row.try_get::<Vec<u8>, _>("sender_id")?)?,
+                    uuid_from(&row.try_get::<Vec<u8>, _>("client_id")?)?,
+                ),
                 uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
             ));
         }
@@ -346,16 +365,15 @@ async fn apply_acks(
         let chunk = &delivered[start..start + len];
         start += len;
         let sql = format!(
-            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
-             VALUES {} ON CONFLICT (sender_id, client_id) DO NOTHING",
-            value_rows(len, 4)
+            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
+             VALUES {} ON CONFLICT (dedup_key) DO NOTHING",
+            value_rows(len, 3)
         );
         // Only numbered placeholders are formatted in; all data is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (sender, client_id, server_id) in chunk {
+        for (key, server_id) in chunk {
             query = query
-                .bind(sender.clone())
-                .bind(client_id.clone())
+                .bind(key.to_vec())
                 .bind(server_id.as_bytes().to_vec())
                 .bind(now);
         }
@@ -363,7 +381,7 @@ async fn apply_acks(
     }
 
     // Each deleted id answers true once: a repeated ack in the same batch finds it gone.
-    let mut deleted: HashSet<Uuid> = delivered.iter().map(|(_, _, id)| *id).collect();
+    let mut deleted: HashSet<Uuid> = delivered.iter().map(|(_, id)| *id).collect();
     Ok(acks
         .iter()
         .map(|ack| owner.get(&ack.id) == Some(&ack.recipient) && deleted.remove(&ack.id))

@@ -2,6 +2,7 @@
 //! (undelivered) messages and auth nonces. One trait, so the relay logic is the same on every
 //! backend; `sql::SqlStore` implements it for SQLite and PostgreSQL.
 
+mod at_rest;
 mod batch;
 mod dialect;
 mod mailbox;
@@ -10,6 +11,8 @@ mod sql;
 mod sqlite_writer;
 
 pub use sql::SqlStore;
+
+pub use crate::pepper::PhoneKey;
 
 use std::sync::Arc;
 
@@ -49,6 +52,15 @@ pub enum StoreError {
 /// Result of storage calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A day in Unix milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The start (00:00 UTC) of the day holding `ms`: `last_seen` is kept at this granularity,
+/// so the relay's database does not record when each user was last online to the second.
+pub fn day_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(DAY_MS)
+}
+
 /// A signed prekey (EC or Kyber) as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSignedPreKey {
@@ -74,8 +86,8 @@ pub struct StoredPreKey {
 pub struct NewUser {
     /// The new user's id.
     pub id: Uuid,
-    /// Validated phone hash.
-    pub phone_hash: String,
+    /// The peppered phone hash.
+    pub phone_key: PhoneKey,
     /// libsignal registration id.
     pub registration_id: u32,
     /// Serialized identity public key.
@@ -298,21 +310,21 @@ pub trait Store: Send + Sync + 'static {
     /// the data files need disk encryption (docs/SECURITY.md).
     async fn scrub(&self) -> StoreResult<()>;
 
-    /// Records a single-use nonce bound to a phone hash.
+    /// Records a single-use nonce bound to a (peppered) phone hash.
     async fn insert_nonce(
         &self,
         nonce: &[u8],
-        phone_hash: &str,
+        phone_key: &PhoneKey,
         expires_at: i64,
     ) -> StoreResult<()>;
-    /// Consumes a nonce: true only if it existed for this phone hash and had not expired.
+    /// Consumes a nonce: true only if it existed for this phone key and had not expired.
     /// Either way it can never be used again.
-    async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool>;
+    async fn take_nonce(&self, nonce: &[u8], phone_key: &PhoneKey, now: i64) -> StoreResult<bool>;
 
-    /// Inserts a user with their keys; `Conflict` if the phone hash is taken.
+    /// Inserts a user with their keys; `Conflict` if the phone key is taken.
     async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()>;
-    /// Looks a user up by phone hash.
-    async fn user_by_phone_hash(&self, phone_hash: &str) -> StoreResult<Option<UserIdentity>>;
+    /// Looks a user up by (peppered) phone hash.
+    async fn user_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<UserIdentity>>;
     /// Looks a user up by id.
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>>;
 
@@ -320,7 +332,7 @@ pub trait Store: Send + Sync + 'static {
     /// one-time prekey for it.
     async fn claim_bundle(
         &self,
-        phone_hash: &str,
+        phone_key: &PhoneKey,
         now: i64,
         take_one_time: bool,
     ) -> StoreResult<Option<ClaimedBundle>>;

@@ -14,10 +14,11 @@ use uuid::Uuid;
 use super::dialect::Backend;
 use super::sqlite_writer::{self, SqliteWriter};
 use super::{
-    batch, ClaimedBundle, MailboxUsage, NewUser, PendingMessage, PreKeyUpdate, PurgeCutoffs,
-    PurgeReport, Store, StoreError, StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity,
-    WriteBatch, WriteBatchOutcome,
+    at_rest, batch, day_of, ClaimedBundle, MailboxUsage, NewUser, PendingMessage, PhoneKey,
+    PreKeyUpdate, PurgeCutoffs, PurgeReport, Store, StoreError, StoreResult, StoredPreKey,
+    StoredSignedPreKey, UserIdentity, WriteBatch, WriteBatchOutcome,
 };
+use crate::pepper::Pepper;
 
 /// SQLite pragmas set on every connection: WAL so readers never block the writer, FULL sync so
 /// a stored message survives power loss (the relay promises "durably stored" on `sent`).
@@ -32,11 +33,19 @@ pub struct SqlStore {
     backend: Backend,
     /// Group commits on a SQLite file go through their own connection and thread.
     sqlite_writer: Option<std::sync::Arc<SqliteWriter>>,
+    /// Keys the de-duplication records of delivered messages.
+    pepper: Arc<Pepper>,
 }
 
 impl SqlStore {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), runs migrations and brings rows
+    /// stored before the pepper existed into their peppered form (or checks that `pepper` is
+    /// the one the database was written with).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        pepper: Arc<Pepper>,
+    ) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -75,14 +84,19 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;
+        at_rest::pepper_stored_rows(&pool, backend, &pepper).await?;
         let sqlite_writer = match sqlite_file {
-            Some(path) => Some(std::sync::Arc::new(SqliteWriter::open(&path)?)),
+            Some(path) => Some(std::sync::Arc::new(SqliteWriter::open(
+                &path,
+                pepper.clone(),
+            )?)),
             None => None,
         };
         Ok(Self {
             pool,
             backend,
             sqlite_writer,
+            pepper,
         })
     }
 
@@ -174,12 +188,12 @@ impl Store for SqlStore {
     async fn insert_nonce(
         &self,
         nonce: &[u8],
-        phone_hash: &str,
+        phone_key: &PhoneKey,
         expires_at: i64,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO auth_nonces (nonce, phone_hash, expires_at) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO auth_nonces (nonce, phone_key, expires_at) VALUES ($1, $2, $3)")
             .bind(nonce.to_vec())
-            .bind(phone_hash.to_owned())
+            .bind(phone_key.as_str().to_owned())
             .bind(expires_at)
             .execute(&self.pool)
             .await
@@ -187,30 +201,29 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn take_nonce(&self, nonce: &[u8], phone_hash: &str, now: i64) -> StoreResult<bool> {
+    async fn take_nonce(&self, nonce: &[u8], phone_key: &PhoneKey, now: i64) -> StoreResult<bool> {
         // Deleting first makes the nonce single-use even when the check below fails.
-        let row = sqlx::query(
-            "DELETE FROM auth_nonces WHERE nonce = $1 RETURNING phone_hash, expires_at",
-        )
-        .bind(nonce.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 RETURNING phone_key, expires_at")
+                .bind(nonce.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(false) };
-        let bound_to: String = row.try_get("phone_hash")?;
+        let bound_to: String = row.try_get("phone_key")?;
         let expires_at: i64 = row.try_get("expires_at")?;
-        Ok(bound_to == phone_hash && expires_at > now)
+        Ok(bound_to == phone_key.as_str() && expires_at > now)
     }
 
     async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         sqlx::query(
-            "INSERT INTO users (id, phone_hash, registration_id, identity_key,
+            "INSERT INTO users (id, phone_key, registration_id, identity_key,
                  signed_prekey_id, signed_prekey, signed_prekey_signature,
                  kyber_prekey_id, kyber_prekey, kyber_prekey_signature, created_at, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(user.id.as_bytes().to_vec())
-        .bind(user.phone_hash.clone())
+        .bind(user.phone_key.as_str().to_owned())
         .bind(i64::from(user.registration_id))
         .bind(user.identity_key.clone())
         .bind(i64::from(user.signed_prekey.key_id))
@@ -220,6 +233,7 @@ impl Store for SqlStore {
         .bind(user.kyber_prekey.public_key.clone())
         .bind(user.kyber_prekey.signature.clone())
         .bind(now)
+        .bind(day_of(now))
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
@@ -228,9 +242,9 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn user_by_phone_hash(&self, phone_hash: &str) -> StoreResult<Option<UserIdentity>> {
-        let row = sqlx::query("SELECT id, identity_key FROM users WHERE phone_hash = $1")
-            .bind(phone_hash.to_owned())
+    async fn user_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<UserIdentity>> {
+        let row = sqlx::query("SELECT id, identity_key FROM users WHERE phone_key = $1")
+            .bind(phone_key.as_str().to_owned())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| {
@@ -258,16 +272,16 @@ impl Store for SqlStore {
 
     async fn claim_bundle(
         &self,
-        phone_hash: &str,
+        phone_key: &PhoneKey,
         now: i64,
         take_one_time: bool,
     ) -> StoreResult<Option<ClaimedBundle>> {
         let row = sqlx::query(
             "SELECT id, registration_id, identity_key, signed_prekey_id, signed_prekey,
                     signed_prekey_signature, kyber_prekey_id, kyber_prekey, kyber_prekey_signature
-             FROM users WHERE phone_hash = $1",
+             FROM users WHERE phone_key = $1",
         )
-        .bind(phone_hash.to_owned())
+        .bind(phone_key.as_str().to_owned())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -390,7 +404,7 @@ impl Store for SqlStore {
         }
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
-        let outcome = batch::apply(&mut tx, &batch).await?;
+        let outcome = batch::apply(&mut tx, &batch, &self.pepper).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -460,7 +474,7 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        let delivered = sqlx::query("DELETE FROM delivered_messages WHERE delivered_at < $1")
+        let delivered = sqlx::query("DELETE FROM delivery_records WHERE delivered_at < $1")
             .bind(cutoffs.delivered_before)
             .execute(&self.pool)
             .await?

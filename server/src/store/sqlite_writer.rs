@@ -15,8 +15,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::pepper::Pepper;
+
 use super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
-use super::{MailboxUsage, StoreError, StoreOutcome, StoreResult, WriteBatch, WriteBatchOutcome};
+use super::{
+    day_of, MailboxUsage, StoreError, StoreOutcome, StoreResult, WriteBatch, WriteBatchOutcome,
+};
 
 /// Pages of cache for the writer (negative: KiB). Index pages of the message tables stay
 /// resident, so inserts and deletes rarely read from disk.
@@ -65,8 +69,9 @@ pub(super) fn file_of(url: &str) -> Option<PathBuf> {
 }
 
 impl SqliteWriter {
-    /// Opens `path` (already created and migrated) and starts the thread.
-    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+    /// Opens `path` (already created and migrated) and starts the thread; `pepper` keys the
+    /// de-duplication records.
+    pub(super) fn open(path: &Path, pepper: Arc<Pepper>) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(setup)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
@@ -83,7 +88,8 @@ impl SqliteWriter {
                 while let Ok(job) = queue.recv() {
                     match job {
                         Job::Write { batch, reply } => {
-                            let _ = reply.send(apply(&mut conn, &batch).map_err(StoreError::from));
+                            let result = apply(&mut conn, &batch, &pepper);
+                            let _ = reply.send(result.map_err(StoreError::from));
                         }
                         Job::Checkpoint { reply } => {
                             let done = checkpoint(&conn, MAINTENANCE_CHECKPOINT_WAIT);
@@ -148,7 +154,11 @@ fn setup(e: rusqlite::Error) -> StoreError {
     StoreError::Setup(format!("opening the SQLite writer: {e}"))
 }
 
-fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBatchOutcome> {
+fn apply(
+    conn: &mut Connection,
+    batch: &WriteBatch,
+    pepper: &Pepper,
+) -> rusqlite::Result<WriteBatchOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcome = WriteBatchOutcome::default();
     let mut mailboxes = MailboxLedger::default();
@@ -157,14 +167,14 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
             "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6
              WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
-               AND NOT EXISTS (SELECT 1 FROM delivered_messages WHERE sender_id = ?3 AND client_id = ?4)
+               AND NOT EXISTS (SELECT 1 FROM delivery_records WHERE dedup_key = ?7)
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq",
         )?;
         let mut existing = tx.prepare_cached(
             "SELECT id FROM pending_messages WHERE sender_id = ?1 AND client_id = ?2
              UNION ALL
-             SELECT server_id FROM delivered_messages WHERE sender_id = ?1 AND client_id = ?2",
+             SELECT server_id FROM delivery_records WHERE dedup_key = ?3",
         )?;
         let mut usage =
             tx.prepare_cached("SELECT messages, bytes FROM mailboxes WHERE recipient_id = ?1")?;
@@ -188,6 +198,7 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                 mailboxes.load(m.recipient, held);
             }
             let size = u64::try_from(m.payload.len()).unwrap_or(u64::MAX);
+            let dedup_key = pepper.delivery_key(m.sender, m.client_id);
             let seq: Option<i64> = if batch.quota.admits(mailboxes.usage(&m.recipient), size) {
                 insert
                     .query_row(
@@ -197,7 +208,8 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                             sender,
                             client_id,
                             &m.payload[..],
-                            m.created_at
+                            m.created_at,
+                            &dedup_key[..]
                         ],
                         |row| row.get(0),
                     )
@@ -214,7 +226,7 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                     // Stored before (pending or delivered, also earlier in this batch), the
                     // mailbox is full, or the recipient does not exist.
                     let first: Option<Vec<u8>> = existing
-                        .query_row(params![sender, client_id], |row| row.get(0))
+                        .query_row(params![sender, client_id, &dedup_key[..]], |row| row.get(0))
                         .optional()?;
                     match first.and_then(|bytes| Uuid::from_slice(&bytes).ok()) {
                         Some(server_id) => Ok(StoreOutcome::Duplicate { server_id }),
@@ -233,8 +245,8 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
              RETURNING sender_id, client_id, length(payload)",
         )?;
         let mut record = tx.prepare_cached(
-            "INSERT INTO delivered_messages (sender_id, client_id, server_id, delivered_at)
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sender_id, client_id) DO NOTHING",
+            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
+             VALUES (?1, ?2, ?3) ON CONFLICT (dedup_key) DO NOTHING",
         )?;
         let mut seen = HashSet::new();
         for ack in &batch.acks {
@@ -250,7 +262,17 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
                 })
                 .optional()?;
             if let Some((sender, client_id, size)) = &deleted {
-                record.execute(params![sender, client_id, id, batch.now])?;
+                let (Ok(sender), Ok(client_id)) =
+                    (Uuid::from_slice(sender), Uuid::from_slice(client_id))
+                else {
+                    return Err(rusqlite::Error::InvalidColumnType(
+                        0,
+                        "sender_id or client_id is not a 16-byte id".into(),
+                        rusqlite::types::Type::Blob,
+                    ));
+                };
+                let key = pepper.delivery_key(sender, client_id);
+                record.execute(params![&key[..], id, batch.now])?;
                 mailboxes.removed(ack.recipient, *size);
             }
             outcome.acks.push(deleted.is_some());
@@ -258,7 +280,7 @@ fn apply(conn: &mut Connection, batch: &WriteBatch) -> rusqlite::Result<WriteBat
 
         let mut touch = tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?;
         for user in &batch.touches {
-            touch.execute(params![user.as_bytes(), batch.now])?;
+            touch.execute(params![user.as_bytes(), day_of(batch.now)])?;
         }
 
         let mut apply_delta = tx.prepare_cached(APPLY_DELTA_SQL)?;

@@ -31,6 +31,9 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
         }
         .effective_database_url(),
         1,
+        std::sync::Arc::new(
+            privcomm_server::pepper::Pepper::load(None, storage.dir.path()).expect("pepper"),
+        ),
     )
     .await
     .expect("open relay storage");

@@ -4,6 +4,7 @@
 mod common;
 
 mod abuse;
+mod at_rest;
 mod auth_errors;
 mod crash;
 mod delivery;

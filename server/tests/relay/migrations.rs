@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::common::{Db, TestDb};
 
 /// The migrations of `backend` up to and including `last`, copied to a folder of their own.
-fn migrations_up_to(backend: &str, last: &str, into: &Path) {
+pub(crate) fn migrations_up_to(backend: &str, last: &str, into: &Path) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(backend);
@@ -82,7 +82,8 @@ async fn pending_messages_fill_their_mailboxes_on_upgrade(db: Db) {
     pool.close().await;
 
     // Start-up runs the remaining migrations.
-    let store = SqlStore::connect(&url, 2).await.expect("upgraded");
+    let pepper = std::sync::Arc::new(privcomm_server::pepper::Pepper::new(&[7u8; 32]));
+    let store = SqlStore::connect(&url, 2, pepper).await.expect("upgraded");
     assert_eq!(
         store.mailbox_usage(bob).await.expect("usage"),
         MailboxUsage {
