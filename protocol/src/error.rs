@@ -23,6 +23,19 @@ pub enum ErrorCode {
     DuplicateKeyId,
     /// Too many one-time prekeys in one upload or in storage (400).
     TooManyPrekeys,
+    /// A phone number is not in E.164 form: `+` and 8 to 15 digits, no leading zero (400).
+    InvalidPhoneNumber,
+    /// The verification code is wrong, or none was requested for this number (403).
+    InvalidCode,
+    /// The verification code expired or was guessed wrong too often; request a new one (410).
+    CodeExpired,
+    /// The number's account has a registration lock: registering again needs its PIN, or
+    /// the account must have been inactive for 7 days (`retry_after` says when) (423).
+    RegistrationLocked,
+    /// The relay could not deliver the verification code (its SMS gateway failed) (502).
+    CodeDeliveryFailed,
+    /// The relay has no way to send verification codes configured (503).
+    VerificationUnavailable,
     /// A registration nonce is unknown, used, expired or for another phone hash (401).
     InvalidNonce,
     /// Authentication failed: no or bad token, or a failed token request (401).
@@ -70,6 +83,12 @@ impl ErrorCode {
             Self::BadSignature => "bad_signature",
             Self::DuplicateKeyId => "duplicate_key_id",
             Self::TooManyPrekeys => "too_many_prekeys",
+            Self::InvalidPhoneNumber => "invalid_phone_number",
+            Self::InvalidCode => "invalid_code",
+            Self::CodeExpired => "code_expired",
+            Self::RegistrationLocked => "registration_locked",
+            Self::CodeDeliveryFailed => "code_delivery_failed",
+            Self::VerificationUnavailable => "verification_unavailable",
             Self::InvalidNonce => "invalid_nonce",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
@@ -103,6 +122,10 @@ pub struct ErrorBody {
     pub error: ErrorCode,
     /// Human-readable explanation; never contains secrets or payloads.
     pub message: String,
+    /// Seconds until a retry can succeed (rate limits, registration locks), as in the
+    /// `Retry-After` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 #[cfg(test)]
@@ -120,6 +143,12 @@ mod tests {
             ErrorCode::TurnNotConfigured,
             ErrorCode::MailboxFull,
             ErrorCode::StorageFull,
+            ErrorCode::InvalidPhoneNumber,
+            ErrorCode::InvalidCode,
+            ErrorCode::CodeExpired,
+            ErrorCode::RegistrationLocked,
+            ErrorCode::CodeDeliveryFailed,
+            ErrorCode::VerificationUnavailable,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

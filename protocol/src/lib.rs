@@ -13,4 +13,4 @@ pub mod ws;
 
 pub use b64::{Base64Error, Base64String};
 pub use error::{ErrorBody, ErrorCode};
-pub use phone_hash::{PhoneHash, PhoneHashError};
+pub use phone_hash::{PhoneHash, PhoneHashError, PhoneNumber, PhoneNumberError};

@@ -19,6 +19,24 @@ pub const NONCE_TTL_SECS: u64 = 60;
 /// Seconds an access token stays valid (30 minutes).
 pub const TOKEN_TTL_SECS: u64 = 30 * 60;
 
+/// Digits of a verification code.
+pub const VERIFICATION_CODE_DIGITS: usize = 6;
+/// Seconds a verification code stays valid (10 minutes).
+pub const VERIFICATION_CODE_TTL_SECS: u64 = 600;
+/// Wrong guesses a verification code survives; the next one voids it.
+pub const VERIFICATION_CODE_ATTEMPTS: u32 = 3;
+/// Longest `locale` of a verification request (a BCP 47 tag such as `pt-BR`).
+pub const MAX_LOCALE_LEN: usize = 35;
+/// Bytes of a registration lock token: the Argon2id output derived from the PIN.
+pub const REGISTRATION_LOCK_TOKEN_LEN: usize = 32;
+/// Days without a connection after which a registration lock lapses (counted from the end
+/// of the day the account was last seen).
+pub const REGISTRATION_LOCK_INACTIVE_DAYS: u64 = 7;
+/// Wrong PINs an account's registration lock allows per `REGISTRATION_LOCK_WINDOW_SECS`.
+pub const REGISTRATION_LOCK_ATTEMPTS: u32 = 5;
+/// The window of wrong-PIN counting (a day).
+pub const REGISTRATION_LOCK_WINDOW_SECS: u64 = 86_400;
+
 /// Length of a phone hash: SHA-256 as lowercase hex.
 pub const PHONE_HASH_LEN: usize = 64;
 /// Serialized EC public key: type byte `0x05` followed by 32 bytes.

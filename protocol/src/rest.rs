@@ -50,6 +50,32 @@ pub struct OneTimePreKey {
     pub public_key: Base64String,
 }
 
+/// `POST /api/v1/verification` request: have a code sent to a number. The relay sees the
+/// number for this request only (to hand it to the SMS gateway) and stores none of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationRequest {
+    /// The phone number in E.164 form (`+14155550123`).
+    pub number: String,
+    /// The language the code's message should be in (a BCP 47 tag); `en` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+/// `POST /api/v1/verification` response (202).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationResponse {
+    /// Seconds the code stays valid.
+    pub expires_in: u64,
+}
+
+/// `PUT /api/v1/account/registration-lock` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationLockRequest {
+    /// The lock token: Argon2id of the PIN with the phone number as salt (32 bytes). The
+    /// relay stores only a keyed hash of it.
+    pub token: Base64String,
+}
+
 /// `POST /api/v1/register` request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
@@ -70,6 +96,13 @@ pub struct RegisterRequest {
     /// One-time EC prekeys.
     #[serde(default)]
     pub one_time_prekeys: Vec<OneTimePreKey>,
+    /// The code sent to the number (`POST /api/v1/verification`).
+    #[serde(default)]
+    pub verification_code: String,
+    /// The registration lock token, when the number's account has a lock (see
+    /// `RegistrationLockRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_lock: Option<Base64String>,
 }
 
 /// `POST /api/v1/register` response (201).

@@ -79,6 +79,18 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(limited(Limit::Token)),
         )
         .route(
+            "/api/v1/verification",
+            post(routes::verification::request_code)
+                .layer(body(MAX_AUTH_BODY_BYTES))
+                .route_layer(limited(Limit::Verification)),
+        )
+        .route(
+            "/api/v1/account/registration-lock",
+            put(routes::account::set_lock)
+                .delete(routes::account::remove_lock)
+                .layer(body(MAX_AUTH_BODY_BYTES)),
+        )
+        .route(
             "/api/v1/register",
             post(routes::register::register)
                 .layer(body(MAX_KEYS_BODY_BYTES))
@@ -234,9 +246,27 @@ pub struct RelayServer {
 }
 
 impl RelayServer {
-    /// Opens storage, binds `config.bind` and starts serving.
+    /// Opens storage, binds `config.bind` and starts serving, with the code sender
+    /// `config` names.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
+        let codes = crate::codes::from_config(&config)?;
+        Self::start_with_codes(config, clock, codes).await
+    }
+
+    /// `start` with a code sender of the embedder's own (`None`: nobody can register).
+    pub async fn start_with_codes(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        codes: Option<Arc<dyn crate::codes::CodeSender>>,
+    ) -> anyhow::Result<Self> {
+        config.validate()?;
+        match &codes {
+            Some(sender) => tracing::info!(sender = sender.kind(), "verification codes enabled"),
+            None => tracing::warn!(
+                "no verification code sender (PRIVCOMM_CODE_SENDER): nobody can register"
+            ),
+        }
         crate::files::create_private_dir(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)
@@ -283,6 +313,7 @@ impl RelayServer {
             store,
             writes,
             clock,
+            codes,
             pepper,
             tokens: Arc::new(tokens),
             connections,

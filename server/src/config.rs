@@ -54,6 +54,46 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_PHONE_PEPPER", hide_env_values = true)]
     pub phone_pepper: Option<String>,
 
+    /// How verification codes reach phones: `webhook` (POST to the URL below, for an SMS
+    /// provider) or `stdout` (development only, needs PRIVCOMM_DEV_MODE=1). Unset: no codes
+    /// can be sent, so nobody can register (`verification_unavailable`).
+    #[arg(long, env = "PRIVCOMM_CODE_SENDER")]
+    pub code_sender: Option<String>,
+
+    /// The operator's endpoint for the `webhook` code sender (https; http only on loopback).
+    #[arg(long, env = "PRIVCOMM_CODE_WEBHOOK_URL", hide_env_values = true)]
+    pub code_webhook_url: Option<String>,
+
+    /// Key of the webhook's `X-Privcomm-Signature` (HMAC-SHA256), at least 32 bytes.
+    #[arg(long, env = "PRIVCOMM_CODE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub code_webhook_secret: Option<String>,
+
+    /// Milliseconds one webhook attempt may take (100 to 60,000; three attempts per code).
+    #[arg(long, env = "PRIVCOMM_CODE_WEBHOOK_TIMEOUT_MS", default_value_t = 5000)]
+    pub code_webhook_timeout_ms: u64,
+
+    /// Development mode: allows the `stdout` code sender. Never in production.
+    #[arg(
+        long,
+        env = "PRIVCOMM_DEV_MODE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dev_mode: bool,
+
+    /// Verification codes requested per client network (IPv4 address, IPv6 /64) per hour.
+    #[arg(long, env = "PRIVCOMM_VERIFICATION_PER_HOUR", default_value_t = 20)]
+    pub verification_per_hour: u32,
+
+    /// Verification codes sent to one number per day (and at most one a minute).
+    #[arg(
+        long,
+        env = "PRIVCOMM_VERIFICATION_PER_NUMBER_PER_DAY",
+        default_value_t = 5
+    )]
+    pub verification_per_number_per_day: u32,
+
     /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it the
     /// turn-credentials endpoint answers 503.
     #[arg(long, env = "PRIVCOMM_TURN_SECRET", hide_env_values = true)]
@@ -202,7 +242,8 @@ impl Config {
     /// Refuses settings the relay must not run with. Secrets are checked where they are
     /// loaded.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::routes::turn::check_settings(self.turn_secret.as_deref(), self.turn_ttl)
+        crate::routes::turn::check_settings(self.turn_secret.as_deref(), self.turn_ttl)?;
+        crate::codes::from_config(self).map(drop)
     }
 
     /// The TCP connection cap in effect, given the open file limit (`None`: unlimited).

@@ -58,7 +58,13 @@ impl ApiError {
             | ErrorCode::DuplicateKeyId
             | ErrorCode::TooManyPrekeys
             | ErrorCode::UnknownFrameType => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPhoneNumber => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidNonce | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidCode => StatusCode::FORBIDDEN,
+            ErrorCode::CodeExpired => StatusCode::GONE,
+            ErrorCode::RegistrationLocked => StatusCode::LOCKED,
+            ErrorCode::CodeDeliveryFailed => StatusCode::BAD_GATEWAY,
+            ErrorCode::VerificationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadyRegistered => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,6 +138,10 @@ impl From<StoreError> for ApiError {
                 Self::new(ErrorCode::Internal, "internal error")
             }
             StoreError::WriterStopped => Self::new(ErrorCode::Unavailable, "shutting down"),
+            StoreError::CodeUsed => Self::new(
+                ErrorCode::InvalidCode,
+                "the verification code was used or replaced; request a new one",
+            ),
         }
     }
 }
@@ -145,6 +155,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: self.code,
                 message: self.message,
+                retry_after,
             }),
         )
             .into_response();

@@ -73,15 +73,22 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
-        match state.tokens.verify(token, state.clock.now_secs()) {
-            Ok(user) => {
-                state.rate_limits.check_account(user)?;
-                Ok(Self(user))
-            }
-            Err(_) => {
-                state.metrics.auth_failures.inc();
-                Err(ApiError::unauthorized())
-            }
-        }
+        authenticate(state, token).await.map(Self)
     }
+}
+
+/// The user `token` names, if it is valid now and was issued for the user's current
+/// registration (a token of a device the number was registered away from is refused);
+/// counted against the user's per-account request limit.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, ApiError> {
+    let Ok(subject) = state.tokens.verify_subject(token, state.clock.now_secs()) else {
+        state.metrics.auth_failures.inc();
+        return Err(ApiError::unauthorized());
+    };
+    state.rate_limits.check_account(subject.user)?;
+    if state.store.user_generation(subject.user).await? != Some(subject.generation) {
+        state.metrics.auth_failures.inc();
+        return Err(ApiError::unauthorized());
+    }
+    Ok(subject.user)
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod budget;
 pub mod client_ip;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod conn_limits;
 pub mod error;

@@ -40,6 +40,7 @@ pub async fn run_once(state: &AppState) -> StoreResult<PurgeReport> {
             used_prekeys = report.used_prekeys,
             nonces = report.nonces,
             delivered = report.delivered,
+            verifications = report.verifications,
             "maintenance purged expired rows"
         );
     }

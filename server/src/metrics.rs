@@ -69,6 +69,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Messages refused for a relay limit, by reason.
     pub messages_refused: Family<RefusalLabels, Counter>,
+    /// Verification codes requested, by outcome (`sent`, `failed`).
+    pub verification_codes: Family<RefusalLabels, Counter>,
     /// Message bytes read off sockets and not yet committed, refreshed on scrape.
     pub inflight_bytes: Gauge,
     /// 1 while storage is past its high-water mark.
@@ -96,6 +98,7 @@ impl Metrics {
             accept_errors: Counter::default(),
             queue_depth: Gauge::default(),
             messages_refused: Family::default(),
+            verification_codes: Family::default(),
             inflight_bytes: Gauge::default(),
             storage_full: Gauge::default(),
             request_latency: Family::new_with_constructor(|| {
@@ -156,6 +159,11 @@ impl Metrics {
             metrics.messages_refused.clone(),
         );
         registry.register(
+            "verification_codes",
+            "Verification codes handed to the code sender, by outcome (sent, failed)",
+            metrics.verification_codes.clone(),
+        );
+        registry.register(
             "inflight_bytes",
             "Message bytes read and not yet committed",
             metrics.inflight_bytes.clone(),
@@ -197,6 +205,13 @@ impl Metrics {
     pub fn message_refused(&self, reason: &'static str) {
         self.messages_refused
             .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// Counts a verification code by `outcome` (`sent` or `failed`).
+    pub fn verification_codes(&self, outcome: &'static str) {
+        self.verification_codes
+            .get_or_create(&RefusalLabels { reason: outcome })
             .inc();
     }
 

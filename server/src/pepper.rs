@@ -25,6 +25,8 @@ const PEPPER_FILE: &str = "phone_pepper";
 const PHONE_KEY_CONTEXT: &[u8] = b"privcomm-phone-key-v1\0";
 const DELIVERY_KEY_CONTEXT: &[u8] = b"privcomm-delivery-key-v1\0";
 const FINGERPRINT_CONTEXT: &[u8] = b"privcomm-pepper-fingerprint-v1\0";
+const CODE_CONTEXT: &[u8] = b"privcomm-verification-code-v1\0";
+const LOCK_CONTEXT: &[u8] = b"privcomm-registration-lock-v1\0";
 
 /// Bytes of a delivery key: 128 bits, so two different messages never share one by chance.
 pub const DELIVERY_KEY_LEN: usize = 16;
@@ -110,6 +112,21 @@ impl Pepper {
         let mut key = [0u8; DELIVERY_KEY_LEN];
         key.copy_from_slice(&full[..DELIVERY_KEY_LEN]);
         key
+    }
+
+    /// What the relay stores of a verification code sent for `phone_key`: a keyed hash,
+    /// so a copy of the database does not hold the code (and a million guesses against it
+    /// need the pepper).
+    pub fn code_hash(&self, phone_key: &PhoneKey, code: &str) -> [u8; 32] {
+        self.keyed(
+            CODE_CONTEXT,
+            &[phone_key.as_str().as_bytes(), code.as_bytes()],
+        )
+    }
+
+    /// What the relay stores of `user`'s registration lock token.
+    pub fn lock_verifier(&self, user: Uuid, token: &[u8]) -> [u8; 32] {
+        self.keyed(LOCK_CONTEXT, &[user.as_bytes(), token])
     }
 
     /// A short value that identifies this pepper without revealing it; the database keeps the

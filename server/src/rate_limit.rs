@@ -29,6 +29,8 @@ pub enum Limit {
     Token,
     /// `POST /api/v1/register`.
     Register,
+    /// `POST /api/v1/verification`.
+    Verification,
 }
 
 /// A keyed limiter with a bound on its keys.
@@ -81,6 +83,9 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 #[derive(Debug)]
 pub struct RateLimits {
     register: Keyed<IpAddr>,
+    verification: Keyed<IpAddr>,
+    verification_per_number_minute: Keyed<String>,
+    verification_per_number_day: Keyed<String>,
     token: Keyed<IpAddr>,
     challenge: Keyed<IpAddr>,
     token_per_phone: Keyed<String>,
@@ -105,6 +110,15 @@ fn per_hour(n: u32) -> Quota {
     Quota::per_hour(non_zero(n))
 }
 
+/// `n` a day: a burst of `n`, then one every `24 h / n`.
+fn per_day(n: u32) -> Quota {
+    let n = non_zero(n);
+    let period = Duration::from_secs(86_400 / u64::from(n.get()));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
+        .allow_burst(n)
+}
+
 /// The 429 for a limit, with the wait in `Retry-After`.
 pub fn rate_limited(wait: Duration, message: &str) -> ApiError {
     let mut err = ApiError::new(ErrorCode::RateLimited, message);
@@ -120,6 +134,11 @@ impl RateLimits {
             .unwrap_or(u32::MAX);
         Self {
             register: Keyed::new(per_hour(config.register_per_hour)),
+            verification: Keyed::new(per_hour(config.verification_per_hour)),
+            verification_per_number_minute: Keyed::new(per_minute(1)),
+            verification_per_number_day: Keyed::new(per_day(
+                config.verification_per_number_per_day,
+            )),
             token: Keyed::new(per_minute(config.token_per_minute)),
             challenge: Keyed::new(per_minute(config.challenge_per_minute)),
             token_per_phone: Keyed::new(per_minute(config.phone_hash_per_minute)),
@@ -139,10 +158,21 @@ impl RateLimits {
             Limit::Challenge => &self.challenge,
             Limit::Token => &self.token,
             Limit::Register => &self.register,
+            Limit::Verification => &self.verification,
         };
         limiter
             .check(&client)
             .map_err(|wait| rate_limited(wait, "too many requests; slow down"))
+    }
+
+    /// Counts a verification code for the number whose phone key is `phone_key`, whoever
+    /// asks: one a minute, and the configured number a day.
+    pub fn check_verification_for(&self, phone_key: &str) -> Result<(), ApiError> {
+        let key = phone_key.to_owned();
+        self.verification_per_number_minute
+            .check(&key)
+            .and_then(|()| self.verification_per_number_day.check(&key))
+            .map_err(|wait| rate_limited(wait, "too many codes for this number; wait"))
     }
 
     /// Counts a challenge for `phone_hash`, whoever asks.
@@ -199,6 +229,9 @@ impl RateLimits {
     /// Keys remembered over all limiters (tests and metrics).
     pub fn keys(&self) -> usize {
         self.register.len()
+            + self.verification.len()
+            + self.verification_per_number_minute.len()
+            + self.verification_per_number_day.len()
             + self.token.len()
             + self.challenge.len()
             + self.token_per_phone.len()
@@ -214,6 +247,9 @@ impl RateLimits {
     /// Forgets keys whose buckets are full again, bounding memory.
     pub fn shrink(&self) {
         self.register.shrink();
+        self.verification.shrink();
+        self.verification_per_number_minute.shrink();
+        self.verification_per_number_day.shrink();
         self.token.shrink();
         self.challenge.shrink();
         self.token_per_phone.shrink();

@@ -28,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Delivers verification codes (none configured: nobody can register).
+    pub codes: Option<Arc<dyn crate::codes::CodeSender>>,
     /// Keys what is stored about phone numbers.
     pub pepper: Arc<Pepper>,
     /// Token issuer/verifier.

@@ -20,6 +20,10 @@ struct Claims {
     sub: Uuid,
     iat: i64,
     exp: i64,
+    /// The registration generation the token was issued for: once the number is registered
+    /// again (a new device), tokens of earlier generations are refused.
+    #[serde(rename = "gen")]
+    generation: u32,
 }
 
 /// What a presented token carries. `sub` is read as text so that only the form the relay
@@ -29,6 +33,18 @@ struct PresentedClaims {
     sub: String,
     iat: i64,
     exp: i64,
+    /// Absent in tokens of relays before re-registration existed: generation 0.
+    #[serde(rename = "gen", default)]
+    generation: u32,
+}
+
+/// Whom a verified token names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenSubject {
+    /// The user.
+    pub user: Uuid,
+    /// The registration generation it was issued for.
+    pub generation: u32,
 }
 
 /// Why a token was refused (never shown to clients, who get a bare 401).
@@ -121,12 +137,23 @@ impl TokenIssuer {
         &self.current.id
     }
 
-    /// A token for `user` issued at `now_secs`.
+    /// A token for `user` (registration generation 0) issued at `now_secs`.
     pub fn issue(&self, user: Uuid, now_secs: i64) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_for(user, 0, now_secs)
+    }
+
+    /// A token for `user` of registration `generation`, issued at `now_secs`.
+    pub fn issue_for(
+        &self,
+        user: Uuid,
+        generation: u32,
+        now_secs: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: user,
             iat: now_secs,
             exp: now_secs.saturating_add(self.ttl_secs),
+            generation,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.id.clone());
@@ -136,6 +163,12 @@ impl TokenIssuer {
     /// The user a token names, if we signed it with a key we still accept, its lifetime is
     /// at most the one we issue, and it is unexpired at `now_secs`.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Uuid, TokenError> {
+        self.verify_subject(token, now_secs).map(|s| s.user)
+    }
+
+    /// `verify`, with the registration generation the token was issued for (which the
+    /// caller compares with the user's current one).
+    pub fn verify_subject(&self, token: &str, now_secs: i64) -> Result<TokenSubject, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let key = match header.kid.as_deref() {
             Some(kid) if kid == self.current.id => &self.current,
@@ -161,7 +194,10 @@ impl TokenIssuer {
         if claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
-        Ok(user)
+        Ok(TokenSubject {
+            user,
+            generation: claims.generation,
+        })
     }
 }
 
@@ -204,7 +240,12 @@ mod tests {
         let issuer = TokenIssuer::new(&secret, 1800);
         let kid = Some(key_id(&secret));
         let sub = Uuid::new_v4();
-        let claims = |iat: i64, exp: i64| Claims { sub, iat, exp };
+        let claims = |iat: i64, exp: i64| Claims {
+            sub,
+            iat,
+            exp,
+            generation: 0,
+        };
         let ok = forge(&secret, kid.clone(), &claims(1_000, 2_800));
         assert_eq!(issuer.verify(&ok, 1_000), Ok(sub));
         // Ten years, a negative lifetime, issued in the future.

@@ -72,7 +72,7 @@ async fn issue_token(state: &AppState, req: &TokenRequest) -> Result<TokenRespon
     }
     let token = state
         .tokens
-        .issue(user.id, state.clock.now_secs())
+        .issue_for(user.id, user.generation, state.clock.now_secs())
         .map_err(|_| ApiError::new(ErrorCode::Internal, "could not issue token"))?;
     Ok(TokenResponse {
         token,

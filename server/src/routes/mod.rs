@@ -1,5 +1,6 @@
 //! REST handlers, one module per resource.
 
+pub mod account;
 pub mod auth;
 pub mod health;
 pub mod keys;
@@ -7,3 +8,4 @@ pub mod messages;
 pub mod metrics;
 pub mod register;
 pub mod turn;
+pub mod verification;

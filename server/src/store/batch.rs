@@ -18,7 +18,7 @@ use super::{
 };
 use crate::pepper::Pepper;
 
-/// Most rows in one multi-row insert (8 parameters each).
+/// Most rows in one multi-row insert (9 parameters each).
 const INSERT_CHUNK: usize = 128;
 /// Most ids in one `IN (…)` list.
 const ID_CHUNK: usize = 256;
@@ -187,17 +187,18 @@ async fn store_messages(
         // rather than failing the statement; those still pending hit the unique constraint.
         // The seventh column orders the insert: PostgreSQL may otherwise emit the rows of a
         // VALUES join in any order, and `seq` must follow arrival order. The eighth is the
-        // message's delivery key.
+        // message's delivery key, the ninth its payload size.
         let sql = format!(
-            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
-             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
+            "INSERT INTO pending_messages
+                 (id, recipient_id, sender_id, client_id, payload, created_at, size)
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column9
              FROM (VALUES {}) AS v
              WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.column2)
                AND NOT EXISTS (SELECT 1 FROM delivery_records d WHERE d.dedup_key = v.column8)
              ORDER BY v.column7
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq, id",
-            value_rows(len, 8)
+            value_rows(len, 9)
         );
         // Only numbered placeholders are formatted in; all data is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -211,7 +212,8 @@ async fn store_messages(
                 .bind(m.payload.to_vec())
                 .bind(m.created_at)
                 .bind(ordinal as i64)
-                .bind(pepper.delivery_key(m.sender, m.client_id).to_vec());
+                .bind(pepper.delivery_key(m.sender, m.client_id).to_vec())
+                .bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX));
         }
         for row in query.fetch_all(&mut **tx).await? {
             let id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
@@ -338,7 +340,7 @@ async fn apply_acks(
         let sql = format!(
             "DELETE FROM pending_messages WHERE id IN ({})
              RETURNING id, sender_id, client_id, recipient_id,
-                       CAST(length(payload) AS BIGINT) AS size",
+                       size",
             placeholders(len)
         );
         // Only numbered placeholders are formatted in; all data is bound.

@@ -42,7 +42,7 @@ macro_rules! migrations {
 migrations!(
     (1, "0001_initial.sql", "initial"),
     (2, "0002_mailboxes.sql", "mailboxes"),
-    (3, "0003_peppered_keys.sql", "peppered keys"),
+    (3, "0003_accounts.sql", "accounts"),
 );
 
 static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE));
@@ -89,15 +89,10 @@ mod tests {
         let pinned: [(&Migrator, i64, &str, &str); 6] = [
             (for_backend(Backend::Sqlite), 1, "initial", SQLITE_1),
             (for_backend(Backend::Sqlite), 2, "mailboxes", SQLITE_2),
-            (for_backend(Backend::Sqlite), 3, "peppered keys", SQLITE_3),
+            (for_backend(Backend::Sqlite), 3, "accounts", SQLITE_3),
             (for_backend(Backend::Postgres), 1, "initial", POSTGRES_1),
             (for_backend(Backend::Postgres), 2, "mailboxes", POSTGRES_2),
-            (
-                for_backend(Backend::Postgres),
-                3,
-                "peppered keys",
-                POSTGRES_3,
-            ),
+            (for_backend(Backend::Postgres), 3, "accounts", POSTGRES_3),
         ];
         for (migrator, version, description, checksum) in pinned {
             let migration = migrator
@@ -123,11 +118,11 @@ mod tests {
     const SQLITE_2: &str =
         "40a741d616a245fce4eade3d58699ea56601770005cdf53afa645bf887d5d72a5306a93e0f31249a8f8c8f61827d3d96";
     const SQLITE_3: &str =
-        "871e0a81035556add31ac090c64957307008c240a17747175b9d87645dc4ccd99891b87f18dffc897117874d7117820f";
+        "b654a10717547833615a56830b0748a126606801b5e708f7d8962c3a16725e5b81972c456d7f9dfdbafe0d58ef9c73ff";
     const POSTGRES_1: &str =
         "f7cb7b7ddbf9d7b3e712afb349cf8d9aeb031d624fe669a66d6d75313598360e510d17dff1c34d52243f033f8a2909d9";
     const POSTGRES_2: &str =
         "962c07dcc4e82f5480c75483896ac5591ef0f3cb02862f47048605ec70d06668274c9f097427e67324121b1f26037ea6";
     const POSTGRES_3: &str =
-        "1d7f350f3fbc55f24a362fe3a1cfdacfb65c693fd302364080be4e68419ab95ce7c13d4d471dbe3f916d2d4e7bd4f0b3";
+        "5e59dfd7b35df40230c30207f01427f2d56c22e12a3e3bce42d054a2c83fd585c1a34652dac61cec3a3ce7b949b732c5";
 }

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The relay's writer has stopped (it is shutting down).
     #[error("the storage writer has stopped")]
     WriterStopped,
+    /// The verification code was used (or replaced) while this registration was checked.
+    #[error("the verification code is no longer valid")]
+    CodeUsed,
 }
 
 /// Result of storage calls.
@@ -100,6 +103,54 @@ pub struct NewUser {
     pub one_time_prekeys: Vec<StoredPreKey>,
 }
 
+/// A registration's proof of the number: the code presented, as stored (hashed).
+#[derive(Clone, Debug)]
+pub struct CodeProof {
+    /// The number's phone key.
+    pub phone_key: PhoneKey,
+    /// `Pepper::code_hash` of the presented code.
+    pub code_hash: [u8; 32],
+}
+
+/// What a presented code turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// It is the code sent, still valid (and not yet used up: registering uses it).
+    Valid,
+    /// Wrong; attempts are left.
+    Wrong,
+    /// Expired, or this was the last wrong attempt: a new code is needed.
+    Expired,
+    /// No code was sent to this number (or it was used).
+    Missing,
+}
+
+/// A registered number's account, as re-registration needs it.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The user id (kept by a re-registration).
+    pub id: Uuid,
+    /// Registrations of the number before the current one.
+    pub generation: u32,
+    /// The day (Unix ms at 00:00 UTC) the account was last seen.
+    pub last_seen: i64,
+    /// Verifier of the registration lock, if one is set.
+    pub lock_verifier: Option<Vec<u8>>,
+    /// Wrong lock tokens in the current window.
+    pub lock_failures: u32,
+    /// When the last wrong lock token came (Unix ms).
+    pub lock_failed_at: i64,
+}
+
+/// What a re-registration does with the registration lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockChange {
+    /// Keep it (the new device proved the PIN).
+    Keep,
+    /// Remove it (it had lapsed, or there was none).
+    Clear,
+}
+
 /// What authentication needs to know of a user.
 #[derive(Clone, Debug)]
 pub struct UserIdentity {
@@ -107,6 +158,8 @@ pub struct UserIdentity {
     pub id: Uuid,
     /// Serialized identity public key.
     pub identity_key: Vec<u8>,
+    /// Registration generation (tokens carry it).
+    pub generation: u32,
 }
 
 /// A prekey bundle with its one-time prekey (if any) already claimed.
@@ -295,6 +348,8 @@ pub struct PurgeReport {
     pub nonces: u64,
     /// Old delivery records deleted.
     pub delivered: u64,
+    /// Expired verification codes deleted.
+    pub verifications: u64,
 }
 
 /// The relay's storage.
@@ -321,12 +376,52 @@ pub trait Store: Send + Sync + 'static {
     /// Either way it can never be used again.
     async fn take_nonce(&self, nonce: &[u8], phone_key: &PhoneKey, now: i64) -> StoreResult<bool>;
 
-    /// Inserts a user with their keys; `Conflict` if the phone key is taken.
-    async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()>;
+    /// Inserts a user with their keys and uses up the code of `proof`; `Conflict` if the
+    /// phone key is taken, `CodeUsed` if the code was used meanwhile.
+    async fn create_user(&self, user: &NewUser, now: i64, proof: &CodeProof) -> StoreResult<()>;
     /// Looks a user up by (peppered) phone hash.
     async fn user_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<UserIdentity>>;
     /// Looks a user up by id.
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>>;
+    /// The registration generation of a user: tokens of another one are refused.
+    async fn user_generation(&self, id: Uuid) -> StoreResult<Option<u32>>;
+
+    /// Keeps `code_hash` as the code sent for `phone_key` until `expires_at`, replacing an
+    /// earlier code.
+    async fn put_verification(
+        &self,
+        phone_key: &PhoneKey,
+        code_hash: &[u8; 32],
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Forgets the code sent for `phone_key` (it could not be delivered).
+    async fn delete_verification(&self, phone_key: &PhoneKey) -> StoreResult<()>;
+    /// Checks a presented code, counting a wrong one; after `max_attempts` wrong ones, or
+    /// once expired, the code is deleted. A valid code stays until a registration uses it.
+    async fn check_verification(
+        &self,
+        proof: &CodeProof,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<CodeCheck>;
+    /// The account registered under `phone_key`, if any.
+    async fn account_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<Account>>;
+    /// Registers the number of `proof` again for a new device: the account keeps its id,
+    /// takes the new keys and a new generation (old tokens stop working), and loses its
+    /// one-time prekeys and its undelivered messages (nobody can decrypt them now). Uses
+    /// up the code (`CodeUsed` if it was used meanwhile).
+    async fn replace_identity(
+        &self,
+        id: Uuid,
+        user: &NewUser,
+        now: i64,
+        lock: LockChange,
+        proof: &CodeProof,
+    ) -> StoreResult<()>;
+    /// Counts a wrong registration lock token; returns the wrong ones within `window_ms`.
+    async fn record_lock_failure(&self, id: Uuid, now: i64, window_ms: i64) -> StoreResult<u32>;
+    /// Sets (or with `None` removes) the registration lock verifier of a user.
+    async fn set_registration_lock(&self, id: Uuid, verifier: Option<&[u8]>) -> StoreResult<()>;
 
     /// Returns the user's bundle; with `take_one_time`, atomically claiming one unused
     /// one-time prekey for it.

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::dialect::Backend;
 use super::sqlite_writer::{self, SqliteWriter};
 use super::{
-    at_rest, batch, day_of, ClaimedBundle, MailboxUsage, NewUser, PendingMessage, PhoneKey,
-    PreKeyUpdate, PurgeCutoffs, PurgeReport, Store, StoreError, StoreResult, StoredPreKey,
-    StoredSignedPreKey, UserIdentity, WriteBatch, WriteBatchOutcome,
+    at_rest, batch, day_of, Account, ClaimedBundle, CodeCheck, CodeProof, LockChange, MailboxUsage,
+    NewUser, PendingMessage, PhoneKey, PreKeyUpdate, PurgeCutoffs, PurgeReport, Store, StoreError,
+    StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity, WriteBatch, WriteBatchOutcome,
 };
 use crate::pepper::Pepper;
 
@@ -126,6 +126,29 @@ fn classify(err: sqlx::Error) -> StoreError {
     StoreError::Database(err)
 }
 
+/// Equal byte strings, compared without an early exit.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Uses up the code of `proof` inside `tx`: `CodeUsed` unless it is still the one stored.
+async fn use_code(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    proof: &CodeProof,
+) -> StoreResult<()> {
+    let used = sqlx::query("DELETE FROM verifications WHERE phone_key = $1 AND code_hash = $2")
+        .bind(proof.phone_key.as_str().to_owned())
+        .bind(proof.code_hash.to_vec())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if used == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::CodeUsed)
+    }
+}
+
 fn pending_from_row(row: &AnyRow) -> StoreResult<PendingMessage> {
     Ok(PendingMessage {
         seq: row.try_get("seq")?,
@@ -214,8 +237,9 @@ impl Store for SqlStore {
         Ok(bound_to == phone_key.as_str() && expires_at > now)
     }
 
-    async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<()> {
+    async fn create_user(&self, user: &NewUser, now: i64, proof: &CodeProof) -> StoreResult<()> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        use_code(&mut tx, proof).await?;
         sqlx::query(
             "INSERT INTO users (id, phone_key, registration_id, identity_key,
                  signed_prekey_id, signed_prekey, signed_prekey_signature,
@@ -243,21 +267,199 @@ impl Store for SqlStore {
     }
 
     async fn user_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<UserIdentity>> {
-        let row = sqlx::query("SELECT id, identity_key FROM users WHERE phone_key = $1")
-            .bind(phone_key.as_str().to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, identity_key, generation FROM users WHERE phone_key = $1")
+                .bind(phone_key.as_str().to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| {
             Ok(UserIdentity {
                 id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
                 identity_key: row.try_get("identity_key")?,
+                generation: u32_from(row.try_get("generation")?)?,
             })
         })
         .transpose()
     }
 
+    async fn user_generation(&self, id: Uuid) -> StoreResult<Option<u32>> {
+        let generation: Option<i64> =
+            sqlx::query_scalar("SELECT generation FROM users WHERE id = $1")
+                .bind(id.as_bytes().to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+        generation.map(u32_from).transpose()
+    }
+
+    async fn put_verification(
+        &self,
+        phone_key: &PhoneKey,
+        code_hash: &[u8; 32],
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verifications (phone_key, code_hash, expires_at, attempts)
+             VALUES ($1, $2, $3, 0)
+             ON CONFLICT (phone_key) DO UPDATE SET
+                 code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = 0",
+        )
+        .bind(phone_key.as_str().to_owned())
+        .bind(code_hash.to_vec())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_verification(&self, phone_key: &PhoneKey) -> StoreResult<()> {
+        sqlx::query("DELETE FROM verifications WHERE phone_key = $1")
+            .bind(phone_key.as_str().to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn check_verification(
+        &self,
+        proof: &CodeProof,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<CodeCheck> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let row = sqlx::query(
+            "SELECT code_hash, expires_at, attempts FROM verifications WHERE phone_key = $1",
+        )
+        .bind(proof.phone_key.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(CodeCheck::Missing);
+        };
+        let stored: Vec<u8> = row.try_get("code_hash")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let check = if expires_at <= now {
+            CodeCheck::Expired
+        } else if same_bytes(&stored, &proof.code_hash) {
+            return Ok(CodeCheck::Valid);
+        } else if attempts.saturating_add(1) >= i64::from(max_attempts) {
+            CodeCheck::Expired
+        } else {
+            CodeCheck::Wrong
+        };
+        let sql = match check {
+            CodeCheck::Wrong => {
+                "UPDATE verifications SET attempts = attempts + 1 WHERE phone_key = $1"
+            }
+            _ => "DELETE FROM verifications WHERE phone_key = $1",
+        };
+        sqlx::query(sql)
+            .bind(proof.phone_key.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(check)
+    }
+
+    async fn account_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<Account>> {
+        let row = sqlx::query(
+            "SELECT id, generation, last_seen, lock_verifier, lock_failures, lock_failed_at
+             FROM users WHERE phone_key = $1",
+        )
+        .bind(phone_key.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Account {
+                id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
+                generation: u32_from(row.try_get("generation")?)?,
+                last_seen: row.try_get("last_seen")?,
+                lock_verifier: row.try_get("lock_verifier")?,
+                lock_failures: u32_from(row.try_get("lock_failures")?)?,
+                lock_failed_at: row.try_get("lock_failed_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn replace_identity(
+        &self,
+        id: Uuid,
+        user: &NewUser,
+        now: i64,
+        lock: LockChange,
+        proof: &CodeProof,
+    ) -> StoreResult<()> {
+        let id_bytes = id.as_bytes().to_vec();
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        use_code(&mut tx, proof).await?;
+        sqlx::query(
+            "UPDATE users SET registration_id = $2, identity_key = $3,
+                 signed_prekey_id = $4, signed_prekey = $5, signed_prekey_signature = $6,
+                 kyber_prekey_id = $7, kyber_prekey = $8, kyber_prekey_signature = $9,
+                 generation = generation + 1, last_seen = $10,
+                 lock_verifier = CASE WHEN $11 = 1 THEN lock_verifier ELSE NULL END,
+                 lock_failures = 0, lock_failed_at = 0
+             WHERE id = $1",
+        )
+        .bind(id_bytes.clone())
+        .bind(i64::from(user.registration_id))
+        .bind(user.identity_key.clone())
+        .bind(i64::from(user.signed_prekey.key_id))
+        .bind(user.signed_prekey.public_key.clone())
+        .bind(user.signed_prekey.signature.clone())
+        .bind(i64::from(user.kyber_prekey.key_id))
+        .bind(user.kyber_prekey.public_key.clone())
+        .bind(user.kyber_prekey.signature.clone())
+        .bind(day_of(now))
+        .bind(i64::from(lock == LockChange::Keep))
+        .execute(&mut *tx)
+        .await?;
+        // Keys and messages of the old device: nobody can use them any more.
+        for sql in [
+            "DELETE FROM one_time_prekeys WHERE user_id = $1",
+            "DELETE FROM pending_messages WHERE recipient_id = $1",
+            "DELETE FROM mailboxes WHERE recipient_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id_bytes.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_one_time_prekeys(&mut tx, id, &user.one_time_prekeys, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_lock_failure(&self, id: Uuid, now: i64, window_ms: i64) -> StoreResult<u32> {
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET
+                 lock_failures = CASE WHEN lock_failed_at > $2 - $3 THEN lock_failures + 1 ELSE 1 END,
+                 lock_failed_at = $2
+             WHERE id = $1 RETURNING lock_failures",
+        )
+        .bind(id.as_bytes().to_vec())
+        .bind(now)
+        .bind(window_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        failures.map_or(Ok(0), u32_from)
+    }
+
+    async fn set_registration_lock(&self, id: Uuid, verifier: Option<&[u8]>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE users SET lock_verifier = $2, lock_failures = 0, lock_failed_at = 0
+             WHERE id = $1",
+        )
+        .bind(id.as_bytes().to_vec())
+        .bind(verifier.map(<[u8]>::to_vec))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserIdentity>> {
-        let row = sqlx::query("SELECT identity_key FROM users WHERE id = $1")
+        let row = sqlx::query("SELECT identity_key, generation FROM users WHERE id = $1")
             .bind(id.as_bytes().to_vec())
             .fetch_optional(&self.pool)
             .await?;
@@ -265,6 +467,7 @@ impl Store for SqlStore {
             Ok(UserIdentity {
                 id,
                 identity_key: row.try_get("identity_key")?,
+                generation: u32_from(row.try_get("generation")?)?,
             })
         })
         .transpose()
@@ -448,7 +651,7 @@ impl Store for SqlStore {
             "UPDATE mailboxes SET
                  messages = messages - (SELECT COUNT(*) FROM pending_messages p
                      WHERE p.recipient_id = mailboxes.recipient_id AND p.created_at < $1),
-                 bytes = bytes - (SELECT COALESCE(SUM(CAST(length(p.payload) AS BIGINT)), 0)
+                 bytes = bytes - (SELECT COALESCE(SUM(p.size), 0)
                      FROM pending_messages p
                      WHERE p.recipient_id = mailboxes.recipient_id AND p.created_at < $1)
              WHERE recipient_id IN
@@ -479,11 +682,17 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        let verifications = sqlx::query("DELETE FROM verifications WHERE expires_at <= $1")
+            .bind(cutoffs.now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(PurgeReport {
             messages,
             used_prekeys,
             nonces,
             delivered,
+            verifications,
         })
     }
 }

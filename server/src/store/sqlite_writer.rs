@@ -164,8 +164,9 @@ fn apply(
     let mut mailboxes = MailboxLedger::default();
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO pending_messages (id, recipient_id, sender_id, client_id, payload, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+            "INSERT INTO pending_messages
+                 (id, recipient_id, sender_id, client_id, payload, created_at, size)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?8
              WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
                AND NOT EXISTS (SELECT 1 FROM delivery_records WHERE dedup_key = ?7)
              ON CONFLICT (sender_id, client_id) DO NOTHING
@@ -209,7 +210,8 @@ fn apply(
                             client_id,
                             &m.payload[..],
                             m.created_at,
-                            &dedup_key[..]
+                            &dedup_key[..],
+                            i64::try_from(m.payload.len()).unwrap_or(i64::MAX)
                         ],
                         |row| row.get(0),
                     )
@@ -242,7 +244,7 @@ fn apply(
 
         let mut delete = tx.prepare_cached(
             "DELETE FROM pending_messages WHERE id = ?1 AND recipient_id = ?2
-             RETURNING sender_id, client_id, length(payload)",
+             RETURNING sender_id, client_id, size",
         )?;
         let mut record = tx.prepare_cached(
             "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)

@@ -125,6 +125,15 @@ impl ConnectionRegistry {
         })
     }
 
+    /// Closes `user`'s connection, if any (its account was registered on a new device):
+    /// it ends as if replaced (4409), and reconnecting needs a token of the new device.
+    pub fn displace(&self, user: Uuid) {
+        let old = self.lock().remove(&user);
+        if let Some(old) = old {
+            old.signals.replaced.cancel();
+        }
+    }
+
     fn remove(&self, user: Uuid, conn_id: u64) {
         let mut entries = self.lock();
         if entries.get(&user).is_some_and(|e| e.conn_id == conn_id) {

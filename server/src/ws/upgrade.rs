@@ -35,16 +35,7 @@ pub async fn ws_handler(
         }
         return Err(ApiError::unauthorized());
     };
-    let now = state.clock.now_secs();
-    let Ok(user) = state.tokens.verify(token, now) else {
-        state.metrics.auth_failures.inc();
-        return Err(ApiError::unauthorized());
-    };
-    state.rate_limits.check_account(user)?;
-    if state.store.user_by_id(user).await?.is_none() {
-        state.metrics.auth_failures.inc();
-        return Err(ApiError::unauthorized());
-    }
+    let user = crate::extract::authenticate(&state, token).await?;
     if !state.connections.has_room_for(user) {
         state.metrics.connections_refused.inc();
         return Err(ApiError::new(

@@ -10,22 +10,15 @@ use std::time::{Duration, Instant};
 
 use privcomm_protocol::ws::{ClientFrame, ServerFrame};
 use privcomm_protocol::Base64String;
-use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::common::{ChildRelay, Db, Device, Endpoint, TestDb, WsClient};
+use crate::common::{phone_hash_of, ChildRelay, Db, Device, Endpoint, TestDb, WsClient};
 
-/// The phone hash the core computes for an E.164 number.
-fn phone_hash_of(number: &str) -> String {
-    hex::encode(Sha256::digest(number.as_bytes()))
-}
-
-/// A device whose phone hash is that of `number`, registered and logged in.
+/// A device of `number`, registered and logged in.
 async fn enrol_number(relay: &Endpoint, number: &str) -> Device {
-    let mut device = Device::new(3);
-    device.phone_hash = phone_hash_of(number);
+    let mut device = Device::with_number(number, 3);
     device.register(relay).await;
     device.login(relay).await;
     device
@@ -255,6 +248,12 @@ async fn a_conversation_leaves_no_number_or_sender_at_rest(db: Db) {
     for (client_id, _) in &delivered {
         needles.extend(id_needles("client id of a delivered message", *client_id));
     }
+    for device in [&alice, &bob, &carol] {
+        needles.push((
+            "a verification code".into(),
+            device.code.clone().into_bytes(),
+        ));
+    }
     let contents = database_contents(&storage).await;
     let found = found_in(&contents, &needles);
     assert!(found.is_empty(), "the database gives away: {found:?}");
@@ -331,8 +330,7 @@ async fn a_database_from_before_the_pepper_still_logs_its_users_in(db: Db) {
     let numbers = ["+14155550111", "+14155550122"];
     let mut devices = Vec::new();
     for number in numbers {
-        let mut device = Device::new(0);
-        device.phone_hash = phone_hash_of(number);
+        let mut device = Device::with_number(number, 0);
         let id = Uuid::new_v4();
         let decode = |b: &Base64String| b.decode("key").expect("b64");
         let signed = device.signed_prekey_body();

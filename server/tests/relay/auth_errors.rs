@@ -119,14 +119,15 @@ async fn auth_failures_are_rejected_without_hints(db: Db) {
         "a token for an unknown user must not open a WebSocket"
     );
 
-    // Re-registration of a taken phone hash, even with a valid fresh nonce and signature.
+    // Registering a taken number without the code sent to it (the usurper cannot read
+    // Alice's texts), even with a valid fresh nonce and signature.
     alice.login(&relay).await;
-    let mut usurper = Device::new(0);
-    usurper.phone_hash = alice.phone_hash.clone();
+    let mut usurper = Device::with_number(&alice.number, 0);
+    usurper.code = "000000".into();
     let nonce = usurper.challenge(&relay).await;
     let req = serde_json::to_value(usurper.register_request(&nonce)).unwrap();
     let (status, body) = relay.post("/api/v1/register", &req, None).await;
-    assert_eq!((status, code(&body)), (409, "already_registered"));
+    assert_eq!((status, code(&body)), (403, "invalid_code"));
     // Alice still logs in with her own key.
     alice.login(&relay).await;
 

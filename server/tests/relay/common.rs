@@ -17,6 +17,7 @@ use privcomm_protocol::rest::{
 };
 use privcomm_protocol::ws::{ClientFrame, ServerFrame};
 use privcomm_protocol::{signing, Base64String};
+use privcomm_server::codes::inbox::CodeInbox;
 use privcomm_server::store::Store;
 use privcomm_server::{Config, ManualClock, RelayServer};
 use rand::{Rng, RngCore};
@@ -92,6 +93,8 @@ async fn pg_exec(sql: &str) {
 pub struct Endpoint {
     pub http: reqwest::Client,
     pub base: String,
+    /// Where the relay's verification codes arrive (its webhook points here).
+    pub codes: Option<Arc<CodeInbox>>,
 }
 
 /// A relay running in this process.
@@ -115,6 +118,7 @@ pub fn test_config(db: &TestDb) -> Config {
     config.bind = "127.0.0.1:0".parse().expect("addr");
     config.database_url = db.url.clone();
     config.register_per_hour = 10_000;
+    config.verification_per_hour = 10_000;
     config.token_per_minute = 10_000;
     config.challenge_per_minute = 10_000;
     config.send_per_minute = 1_000_000;
@@ -130,13 +134,15 @@ impl TestRelay {
 
     pub async fn start_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(db).await;
+        let codes = Arc::new(CodeInbox::start().await.expect("code inbox"));
         let mut config = test_config(&db);
+        codes.configure(&mut config);
         adjust(&mut config);
         let clock = ManualClock::new();
         let server = RelayServer::start(config, Arc::new(clock.clone()))
             .await
             .expect("relay starts");
-        let endpoint = Endpoint::new(server.base_url());
+        let endpoint = Endpoint::with_codes(server.base_url(), codes);
         Self {
             server: Some(server),
             clock,
@@ -173,7 +179,27 @@ impl Endpoint {
         Self {
             http: reqwest::Client::new(),
             base,
+            codes: None,
         }
+    }
+
+    pub fn with_codes(base: String, codes: Arc<CodeInbox>) -> Self {
+        Self {
+            codes: Some(codes),
+            ..Self::new(base)
+        }
+    }
+
+    /// The code the relay sent to `number` (waiting up to 10 s for it).
+    pub async fn code_for(&self, number: &str) -> String {
+        let inbox = self
+            .codes
+            .as_ref()
+            .expect("this relay sends codes to the test");
+        inbox
+            .take(number, Duration::from_secs(10))
+            .await
+            .expect("a code arrived")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -250,12 +276,33 @@ async fn respond(req: reqwest::RequestBuilder) -> (u16, Value) {
 pub struct Device {
     pub identity: IdentityKeyPair,
     pub registration_id: u32,
+    /// The device's phone number (E.164).
+    pub number: String,
+    /// SHA-256 of `number`, as clients send it.
     pub phone_hash: String,
+    /// The verification code to register with (empty until `verify`).
+    pub code: String,
+    /// The registration lock token to register with, if any.
+    pub lock: Option<Vec<u8>>,
     pub signed_prekey: SignedPreKeyRecord,
     pub kyber_prekey: KyberPreKeyRecord,
     pub one_time_prekeys: Vec<PreKeyRecord>,
     pub user_id: Option<Uuid>,
     pub token: Option<String>,
+}
+
+/// A random E.164 number (13 digits after `+1`: two tests never draw the same one).
+pub fn random_number() -> String {
+    format!(
+        "+1{:013}",
+        rand::rng().random_range(0..10_000_000_000_000u64)
+    )
+}
+
+/// The phone hash clients send for `number`.
+pub fn phone_hash_of(number: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(number.as_bytes()))
 }
 
 pub fn random_phone_hash() -> String {
@@ -266,6 +313,11 @@ pub fn random_phone_hash() -> String {
 
 impl Device {
     pub fn new(one_time_prekeys: u32) -> Self {
+        Self::with_number(&random_number(), one_time_prekeys)
+    }
+
+    /// A new device for `number`.
+    pub fn with_number(number: &str, one_time_prekeys: u32) -> Self {
         let mut rng = rand::rng();
         let identity = IdentityKeyPair::generate(&mut rng);
         let signed_pair = KeyPair::generate(&mut rng);
@@ -288,7 +340,10 @@ impl Device {
         Self {
             identity,
             registration_id: rng.random_range(1..=0x3FFF),
-            phone_hash: random_phone_hash(),
+            number: number.to_owned(),
+            phone_hash: phone_hash_of(number),
+            code: String::new(),
+            lock: None,
             signed_prekey,
             kyber_prekey,
             one_time_prekeys,
@@ -347,7 +402,27 @@ impl Device {
             signed_prekey: self.signed_prekey_body(),
             kyber_prekey: self.kyber_prekey_body(),
             one_time_prekeys: self.one_time_prekey_bodies(),
+            verification_code: self.code.clone(),
+            registration_lock: self.lock.as_ref().map(Base64String::encode),
         }
+    }
+
+    /// Asks the relay to send a code to this device's number; returns its answer.
+    pub async fn request_code(&self, relay: &Endpoint) -> (u16, Value) {
+        relay
+            .post(
+                "/api/v1/verification",
+                &serde_json::json!({ "number": self.number }),
+                None,
+            )
+            .await
+    }
+
+    /// Has a code sent to the number and keeps it for `register`.
+    pub async fn verify(&mut self, relay: &Endpoint) {
+        let (status, body) = self.request_code(relay).await;
+        assert_eq!(status, 202, "{body}");
+        self.code = relay.code_for(&self.number).await;
     }
 
     pub async fn challenge(&self, relay: &Endpoint) -> Vec<u8> {
@@ -363,7 +438,9 @@ impl Device {
         resp.nonce.decode("nonce").expect("nonce b64")
     }
 
+    /// Verifies the number and registers.
     pub async fn register(&mut self, relay: &Endpoint) -> Uuid {
+        self.verify(relay).await;
         let nonce = self.challenge(relay).await;
         let body = serde_json::to_value(self.register_request(&nonce)).expect("json");
         let (status, body) = relay.post("/api/v1/register", &body, None).await;
@@ -681,7 +758,27 @@ impl ChildRelay {
         settings: &[(&str, &str)],
         soft_open_files: Option<u32>,
     ) -> Self {
-        Self::launch(Self::command(db, log, settings, soft_open_files)).await
+        let codes = Self::inbox().await;
+        let mut cmd = Self::command(db, log, settings, soft_open_files);
+        Self::send_codes_to(&mut cmd, &codes, settings);
+        Self::launch(cmd, codes).await
+    }
+
+    async fn inbox() -> Arc<CodeInbox> {
+        Arc::new(CodeInbox::start().await.expect("code inbox"))
+    }
+
+    /// Points the relay's code webhook at `codes`, unless `settings` choose another sender.
+    fn send_codes_to(
+        cmd: &mut std::process::Command,
+        codes: &CodeInbox,
+        settings: &[(&str, &str)],
+    ) {
+        for (name, value) in codes.env() {
+            if !settings.iter().any(|(n, _)| *n == name) {
+                cmd.env(name, value);
+            }
+        }
     }
 
     /// `start_with` in the working directory `cwd`.
@@ -691,9 +788,11 @@ impl ChildRelay {
         settings: &[(&str, &str)],
         cwd: &std::path::Path,
     ) -> Self {
+        let codes = Self::inbox().await;
         let mut cmd = Self::command(db, log, settings, None);
+        Self::send_codes_to(&mut cmd, &codes, settings);
         cmd.current_dir(cwd);
-        Self::launch(cmd).await
+        Self::launch(cmd, codes).await
     }
 
     /// Runs the relay with `settings` expecting it to refuse to start: asserts it exits
@@ -741,6 +840,7 @@ impl ChildRelay {
             .env("PRIVCOMM_DATA_DIR", db.dir.path())
             .env("PRIVCOMM_LOG", log)
             .env("PRIVCOMM_REGISTER_PER_HOUR", "10000")
+            .env("PRIVCOMM_VERIFICATION_PER_HOUR", "10000")
             .env("PRIVCOMM_TOKEN_PER_MINUTE", "10000")
             .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "10000")
             .env("PRIVCOMM_SEND_PER_MINUTE", "1000000")
@@ -757,7 +857,7 @@ impl ChildRelay {
         cmd
     }
 
-    async fn launch(mut cmd: std::process::Command) -> Self {
+    async fn launch(mut cmd: std::process::Command, codes: Arc<CodeInbox>) -> Self {
         use std::io::BufRead;
         let mut child = cmd.spawn().expect("spawn relay binary");
         let stdout = child.stdout.take().expect("stdout");
@@ -783,7 +883,7 @@ impl ChildRelay {
                 .expect("relay printed its address");
         Self {
             child,
-            endpoint: Endpoint::new(format!("http://{addr}")),
+            endpoint: Endpoint::with_codes(format!("http://{addr}"), codes),
             logs,
         }
     }

@@ -386,6 +386,7 @@ async fn declared_oversized_bodies_are_refused_before_reading() {
     let endpoint = crate::common::Endpoint {
         http: local,
         base: relay.base.clone(),
+        codes: relay.codes.clone(),
     };
     device.register(&endpoint).await;
 }

@@ -1,0 +1,44 @@
+-- Accounts (issue 16): numbers and senders unreadable at rest, proof of the number, recovery.
+-- Phone hashes are stored peppered
+-- (HMAC(pepper, phone_hash), computed by the relay, which also rewrites the rows stored
+-- before this migration: store/at_rest.rs), and a delivered message is remembered by a
+-- keyed hash of (sender, client id) instead of the two ids.
+ALTER TABLE users RENAME COLUMN phone_hash TO phone_key;
+ALTER TABLE auth_nonces RENAME COLUMN phone_hash TO phone_key;
+
+CREATE TABLE delivery_records (
+    dedup_key     BLOB PRIMARY KEY,
+    server_id     BLOB NOT NULL,
+    delivered_at  INTEGER NOT NULL
+);
+CREATE INDEX idx_delivery_records_at ON delivery_records (delivered_at);
+
+-- Facts about the stored data itself: which pepper wrote it, which rows are converted.
+CREATE TABLE relay_meta (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+
+-- Proof of the number: the hash of the last code sent to it (HMAC(pepper, phone key ‖ code)),
+-- until it expires, is used, or is guessed wrong too often.
+CREATE TABLE verifications (
+    phone_key   TEXT PRIMARY KEY,
+    code_hash   BLOB NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX idx_verifications_expiry ON verifications (expires_at);
+
+-- Re-registration and its lock: tokens carry the generation they were issued for (a new
+-- registration of the number starts a new one), and the registration lock verifier is
+-- HMAC(pepper, user id ‖ lock token), with its wrong attempts counted.
+ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN lock_verifier BLOB;
+ALTER TABLE users ADD COLUMN lock_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN lock_failed_at INTEGER NOT NULL DEFAULT 0;
+
+-- Each pending message's payload size, written with it: acks give it back to the mailbox
+-- quota without reading the payload (`length(payload)` in the ack's DELETE … RETURNING made
+-- draining a mailbox about 20% slower).
+ALTER TABLE pending_messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE pending_messages SET size = length(payload);
