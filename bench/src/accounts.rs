@@ -12,10 +12,12 @@ use libsignal_protocol::{
 };
 use privcomm_protocol::rest::{
     ChallengeRequest, ChallengeResponse, RegisterRequest, RegisterResponse, SignedPreKey,
-    TokenRequest, TokenResponse,
+    TokenRequest, TokenResponse, VerificationRequest,
 };
-use privcomm_protocol::{signing, Base64String};
-use rand::RngCore;
+use privcomm_protocol::{signing, Base64String, PhoneNumber};
+use rand::Rng;
+
+use crate::relay_process::RelayProcess;
 use uuid::Uuid;
 
 /// Keys shared by the generated accounts.
@@ -97,11 +99,35 @@ async fn challenge(
     Ok(body.nonce.decode("nonce")?)
 }
 
-/// Registers a new account (random phone hash) and logs it in.
-pub async fn enrol(http: &reqwest::Client, base: &str, keys: &Keys) -> anyhow::Result<Account> {
-    let mut hash = [0u8; 32];
-    rand::rng().fill_bytes(&mut hash);
-    let phone_hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+/// Registers a new account (a random number, verified through the relay's code inbox) and
+/// logs it in.
+pub async fn enrol(
+    http: &reqwest::Client,
+    relay: &RelayProcess,
+    keys: &Keys,
+) -> anyhow::Result<Account> {
+    let base = relay.base.as_str();
+    let number = format!(
+        "+1{:013}",
+        rand::rng().random_range(0..10_000_000_000_000u64)
+    );
+    let phone_hash = PhoneNumber::parse(&number)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .hash()
+        .as_str()
+        .to_owned();
+    let resp = http
+        .post(format!("{base}/api/v1/verification"))
+        .json(&VerificationRequest {
+            number: number.clone(),
+            locale: None,
+        })
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("verification refused: {}", resp.status());
+    }
+    let code = relay.code_for(&number).await?;
 
     let nonce = challenge(http, base, &phone_hash).await?;
     let register = RegisterRequest {
@@ -113,6 +139,8 @@ pub async fn enrol(http: &reqwest::Client, base: &str, keys: &Keys) -> anyhow::R
         signed_prekey: keys.signed_prekey.clone(),
         kyber_prekey: keys.kyber_prekey.clone(),
         one_time_prekeys: Vec::new(),
+        verification_code: code,
+        registration_lock: None,
     };
     let resp = http
         .post(format!("{base}/api/v1/register"))
@@ -147,7 +175,7 @@ pub async fn enrol(http: &reqwest::Client, base: &str, keys: &Keys) -> anyhow::R
 
 /// Enrols `count` accounts, `concurrency` at a time.
 pub async fn enrol_many(
-    base: &str,
+    relay: &RelayProcess,
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Account>> {
@@ -157,9 +185,8 @@ pub async fn enrol_many(
         .map(|_| {
             let keys = keys.clone();
             let http = http.clone();
-            let base = base.to_owned();
             async move {
-                enrol(&http, &base, &keys)
+                enrol(&http, relay, &keys)
                     .await
                     .context("enrolling an account")
             }

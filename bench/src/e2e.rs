@@ -72,8 +72,8 @@ async fn measure(args: &Args, relay: &RelayProcess) -> anyhow::Result<Report> {
         crate::unlimited_receiving(),
     )
     .await?;
-    alice.register("+1 555 0198 001").await?;
-    bob.register("+1 555 0198 002").await?;
+    relay.register(&alice, "+1 555 0198 001").await?;
+    relay.register(&bob, "+1 555 0198 002").await?;
     alice.connect().await?;
     bob.connect().await?;
     let peer = alice.resolve_peer("+1 555 0198 002").await?;

@@ -81,7 +81,7 @@ async fn measure(
     database: &'static str,
 ) -> anyhow::Result<Report> {
     let n = args.messages.max(1);
-    let accounts = enrol_many(&relay.base, 2, 2).await?;
+    let accounts = enrol_many(&relay, 2, 2).await?;
     let (sender, recipient) = (&accounts[0], &accounts[1]);
     let template = PayloadTemplate::new(args.payload);
 
@@ -196,8 +196,8 @@ async fn core_drain(relay: &RelayProcess, n: usize, report: &mut Report) -> anyh
         crate::unlimited_receiving(),
     )
     .await?;
-    let alice_id = alice.register("+1 555 0199 001").await?;
-    bob.register("+1 555 0199 002").await?;
+    let alice_id = relay.register(&alice, "+1 555 0199 001").await?;
+    relay.register(&bob, "+1 555 0199 002").await?;
     alice.connect().await?;
     let peer = alice.resolve_peer("+1 555 0199 002").await?;
 

@@ -48,6 +48,8 @@ pub struct RelayProcess {
     args: Vec<String>,
     pg_schema: Option<(String, String)>,
     http: reqwest::Client,
+    /// Where the relay texts its verification codes (its webhook posts them here).
+    pub codes: std::sync::Arc<privcomm_server::codes::inbox::CodeInbox>,
 }
 
 /// CPU time of a process, in seconds.
@@ -133,9 +135,25 @@ impl RelayProcess {
             "1000000000".to_owned(),
             "--prekeys-per-target-per-hour".to_owned(),
             "1000000000".to_owned(),
+            "--verification-per-hour".to_owned(),
+            "1000000000".to_owned(),
             "--log".to_owned(),
             "error".to_owned(),
         ];
+        let codes = std::sync::Arc::new(
+            privcomm_server::codes::inbox::CodeInbox::start()
+                .await
+                .context("starting the code inbox")?,
+        );
+        for (name, value) in codes.env() {
+            // `PRIVCOMM_CODE_SENDER` → `--code-sender`.
+            let flag = name
+                .trim_start_matches("PRIVCOMM_")
+                .to_lowercase()
+                .replace('_', "-");
+            args.push(format!("--{flag}"));
+            args.push(value);
+        }
         if let Database::Postgres { url } = database {
             let schema = format!("bench_{}", Uuid::new_v4().simple());
             pg_exec(url, &format!("CREATE SCHEMA {schema}")).await?;
@@ -155,7 +173,28 @@ impl RelayProcess {
             args,
             pg_schema,
             http: reqwest::Client::new(),
+            codes,
         })
+    }
+
+    /// The code the relay texted to `number` (E.164).
+    pub async fn code_for(&self, number: &str) -> anyhow::Result<String> {
+        self.codes
+            .take(number, Duration::from_secs(30))
+            .await
+            .with_context(|| "no verification code arrived".to_string())
+    }
+
+    /// Verifies `number` and registers the core `client` with it.
+    pub async fn register(
+        &self,
+        client: &privcomm_core::Client,
+        number: &str,
+    ) -> anyhow::Result<Uuid> {
+        client.request_verification(number).await?;
+        let e164 = privcomm_core::client::phone::normalize(number)?;
+        let code = self.code_for(&e164).await?;
+        Ok(client.register(number, &code, None).await?)
     }
 
     /// Stops the relay and starts it again on the same data (a fresh process: no memory

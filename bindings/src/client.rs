@@ -116,13 +116,41 @@ impl PrivcommClient {
         }))
     }
 
-    /// Registers `phone_number` (international form, `+4915112345678`) with the relay,
-    /// creating this device's keys on first use; returns the user id. Safe to repeat.
-    pub async fn register(&self, phone_number: String) -> Result<String, PrivcommError> {
+    /// Has the relay text a verification code to `phone_number` (international form,
+    /// `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+    /// codes for the number come too often.
+    pub async fn request_verification(&self, phone_number: String) -> Result<u64, PrivcommError> {
         let client = self.inner.clone();
-        run(async move { client.register(&phone_number).await })
+        run(async move { client.request_verification(&phone_number).await }).await
+    }
+
+    /// Registers `phone_number` with the `code` texted to it, creating this device's keys on
+    /// first use; returns the user id. A number registered on another device moves here
+    /// (that device is signed out). `pin` unlocks an account with a registration lock
+    /// (else `RegistrationLocked`). Safe to repeat once registered.
+    pub async fn register(
+        &self,
+        phone_number: String,
+        code: String,
+        pin: Option<String>,
+    ) -> Result<String, PrivcommError> {
+        let client = self.inner.clone();
+        run(async move { client.register(&phone_number, &code, pin.as_deref()).await })
             .await
             .map(|id| id.to_string())
+    }
+
+    /// Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+    /// another device then needs the PIN too, until the account has been unused for 7 days.
+    pub async fn set_registration_lock(&self, pin: String) -> Result<(), PrivcommError> {
+        let client = self.inner.clone();
+        run(async move { client.set_registration_lock(&pin).await }).await
+    }
+
+    /// Removes the registration lock.
+    pub async fn remove_registration_lock(&self) -> Result<(), PrivcommError> {
+        let client = self.inner.clone();
+        run(async move { client.remove_registration_lock().await }).await
     }
 
     /// This account's user id, once registered.

@@ -183,6 +183,44 @@ pub enum PrivcommError {
         /// What the app should do.
         category: ErrorCategory,
     },
+    /// The verification code is wrong (or none was sent to this number).
+    #[error("{detail}")]
+    InvalidCode {
+        /// What happened, in a sentence.
+        detail: String,
+        /// What the app should do.
+        category: ErrorCategory,
+    },
+    /// The verification code expired or was entered wrong too often: request a new one.
+    #[error("{detail}")]
+    CodeExpired {
+        /// What happened, in a sentence.
+        detail: String,
+        /// What the app should do.
+        category: ErrorCategory,
+    },
+    /// The number's account has a registration lock: register with its PIN, or after
+    /// `retry_after_secs` (when the lock lapses).
+    #[error("{detail}")]
+    RegistrationLocked {
+        /// Seconds until the lock lapses.
+        retry_after_secs: u64,
+        /// What happened, in a sentence.
+        detail: String,
+        /// What the app should do.
+        category: ErrorCategory,
+    },
+    /// Too many attempts (codes for this number, wrong PINs): retry after
+    /// `retry_after_secs`.
+    #[error("{detail}")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+        /// What happened, in a sentence.
+        detail: String,
+        /// What the app should do.
+        category: ErrorCategory,
+    },
     /// The relay could not be reached or the connection failed.
     #[error("{detail}")]
     Network {
@@ -392,6 +430,18 @@ impl From<CoreError> for PrivcommError {
             CoreError::SchemaTooNew { found, supported } => Self::SchemaTooNew {
                 found,
                 supported,
+                detail,
+                category,
+            },
+            CoreError::InvalidCode => Self::InvalidCode { detail, category },
+            CoreError::CodeExpired => Self::CodeExpired { detail, category },
+            CoreError::RegistrationLocked { retry_after_secs } => Self::RegistrationLocked {
+                retry_after_secs,
+                detail,
+                category,
+            },
+            CoreError::RateLimited { retry_after_secs } => Self::RateLimited {
+                retry_after_secs,
                 detail,
                 category,
             },

@@ -1134,10 +1134,24 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
     func pushAudioFrame(callId: String, pcm: Data) throws 
     
     /**
-     * Registers `phone_number` (international form, `+4915112345678`) with the relay,
-     * creating this device's keys on first use; returns the user id. Safe to repeat.
+     * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+     * first use; returns the user id. A number registered on another device moves here
+     * (that device is signed out). `pin` unlocks an account with a registration lock
+     * (else `RegistrationLocked`). Safe to repeat once registered.
      */
-    func register(phoneNumber: String) async throws  -> String
+    func register(phoneNumber: String, code: String, pin: String?) async throws  -> String
+    
+    /**
+     * Removes the registration lock.
+     */
+    func removeRegistrationLock() async throws 
+    
+    /**
+     * Has the relay text a verification code to `phone_number` (international form,
+     * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+     * codes for the number come too often.
+     */
+    func requestVerification(phoneNumber: String) async throws  -> UInt64
     
     /**
      * Finds the user with `phone_number`, sets up a session and remembers them as a
@@ -1161,6 +1175,12 @@ public protocol PrivcommClientProtocol: AnyObject, Sendable {
      * Mutes or unmutes this side's microphone.
      */
     func setMuted(callId: String, muted: Bool) throws 
+    
+    /**
+     * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+     * another device then needs the PIN too, until the account has been unused for 7 days.
+     */
+    func setRegistrationLock(pin: String) async throws 
     
     /**
      * Hangs up any call, disconnects and closes the store, then stops every listener once
@@ -1576,22 +1596,66 @@ open func pushAudioFrame(callId: String, pcm: Data)throws   {try rustCallWithErr
 }
     
     /**
-     * Registers `phone_number` (international form, `+4915112345678`) with the relay,
-     * creating this device's keys on first use; returns the user id. Safe to repeat.
+     * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+     * first use; returns the user id. A number registered on another device moves here
+     * (that device is signed out). `pin` unlocks an account with a registration lock
+     * (else `RegistrationLocked`). Safe to repeat once registered.
      */
-open func register(phoneNumber: String)async throws  -> String  {
+open func register(phoneNumber: String, code: String, pin: String?)async throws  -> String  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_privcomm_ffi_fn_method_privcommclient_register(
                     self.uniffiCloneHandle(),
-                    FfiConverterString.lower(phoneNumber)
+                    FfiConverterString.lower(phoneNumber),FfiConverterString.lower(code),FfiConverterOptionString.lower(pin)
                 )
             },
             pollFunc: ffi_privcomm_ffi_rust_future_poll_rust_buffer,
             completeFunc: ffi_privcomm_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_privcomm_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
+}
+    
+    /**
+     * Removes the registration lock.
+     */
+open func removeRegistrationLock()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(
+                    self.uniffiCloneHandle()
+                    
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_void,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_void,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
+}
+    
+    /**
+     * Has the relay text a verification code to `phone_number` (international form,
+     * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+     * codes for the number come too often.
+     */
+open func requestVerification(phoneNumber: String)async throws  -> UInt64  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(
+                    self.uniffiCloneHandle(),
+                    FfiConverterString.lower(phoneNumber)
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_u64,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_u64,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterUInt64.lift,
             errorHandler: FfiConverterTypePrivcommError_lift
         )
 }
@@ -1669,6 +1733,27 @@ open func setMuted(callId: String, muted: Bool)throws   {try rustCallWithError(F
         FfiConverterBool.lower(muted),$0
     )
 }
+}
+    
+    /**
+     * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+     * another device then needs the PIN too, until the account has been unused for 7 days.
+     */
+open func setRegistrationLock(pin: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(
+                    self.uniffiCloneHandle(),
+                    FfiConverterString.lower(pin)
+                )
+            },
+            pollFunc: ffi_privcomm_ffi_rust_future_poll_void,
+            completeFunc: ffi_privcomm_ffi_rust_future_complete_void,
+            freeFunc: ffi_privcomm_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypePrivcommError_lift
+        )
 }
     
     /**
@@ -4303,6 +4388,58 @@ public enum PrivcommError: Swift.Error, Equatable, Hashable, Foundation.Localize
          */category: ErrorCategory
     )
     /**
+     * The verification code is wrong (or none was sent to this number).
+     */
+    case InvalidCode(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
+    /**
+     * The verification code expired or was entered wrong too often: request a new one.
+     */
+    case CodeExpired(
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
+    /**
+     * The number's account has a registration lock: register with its PIN, or after
+     * `retry_after_secs` (when the lock lapses).
+     */
+    case RegistrationLocked(
+        /**
+         * Seconds until the lock lapses.
+         */retryAfterSecs: UInt64, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
+    /**
+     * Too many attempts (codes for this number, wrong PINs): retry after
+     * `retry_after_secs`.
+     */
+    case RateLimited(
+        /**
+         * Seconds to wait.
+         */retryAfterSecs: UInt64, 
+        /**
+         * What happened, in a sentence.
+         */detail: String, 
+        /**
+         * What the app should do.
+         */category: ErrorCategory
+    )
+    /**
      * The relay could not be reached or the connection failed.
      */
     case Network(
@@ -4546,50 +4683,68 @@ public struct FfiConverterTypePrivcommError: FfiConverterRustBuffer {
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 20: return .Network(
+        case 20: return .InvalidCode(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 21: return .Relay(
+        case 21: return .CodeExpired(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 22: return .RegistrationLocked(
+            retryAfterSecs: try FfiConverterUInt64.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 23: return .RateLimited(
+            retryAfterSecs: try FfiConverterUInt64.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 24: return .Network(
+            detail: try FfiConverterString.read(from: &buf), 
+            category: try FfiConverterTypeErrorCategory.read(from: &buf)
+            )
+        case 25: return .Relay(
             status: try FfiConverterUInt16.read(from: &buf), 
             code: try FfiConverterOptionString.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 22: return .BadRelayResponse(
+        case 26: return .BadRelayResponse(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 23: return .Closed(
+        case 27: return .Closed(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 24: return .NotConnected(
+        case 28: return .NotConnected(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 25: return .CallInProgress(
+        case 29: return .CallInProgress(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 26: return .NoSuchCall(
+        case 30: return .NoSuchCall(
             callId: try FfiConverterString.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 27: return .TurnUnavailable(
+        case 31: return .TurnUnavailable(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 28: return .Call(
+        case 32: return .Call(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 29: return .InvalidArgument(
+        case 33: return .InvalidArgument(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
-        case 30: return .Internal(
+        case 34: return .Internal(
             detail: try FfiConverterString.read(from: &buf), 
             category: try FfiConverterTypeErrorCategory.read(from: &buf)
             )
@@ -4728,14 +4883,40 @@ public struct FfiConverterTypePrivcommError: FfiConverterRustBuffer {
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Network(detail,category):
+        case let .InvalidCode(detail,category):
             writeInt(&buf, Int32(20))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
-        case let .Relay(status,code,detail,category):
+        case let .CodeExpired(detail,category):
             writeInt(&buf, Int32(21))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .RegistrationLocked(retryAfterSecs,detail,category):
+            writeInt(&buf, Int32(22))
+            FfiConverterUInt64.write(retryAfterSecs, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .RateLimited(retryAfterSecs,detail,category):
+            writeInt(&buf, Int32(23))
+            FfiConverterUInt64.write(retryAfterSecs, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .Network(detail,category):
+            writeInt(&buf, Int32(24))
+            FfiConverterString.write(detail, into: &buf)
+            FfiConverterTypeErrorCategory.write(category, into: &buf)
+            
+        
+        case let .Relay(status,code,detail,category):
+            writeInt(&buf, Int32(25))
             FfiConverterUInt16.write(status, into: &buf)
             FfiConverterOptionString.write(code, into: &buf)
             FfiConverterString.write(detail, into: &buf)
@@ -4743,56 +4924,56 @@ public struct FfiConverterTypePrivcommError: FfiConverterRustBuffer {
             
         
         case let .BadRelayResponse(detail,category):
-            writeInt(&buf, Int32(22))
+            writeInt(&buf, Int32(26))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .Closed(detail,category):
-            writeInt(&buf, Int32(23))
+            writeInt(&buf, Int32(27))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .NotConnected(detail,category):
-            writeInt(&buf, Int32(24))
+            writeInt(&buf, Int32(28))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .CallInProgress(detail,category):
-            writeInt(&buf, Int32(25))
+            writeInt(&buf, Int32(29))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .NoSuchCall(callId,detail,category):
-            writeInt(&buf, Int32(26))
+            writeInt(&buf, Int32(30))
             FfiConverterString.write(callId, into: &buf)
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .TurnUnavailable(detail,category):
-            writeInt(&buf, Int32(27))
+            writeInt(&buf, Int32(31))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .Call(detail,category):
-            writeInt(&buf, Int32(28))
+            writeInt(&buf, Int32(32))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .InvalidArgument(detail,category):
-            writeInt(&buf, Int32(29))
+            writeInt(&buf, Int32(33))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             
         
         case let .Internal(detail,category):
-            writeInt(&buf, Int32(30))
+            writeInt(&buf, Int32(34))
             FfiConverterString.write(detail, into: &buf)
             FfiConverterTypeErrorCategory.write(category, into: &buf)
             

@@ -135,6 +135,7 @@ async fn kotlin_tests_pass_on_the_jvm() {
     let tools = tools.expect("checked");
     let relay = TestRelay::start().await;
     let relay_url = relay.url.clone();
+    let codes_url = relay.codes.codes_url();
 
     let root = repo_root();
     let classes = tempfile::tempdir().expect("temp dir");
@@ -178,6 +179,7 @@ async fn kotlin_tests_pass_on_the_jvm() {
         run(
             Command::new("java")
                 .arg(format!("-Dprivcomm.relay={relay_url}"))
+                .arg(format!("-Dprivcomm.codes={codes_url}"))
                 .arg(format!(
                     "-Duniffi.component.privcomm.libraryOverride={}",
                     library.display()
@@ -208,6 +210,7 @@ async fn kotlin_tests_pass_on_the_jvm() {
         let mut command = Command::new("java");
         command
             .arg(format!("-Dprivcomm.relay={}", relay.url))
+            .arg(format!("-Dprivcomm.codes={}", relay.codes.codes_url()))
             .arg(format!(
                 "-Duniffi.component.privcomm.libraryOverride={}",
                 ffi_library().display()

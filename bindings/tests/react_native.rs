@@ -84,12 +84,14 @@ async fn react_native_module_passes_its_checks_and_tests() {
     .expect("generation ran");
 
     let relay = TestRelay::start().await;
-    let (test_module, relay_url) = (module.clone(), relay.url.clone());
+    let (test_module, relay_url, codes_url) =
+        (module.clone(), relay.url.clone(), relay.codes.codes_url());
     tokio::task::spawn_blocking(move || {
         run(
             Command::new(test_module.join("node_modules/.bin/vitest"))
                 .args(["run", "--reporter=verbose"])
                 .env("PRIVCOMM_RELAY_URL", relay_url)
+                .env("PRIVCOMM_CODES_URL", codes_url)
                 .env("NO_COLOR", "1")
                 .current_dir(&test_module),
             "the vitest suites",

@@ -39,6 +39,10 @@ fn arg(name: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Where the relay's verification codes arrive.
+static CODES: std::sync::OnceLock<Arc<privcomm_server::codes::inbox::CodeInbox>> =
+    std::sync::OnceLock::new();
+
 async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> Client {
     let mut call = CallConfig {
         bind_addrs: vec!["127.0.0.1:0".into()],
@@ -58,7 +62,19 @@ async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> C
     )
     .await
     .expect("open");
-    client.register(number).await.expect("register");
+    client
+        .request_verification(number)
+        .await
+        .expect("code requested");
+    let inbox = CODES.get().expect("code inbox");
+    let code = inbox
+        .take(number, Duration::from_secs(20))
+        .await
+        .expect("code");
+    client
+        .register(number, &code, None)
+        .await
+        .expect("register");
     client.connect().await.expect("connect");
     client
 }
@@ -92,10 +108,17 @@ async fn main() {
     config.register_per_hour = 1000;
     config.token_per_minute = 1000;
     config.challenge_per_minute = 1000;
+    let codes = Arc::new(
+        privcomm_server::codes::inbox::CodeInbox::start()
+            .await
+            .expect("code inbox"),
+    );
+    codes.configure(&mut config);
     let relay = privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
         .await
         .expect("relay");
     let url = relay.base_url();
+    CODES.set(codes).ok();
     let alice = client(dir.path(), "alice", &url, "+4930200001").await;
     let bob = client(dir.path(), "bob", &url, "+4930200002").await;
     let bob_id = alice.resolve_peer("+4930200002").await.expect("resolve");

@@ -94,6 +94,27 @@ pub enum CoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// The verification code is wrong (or none was sent to this number): check it, or
+    /// request a new one.
+    #[error("the verification code is wrong")]
+    InvalidCode,
+    /// The verification code expired or was entered wrong too often: request a new one.
+    #[error("the verification code expired; request a new one")]
+    CodeExpired,
+    /// The number's account has a registration lock: registering it on this device needs
+    /// its PIN, or waiting until the lock lapses (after 7 days without use).
+    #[error("the number has a registration lock; enter its PIN or retry in {retry_after_secs} s")]
+    RegistrationLocked {
+        /// Seconds until the lock lapses.
+        retry_after_secs: u64,
+    },
+    /// The relay refuses more of these requests for now (codes for this number, wrong
+    /// PINs): retry after the time given.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// The relay could not be reached or the connection failed.
     #[error("network error: {0}")]
     Network(String),
@@ -106,6 +127,8 @@ pub enum CoreError {
         code: Option<privcomm_protocol::ErrorCode>,
         /// The relay's explanation (or a summary of an unexpected body).
         message: String,
+        /// Seconds until a retry can succeed, when the relay said.
+        retry_after: Option<u64>,
     },
     /// The relay sent something that breaks the protocol.
     #[error("protocol violation by the relay: {0}")]
@@ -181,7 +204,11 @@ impl CoreError {
     pub fn category(&self) -> ErrorCategory {
         use ErrorCategory as C;
         match self {
-            Self::Network(_) | Self::SecretStoreUnavailable(_) => C::Transient,
+            Self::Network(_) | Self::SecretStoreUnavailable(_) | Self::RateLimited { .. } => {
+                C::Transient
+            }
+            Self::InvalidCode | Self::CodeExpired => C::InvalidInput,
+            Self::RegistrationLocked { .. } => C::Account,
             Self::Relay { status, .. } if *status == 429 || *status >= 500 => C::Transient,
             Self::NotConnected => C::NotConnected,
             Self::InvalidArgument(_) => C::InvalidInput,

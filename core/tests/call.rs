@@ -57,12 +57,19 @@ impl Relay {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
+                let codes = Arc::new(
+                    privcomm_server::codes::inbox::CodeInbox::start()
+                        .await
+                        .unwrap(),
+                );
+                codes.configure(&mut config);
                 let server = privcomm_server::RelayServer::start(
                     config,
                     Arc::new(privcomm_server::SystemClock),
                 )
                 .await
                 .unwrap();
+                common::remember_codes(&server.base_url(), codes);
                 url_tx.send(server.base_url()).unwrap();
                 let _ = stopped.await;
                 let _ = server.shutdown().await;
@@ -102,7 +109,7 @@ async fn client(dir: &Path, name: &str, url: &str, number: &str, call: CallConfi
     )
     .await
     .unwrap();
-    client.register(number).await.unwrap();
+    common::register(&client, url, number).await;
     client.connect().await.unwrap();
     client
 }
@@ -716,12 +723,13 @@ async fn relay_stores_and_logs_no_sdp_candidate_or_fingerprint() {
     let port = free_port();
     let relay_dir = data.path().join("relay");
     std::fs::create_dir_all(&relay_dir).unwrap();
+    let codes = common::child_codes(port).await;
     let _relay = ChildRelay::start_with(
         &binary,
         &relay_dir,
         port,
         "debug",
-        &[],
+        &codes.env(),
         std::process::Stdio::from(log),
     );
     ChildRelay::wait_ready(port).await;

@@ -14,7 +14,7 @@ async fn client(dir: &std::path::Path, name: &str, url: &str, number: &str) -> C
     let client = Client::open(dir.join(name), url, Arc::new(MemorySecretStore::new()))
         .await
         .unwrap();
-    client.register(number).await.unwrap();
+    common::register(&client, url, number).await;
     client
 }
 
@@ -222,7 +222,7 @@ async fn queued_while_offline_survives_restart() {
     let alice = Client::open(dir.path().join("alice"), &url, secrets.clone())
         .await
         .unwrap();
-    alice.register("+4930111111").await.unwrap();
+    common::register(&alice, &url, "+4930111111").await;
     let bob = client(dir.path(), "bob", &url, "+4930222222").await;
     let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
     // Not connected: queued only.
@@ -264,7 +264,7 @@ async fn reconnects_back_off_1_2_4_8_16_30_30_seconds() {
     let alice = Client::open(dir.path().join("alice"), &url, secrets.clone())
         .await
         .unwrap();
-    alice.register("+4930111111").await.unwrap();
+    common::register(&alice, &url, "+4930111111").await;
     alice.close().await;
     relay.server.shutdown().await.unwrap();
 
@@ -413,7 +413,7 @@ where
     let bob = Client::open(dir.path().join("bob"), &url, bob_secrets.clone())
         .await
         .unwrap();
-    bob.register("+4930222222").await.unwrap();
+    common::register(&bob, &url, "+4930222222").await;
     alice.connect().await.unwrap();
     bob.connect().await.unwrap();
     let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
@@ -492,7 +492,8 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let relay = ChildRelay::start(&binary, data.path(), port);
+    let codes = common::child_codes(port).await;
+    let relay = ChildRelay::start(&binary, data.path(), port, &codes);
     ChildRelay::wait_ready(port).await;
     let url = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -519,7 +520,7 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
     })
     .await;
     relay.kill_hard();
-    let _relay = ChildRelay::start(&binary, data.path(), port);
+    let _relay = ChildRelay::start(&binary, data.path(), port, &codes);
     ChildRelay::wait_ready(port).await;
     for i in COUNT / 2..COUNT {
         alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();

@@ -137,7 +137,13 @@ async fn hostile_relay_cannot_crash_the_client_or_damage_its_store() {
     let client = Client::open(dir.path().join("me"), &url, secrets.clone())
         .await
         .unwrap();
-    assert_eq!(client.register("+4930111111").await.unwrap(), USER);
+    assert_eq!(
+        client
+            .register("+4930111111", "000000", None)
+            .await
+            .unwrap(),
+        USER
+    );
     let mut events = client.events();
     // Prekey upkeep gets a 500: logged, the connection still comes up.
     client.connect().await.unwrap();
@@ -331,7 +337,13 @@ async fn bad_deliveries_inside_a_burst_lose_and_duplicate_nothing_else() {
     )
     .await
     .unwrap();
-    assert_eq!(client.register("+4930111111").await.unwrap(), USER);
+    assert_eq!(
+        client
+            .register("+4930111111", "000000", None)
+            .await
+            .unwrap(),
+        USER
+    );
     let registration = burst.registration.lock().unwrap().clone().unwrap();
 
     // Two real senders with sessions built from the client's registered keys.

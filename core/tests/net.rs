@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{random_phone_hash, relay};
+use common::{code_for, random_phone_hash, relay};
 use privcomm_core::net::{RelayApi, RelaySocket, SocketEvent};
 use privcomm_core::{CoreError, MemorySecretStore, SignalEngine};
 use privcomm_protocol::rest::PreKeyUploadRequest;
@@ -19,18 +19,28 @@ struct Account {
     token: String,
 }
 
-async fn enrol(api: &RelayApi, dir: &std::path::Path, name: &str) -> Account {
+/// A random E.164 number.
+fn random_number() -> String {
+    use rand::Rng;
+    format!(
+        "+1{:013}",
+        rand::rng().random_range(0..10_000_000_000_000u64)
+    )
+}
+
+async fn enrol(api: &RelayApi, url: &str, dir: &std::path::Path, name: &str) -> Account {
     let secrets = MemorySecretStore::new();
     let mut engine = SignalEngine::open(&dir.join(format!("{name}.db")), &secrets).unwrap();
-    let phone_hash = random_phone_hash();
+    let number = random_number();
+    let phone_hash = privcomm_core::client::phone::phone_hash(&number).unwrap();
     engine
         .create_account(&PhoneHash::parse(&phone_hash).unwrap(), 20)
         .unwrap();
+    api.request_verification(&number, None).await.unwrap();
     let nonce = api.challenge(&phone_hash).await.unwrap();
-    let registered = api
-        .register(&engine.registration_request(&nonce).unwrap())
-        .await
-        .unwrap();
+    let mut request = engine.registration_request(&nonce).unwrap();
+    request.verification_code = code_for(url, &number).await;
+    let registered = api.register(&request).await.unwrap();
     engine.set_user_id(registered.user_id).unwrap();
     let nonce = api.challenge(&phone_hash).await.unwrap();
     let token = api
@@ -62,8 +72,8 @@ async fn register_login_session_send_receive_ack() {
     let dir = tempfile::tempdir().unwrap();
     let api = RelayApi::new(&relay.server.base_url()).unwrap();
     assert_eq!(api.health().await.unwrap().status, "healthy");
-    let mut alice = enrol(&api, dir.path(), "alice").await;
-    let mut bob = enrol(&api, dir.path(), "bob").await;
+    let mut alice = enrol(&api, &relay.server.base_url(), dir.path(), "alice").await;
+    let mut bob = enrol(&api, &relay.server.base_url(), dir.path(), "bob").await;
     assert_eq!(api.prekey_count(&bob.token).await.unwrap(), 20);
 
     // Alice builds a session from the relay's bundle and sends over her WebSocket.
@@ -153,24 +163,17 @@ async fn relay_errors_are_typed() {
     let relay = relay().await;
     let dir = tempfile::tempdir().unwrap();
     let api = RelayApi::new(&relay.server.base_url()).unwrap();
-    let alice = enrol(&api, dir.path(), "alice").await;
+    let alice = enrol(&api, &relay.server.base_url(), dir.path(), "alice").await;
 
-    // Re-registering a taken phone hash.
+    // Registering a taken number without the code texted to it.
     let nonce = api.challenge(&alice.phone_hash).await.unwrap();
-    let again = api
-        .register(&alice.engine.registration_request(&nonce).unwrap())
-        .await;
-    assert!(
-        matches!(
-            again,
-            Err(CoreError::Relay {
-                status: 409,
-                code: Some(ErrorCode::AlreadyRegistered),
-                ..
-            })
-        ),
-        "{again:?}"
-    );
+    let mut request = alice.engine.registration_request(&nonce).unwrap();
+    request.verification_code = "000000".into();
+    let again = api.register(&request).await;
+    assert!(matches!(again, Err(CoreError::InvalidCode)), "{again:?}");
+    // A number that is not E.164 is refused as invalid input.
+    let bad = api.request_verification("4930111111", None).await;
+    assert!(matches!(bad, Err(CoreError::InvalidArgument(_))), "{bad:?}");
     // A bad token, on REST and on the WebSocket upgrade.
     let bad = api.prekey_count("not-a-token").await;
     assert!(matches!(

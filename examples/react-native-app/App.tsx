@@ -16,16 +16,46 @@ type Route = { name: 'list' } | { name: 'chat'; peer: string } | { name: 'call';
 function Registration() {
   const { user } = useSession();
   const registering = useStore(user, (s) => s.registering);
+  const codeSentTo = useStore(user, (s) => s.codeSentTo);
+  const pinRequired = useStore(user, (s) => s.pinRequired);
   const error = useStore(user, (s) => s.error);
   const [number, setNumber] = useState('');
+  const [code, setCode] = useState('');
+  const [pin, setPin] = useState('');
+  if (codeSentTo === undefined) {
+    return (
+      <View style={{ padding: 16, gap: 8 }}>
+        <Text>Your phone number</Text>
+        <TextInput style={{ borderWidth: 1, padding: 8 }} keyboardType="phone-pad" value={number} onChangeText={setNumber} />
+        <Button
+          title={registering ? 'Sending a code…' : 'Text me a code'}
+          disabled={registering}
+          onPress={() => void user.getState().requestCode(number).catch(() => undefined)}
+        />
+        {error !== undefined && <Text style={{ color: 'red' }}>{error.message}</Text>}
+      </View>
+    );
+  }
   return (
     <View style={{ padding: 16, gap: 8 }}>
-      <Text>Your phone number</Text>
-      <TextInput style={{ borderWidth: 1, padding: 8 }} keyboardType="phone-pad" value={number} onChangeText={setNumber} />
+      <Text>The code texted to {codeSentTo.phoneNumber}</Text>
+      <TextInput style={{ borderWidth: 1, padding: 8 }} keyboardType="number-pad" value={code} onChangeText={setCode} />
+      {pinRequired && (
+        <>
+          <Text>This number has a registration lock: its PIN</Text>
+          <TextInput style={{ borderWidth: 1, padding: 8 }} secureTextEntry value={pin} onChangeText={setPin} />
+        </>
+      )}
       <Button
         title={registering ? 'Registering…' : 'Register'}
         disabled={registering}
-        onPress={() => void user.getState().register(number).then(() => user.getState().connect()).catch(() => undefined)}
+        onPress={() =>
+          void user
+            .getState()
+            .register(code, pinRequired ? pin : undefined)
+            .then(() => user.getState().connect())
+            .catch(() => undefined)
+        }
       />
       {error !== undefined && <Text style={{ color: 'red' }}>{error.message}</Text>}
     </View>

@@ -138,9 +138,34 @@ export class Privcomm {
     return new Privcomm(client);
   }
 
-  /** Registers `phoneNumber` (international form); returns the user id. Safe to repeat. */
-  register(phoneNumber: string): Promise<string> {
-    return sdkCall(() => this.client.register(phoneNumber));
+  /**
+   * Has the relay text a verification code to `phoneNumber` (international form); resolves
+   * with the seconds the code stays valid. `RateLimitedError` when codes come too often.
+   */
+  async requestVerification(phoneNumber: string): Promise<number> {
+    return Number(await sdkCall(() => this.client.requestVerification(phoneNumber)));
+  }
+
+  /**
+   * Registers `phoneNumber` with the `code` texted to it; returns the user id. A number
+   * registered on another device moves here (that device is signed out). `pin` unlocks an
+   * account with a registration lock (else `RegistrationLockedError`). Safe to repeat.
+   */
+  register(phoneNumber: string, code: string, pin?: string): Promise<string> {
+    return sdkCall(() => this.client.register(phoneNumber, code, pin));
+  }
+
+  /**
+   * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+   * another device then needs the PIN too, until the account has been unused for 7 days.
+   */
+  setRegistrationLock(pin: string): Promise<void> {
+    return sdkCall(() => this.client.setRegistrationLock(pin));
+  }
+
+  /** Removes the registration lock. */
+  removeRegistrationLock(): Promise<void> {
+    return sdkCall(() => this.client.removeRegistrationLock());
   }
 
   /** This account's user id, once registered. */

@@ -105,6 +105,26 @@ export class IdentityChangedError extends PrivcommSdkError {
 }
 /** Not registered yet (`NoAccount`) or registered with another number (`AccountExists`). */
 export class AccountError extends PrivcommSdkError {}
+/**
+ * The verification code is wrong (`InvalidCode`: check it) or expired (`CodeExpired`:
+ * `requestVerification` again).
+ */
+export class VerificationError extends PrivcommSdkError {}
+/**
+ * The number's account has a registration lock: `register` again with its PIN, or after
+ * `retryAfterSecs`, when the lock lapses.
+ */
+export class RegistrationLockedError extends PrivcommSdkError {
+  constructor(message: string, readonly retryAfterSecs: number, detail?: string) {
+    super('RegistrationLocked', message, detail);
+  }
+}
+/** Too many attempts (codes for this number, wrong PINs): retry after `retryAfterSecs`. */
+export class RateLimitedError extends PrivcommSdkError {
+  constructor(message: string, readonly retryAfterSecs: number, detail?: string) {
+    super('RateLimited', message, detail);
+  }
+}
 /** The client was shut down. */
 export class ClosedError extends PrivcommSdkError {}
 /**
@@ -129,6 +149,7 @@ type Inner = {
   status?: number;
   code?: string;
   callId?: string;
+  retryAfterSecs?: bigint | number;
 };
 
 function innerOf(e: unknown): Inner {
@@ -171,6 +192,13 @@ function fromCode(code: PrivcommError_Tags, inner: Inner): PrivcommSdkError {
     case PrivcommError_Tags.NoAccount:
     case PrivcommError_Tags.AccountExists:
       return new AccountError(code, message);
+    case PrivcommError_Tags.InvalidCode:
+    case PrivcommError_Tags.CodeExpired:
+      return new VerificationError(code, message, detail);
+    case PrivcommError_Tags.RegistrationLocked:
+      return new RegistrationLockedError(message, Number(inner.retryAfterSecs ?? 0), detail);
+    case PrivcommError_Tags.RateLimited:
+      return new RateLimitedError(message, Number(inner.retryAfterSecs ?? 0), detail);
     case PrivcommError_Tags.Closed:
       return new ClosedError(code, message);
     case PrivcommError_Tags.WrongKey:

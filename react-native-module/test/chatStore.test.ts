@@ -1,7 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { createChatStore, createUserStore, type ChatStore, type MessageStatus } from '../src/api';
-import { onlineDevice, type Device } from './support';
+import {
+  CachedSecretStore,
+  MemorySecretBackend,
+  Privcomm,
+  VerificationError,
+  createChatStore,
+  createUserStore,
+  type ChatStore,
+  type MessageStatus,
+} from '../src/api';
+import { codeFor, newDataDir, newPhoneNumber, onlineDevice, relayUrl, type Device } from './support';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -86,8 +95,35 @@ describe('Zustand stores fed by the core', () => {
     expect(user.getState().connection).toEqual({ kind: 'offline' });
     await user.getState().connect();
     expect(user.getState().connection).toEqual({ kind: 'connected' });
-    await expect(user.getState().register('nonsense')).rejects.toMatchObject({ code: 'InvalidArgument' });
+    await expect(user.getState().requestCode('nonsense')).rejects.toMatchObject({ code: 'InvalidArgument' });
     expect(user.getState().error?.code).toBe('InvalidArgument');
     expect(user.getState().registering).toBe(false);
+  });
+
+  it('userStore registers in two steps: the code, then the account', async () => {
+    const client = await Privcomm.open({
+      dataDir: newDataDir(),
+      serverUrl: relayUrl,
+      secretStore: await CachedSecretStore.open(new MemorySecretBackend()),
+    });
+    cleanups.push(async () => client.shutdown());
+    const user = createUserStore(client);
+    cleanups.push(async () => user.dispose());
+    const number = newPhoneNumber();
+    await expect(user.getState().register('123456')).rejects.toMatchObject({ code: 'InvalidArgument' });
+
+    await user.getState().requestCode(number);
+    expect(user.getState().codeSentTo?.phoneNumber).toBe(number);
+    const code = await codeFor(number);
+    const wrong = code === '000000' ? '000001' : '000000';
+    const refused = await user.getState().register(wrong).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(VerificationError);
+    expect(refused).toMatchObject({ code: 'InvalidCode', kind: 'invalidInput' });
+    expect(user.getState().userId).toBeUndefined();
+
+    const userId = await user.getState().register(code);
+    expect(user.getState().userId).toBe(userId);
+    expect(user.getState().codeSentTo).toBeUndefined();
+    expect(await client.userId()).toBe(userId);
   });
 });

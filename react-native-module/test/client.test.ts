@@ -13,7 +13,7 @@ import {
   UnknownPeerError,
   type ChatMessage,
 } from '../src/api';
-import { newDataDir, newPhoneNumber, onlineDevice, relayUrl, type Device } from './support';
+import { newDataDir, newPhoneNumber, onlineDevice, registerNumber, relayUrl, type Device } from './support';
 
 const opened: Device[] = [];
 async function device(): Promise<Device> {
@@ -104,7 +104,7 @@ describe('Privcomm client over the real core and relay', () => {
 
     await expect(client.sendText('not-a-uuid', 'hi')).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(client.sendText(crypto.randomUUID(), '')).rejects.toMatchObject({ code: 'InvalidArgument' });
-    await expect(client.register('555-1234')).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(client.requestVerification('555-1234')).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(client.startCall(crypto.randomUUID())).rejects.toBeInstanceOf(UnknownPeerError);
     expect(() => client.hangUp(crypto.randomUUID())).toThrow(expect.objectContaining({ code: 'NoSuchCall' }));
 
@@ -130,7 +130,7 @@ describe('Privcomm client over the real core and relay', () => {
       serverUrl: 'http://127.0.0.1:1',
       secretStore: await CachedSecretStore.open(new MemorySecretBackend()),
     });
-    await expect(offline.register(newPhoneNumber())).rejects.toBeInstanceOf(NetworkError);
+    await expect(offline.requestVerification(newPhoneNumber())).rejects.toBeInstanceOf(NetworkError);
     await offline.shutdown();
   });
 
@@ -138,7 +138,7 @@ describe('Privcomm client over the real core and relay', () => {
     const backend = new MemorySecretBackend();
     const dataDir = newDataDir();
     const first = await Privcomm.open({ dataDir, serverUrl: relayUrl, secretStore: await CachedSecretStore.open(backend) });
-    const userId = await first.register(newPhoneNumber());
+    const userId = await registerNumber(first, newPhoneNumber());
     await first.shutdown();
 
     const again = await Privcomm.open({ dataDir, serverUrl: relayUrl, secretStore: await CachedSecretStore.open(backend) });

@@ -18,6 +18,30 @@ export const relayUrl: string = (() => {
   return url;
 })();
 
+/** The relay's code inbox (bindings/tests/react_native.rs): where its texts arrive. */
+export const codesUrl: string = (() => {
+  const url = process.env.PRIVCOMM_CODES_URL;
+  if (url === undefined || url === '') throw new Error('PRIVCOMM_CODES_URL is not set');
+  return url;
+})();
+
+/** The code the relay texted to `number` (taken from its inbox, waiting up to 20 s). */
+export async function codeFor(number: string): Promise<string> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const response = await fetch(`${codesUrl}/codes/${encodeURIComponent(number)}`);
+    if (response.ok) return (await response.text()).trim();
+    if (Date.now() > deadline) throw new Error(`no code arrived for ${number}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Verifies `number` and registers `client` with it. */
+export async function registerNumber(client: Privcomm, number: string): Promise<string> {
+  await client.requestVerification(number);
+  return client.register(number, await codeFor(number));
+}
+
 export function newPhoneNumber(): string {
   return `+1555${Math.floor(1_000_000 + Math.random() * 8_999_999)}`;
 }
@@ -86,7 +110,7 @@ export async function onlineDevice(): Promise<Device> {
   });
   const events = new Events(client);
   const number = newPhoneNumber();
-  const userId = await client.register(number);
+  const userId = await registerNumber(client, number);
   await client.connect();
   return { client, events, secrets, dataDir, number, userId };
 }

@@ -86,7 +86,15 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_VERIFICATION_PER_HOUR", default_value_t = 20)]
     pub verification_per_hour: u32,
 
-    /// Verification codes sent to one number per day (and at most one a minute).
+    /// Verification codes sent to one number per minute.
+    #[arg(
+        long,
+        env = "PRIVCOMM_VERIFICATION_PER_NUMBER_PER_MINUTE",
+        default_value_t = 1
+    )]
+    pub verification_per_number_per_minute: u32,
+
+    /// Verification codes sent to one number per day.
     #[arg(
         long,
         env = "PRIVCOMM_VERIFICATION_PER_NUMBER_PER_DAY",

@@ -87,6 +87,9 @@ pub fn tool_check(suite: &str, missing: Result<(), String>) -> bool {
 pub struct TestRelay {
     pub server: privcomm_server::RelayServer,
     pub url: String,
+    /// Where the relay texts its verification codes; the foreign tests read them at
+    /// `GET <codes.codes_url()>/codes/{number}`.
+    pub codes: privcomm_server::codes::inbox::CodeInbox,
     _dir: tempfile::TempDir,
 }
 
@@ -104,6 +107,13 @@ impl TestRelay {
         // Many test users fetch the same user's bundle within the hour.
         config.prekeys_per_target_per_hour = 100_000;
         config.key_lookups_per_hour = 100_000;
+        config.verification_per_hour = 10_000;
+        config.verification_per_number_per_minute = 1_000;
+        config.verification_per_number_per_day = 1_000;
+        let codes = privcomm_server::codes::inbox::CodeInbox::start()
+            .await
+            .expect("code inbox");
+        codes.configure(&mut config);
         let server =
             privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
                 .await
@@ -112,6 +122,7 @@ impl TestRelay {
         Self {
             server,
             url,
+            codes,
             _dir: dir,
         }
     }

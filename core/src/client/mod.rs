@@ -14,6 +14,7 @@ mod receive;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use privcomm_protocol::Base64String;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -288,9 +289,27 @@ impl Client {
         })
     }
 
+    /// Has the relay send a verification code to `phone_number` (international form), the
+    /// proof `register` needs. This is the one request that carries the number itself: the
+    /// relay hands it to its SMS gateway and keeps none of it. Returns the seconds the code
+    /// stays valid. `RateLimited` when codes for this number come too often.
+    pub async fn request_verification(&self, phone_number: &str) -> CoreResult<u64> {
+        let number = phone::normalize(phone_number)?;
+        self.shared.api.request_verification(&number, None).await
+    }
+
     /// Registers `phone_number` (international form) with the relay, creating this device's
-    /// keys on first use. The number is hashed here and never sent. Returns the user id.
-    pub async fn register(&self, phone_number: &str) -> CoreResult<Uuid> {
+    /// keys on first use, with the `code` texted to it (`request_verification`). A number
+    /// registered before moves to this device: the old device is signed out, its undelivered
+    /// messages are dropped, and contacts see the new identity. If the account has a
+    /// registration lock, `pin` unlocks it (else `RegistrationLocked`). Returns the user id;
+    /// safe to repeat once registered.
+    pub async fn register(
+        &self,
+        phone_number: &str,
+        code: &str,
+        pin: Option<&str>,
+    ) -> CoreResult<Uuid> {
         let phone_hash = phone::phone_hash(phone_number)?;
         let ph = privcomm_protocol::PhoneHash::parse(&phone_hash)
             .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
@@ -314,19 +333,32 @@ impl Client {
                 return Ok(user_id);
             }
         }
+        let lock = pin
+            .map(|pin| crate::crypto::pin::lock_token(pin, &phone_hash))
+            .transpose()?;
         let nonce = self.shared.api.challenge(&phone_hash).await?;
-        let request = self
+        let mut request = self
             .shared
             .protocol
             .call(move |e| e.registration_request(&nonce))
             .await?;
+        request.verification_code = code.trim().to_owned();
+        request.registration_lock = lock.as_ref().map(|t| Base64String::encode(t.as_ref()));
         let user_id = match self.shared.api.register(&request).await {
             Ok(response) => response.user_id,
-            // Registered before but the answer was lost: logging in proves it is us.
-            Err(CoreError::Relay {
-                code: Some(privcomm_protocol::ErrorCode::AlreadyRegistered),
-                ..
-            }) => connection::fresh_token(&self.shared).await?.user_id,
+            // Registered before but the answer was lost (the code is used up by then):
+            // logging in proves it is us.
+            Err(
+                e @ (CoreError::InvalidCode
+                | CoreError::CodeExpired
+                | CoreError::Relay {
+                    code: Some(privcomm_protocol::ErrorCode::AlreadyRegistered),
+                    ..
+                }),
+            ) => match connection::fresh_token(&self.shared).await {
+                Ok(token) => token.user_id,
+                Err(_) => return Err(e),
+            },
             Err(e) => return Err(e),
         };
         self.shared
@@ -338,6 +370,27 @@ impl Client {
             })
             .await?;
         Ok(user_id)
+    }
+
+    /// Sets a registration lock with `pin` (4 to 128 characters): registering this number
+    /// on another device then needs the PIN as well as a code, until the account has been
+    /// unused for 7 days. Replaces an earlier PIN. The PIN is stretched here (Argon2id);
+    /// the relay sees neither it nor anything it could test guesses against without its
+    /// own secret.
+    pub async fn set_registration_lock(&self, pin: &str) -> CoreResult<()> {
+        let phone_hash = self.shared.protocol.call(|e| e.phone_hash()).await?;
+        let lock = crate::crypto::pin::lock_token(pin, &phone_hash)?;
+        let token = connection::token(&self.shared).await?;
+        self.shared
+            .api
+            .set_registration_lock(&token, lock.as_ref())
+            .await
+    }
+
+    /// Removes the registration lock.
+    pub async fn remove_registration_lock(&self) -> CoreResult<()> {
+        let token = connection::token(&self.shared).await?;
+        self.shared.api.remove_registration_lock(&token).await
     }
 
     /// This account's relay user id, once registered (`None` before, also for an empty

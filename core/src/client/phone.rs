@@ -1,7 +1,5 @@
 //! Phone numbers: normalised to E.164 and hashed on the device; the number never leaves it.
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{CoreError, CoreResult};
 
 /// Normalises `number` to E.164 (`+` and 8–15 digits), accepting spaces, dashes, dots and
@@ -33,13 +31,13 @@ pub fn normalize(number: &str) -> CoreResult<String> {
     Ok(format!("+{digits}"))
 }
 
-/// The relay's name for a phone number: SHA-256 of its E.164 form, lowercase hex.
+/// The relay's name for a phone number: SHA-256 of its E.164 form, lowercase hex (computed
+/// by the protocol crate, as the relay computes it for a verification request).
 pub fn phone_hash(number: &str) -> CoreResult<String> {
     let normalized = normalize(number)?;
-    Ok(Sha256::digest(normalized.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let number = privcomm_protocol::PhoneNumber::parse(&normalized)
+        .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    Ok(number.hash().as_str().to_owned())
 }
 
 #[cfg(test)]

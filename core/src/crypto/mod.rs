@@ -2,5 +2,6 @@
 
 pub mod codec;
 pub mod keys;
+pub mod pin;
 
 pub use keys::{DataKey, StoreKeys, WrapKey};

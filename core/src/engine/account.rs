@@ -130,6 +130,9 @@ impl SignalEngine {
             signed_prekey: self.current_signed_prekey()?,
             kyber_prekey: self.current_kyber_prekey()?,
             one_time_prekeys: self.held_one_time_prekeys()?,
+            // Filled in by the caller, who has them.
+            verification_code: String::new(),
+            registration_lock: None,
         })
     }
 

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use privcomm_protocol::rest::{
     ChallengeRequest, ChallengeResponse, HealthResponse, PreKeyBundleResponse, PreKeyCountResponse,
-    PreKeyUploadRequest, RegisterRequest, RegisterResponse, SendMessageRequest,
-    SendMessageResponse, TokenRequest, TokenResponse, TurnCredentialsResponse,
+    PreKeyUploadRequest, RegisterRequest, RegisterResponse, RegistrationLockRequest,
+    SendMessageRequest, SendMessageResponse, TokenRequest, TokenResponse, TurnCredentialsResponse,
+    VerificationRequest, VerificationResponse,
 };
-use privcomm_protocol::ErrorBody;
+use privcomm_protocol::{Base64String, ErrorBody, ErrorCode};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -121,9 +122,69 @@ impl RelayApi {
             .map_err(|e| CoreError::BadRelayResponse(e.to_string()))
     }
 
+    /// `POST /api/v1/verification`: has the relay send a code to `number` (E.164);
+    /// returns the seconds it stays valid.
+    pub async fn request_verification(
+        &self,
+        number: &str,
+        locale: Option<&str>,
+    ) -> CoreResult<u64> {
+        let response: VerificationResponse = self
+            .post(
+                "/api/v1/verification",
+                None,
+                &VerificationRequest {
+                    number: number.to_owned(),
+                    locale: locale.map(str::to_owned),
+                },
+            )
+            .await
+            .map_err(account_error)?;
+        Ok(response.expires_in)
+    }
+
     /// `POST /api/v1/register`.
     pub async fn register(&self, request: &RegisterRequest) -> CoreResult<RegisterResponse> {
-        self.post("/api/v1/register", None, request).await
+        self.post("/api/v1/register", None, request)
+            .await
+            .map_err(account_error)
+    }
+
+    /// `PUT /api/v1/account/registration-lock` with the lock token.
+    pub async fn set_registration_lock(&self, token: &str, lock: &[u8]) -> CoreResult<()> {
+        let request = RegistrationLockRequest {
+            token: Base64String::encode(lock),
+        };
+        self.call_no_content(
+            self.request(
+                Method::PUT,
+                "/api/v1/account/registration-lock",
+                Some(token),
+            )?
+            .json(&request),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1/account/registration-lock`.
+    pub async fn remove_registration_lock(&self, token: &str) -> CoreResult<()> {
+        self.call_no_content(self.request(
+            Method::DELETE,
+            "/api/v1/account/registration-lock",
+            Some(token),
+        )?)
+        .await
+    }
+
+    async fn call_no_content(&self, builder: RequestBuilder) -> CoreResult<()> {
+        let response = builder.send().await.map_err(network)?;
+        let status = response.status().as_u16();
+        let body = read_limited(response).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(relay_error(status, &body))
+        }
     }
 
     /// `POST /auth/token`.
@@ -179,6 +240,29 @@ impl RelayApi {
     }
 }
 
+/// The typed error of a verification or registration refusal: a wrong or expired code, a
+/// registration lock, a rate limit, a malformed number; other refusals stay `Relay`.
+pub fn account_error(err: CoreError) -> CoreError {
+    let CoreError::Relay {
+        code: Some(code),
+        retry_after,
+        message,
+        ..
+    } = &err
+    else {
+        return err;
+    };
+    let retry_after_secs = retry_after.unwrap_or(60);
+    match code {
+        ErrorCode::InvalidCode => CoreError::InvalidCode,
+        ErrorCode::CodeExpired => CoreError::CodeExpired,
+        ErrorCode::RegistrationLocked => CoreError::RegistrationLocked { retry_after_secs },
+        ErrorCode::RateLimited => CoreError::RateLimited { retry_after_secs },
+        ErrorCode::InvalidPhoneNumber => CoreError::InvalidArgument(message.clone()),
+        _ => err,
+    }
+}
+
 fn network(err: reqwest::Error) -> CoreError {
     // reqwest's messages name the URL but never headers, so no token leaks here.
     CoreError::Network(err.without_url().to_string())
@@ -220,11 +304,13 @@ pub fn relay_error(status: u16, body: &[u8]) -> CoreError {
             status,
             code: Some(error.error),
             message: bounded_text(&error.message),
+            retry_after: error.retry_after,
         },
         Err(_) => CoreError::Relay {
             status,
             code: None,
             message: format!("HTTP {status} without an error body"),
+            retry_after: None,
         },
     }
 }

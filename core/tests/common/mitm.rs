@@ -65,6 +65,8 @@ impl Mitm {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
+        // Codes requested through the proxy arrive where the relay behind it sends them.
+        super::remember_codes(&url, super::codes_of(upstream));
         Self { url, shared, task }
     }
 

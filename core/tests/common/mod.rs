@@ -4,12 +4,15 @@
 
 pub mod mitm;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
-use privcomm_core::{MemorySecretStore, SecretStore, SignalEngine};
+use privcomm_core::{Client, MemorySecretStore, SecretStore, SignalEngine};
 use privcomm_protocol::rest::PreKeyBundleResponse;
 use privcomm_protocol::PhoneHash;
+use privcomm_server::codes::inbox::CodeInbox;
 use rand::RngCore;
 use uuid::Uuid;
 
@@ -83,6 +86,70 @@ impl Device {
     }
 }
 
+/// Where each test relay's verification codes arrive, by relay URL: the relay's webhook
+/// posts them to a development inbox, which the tests read like a phone reads its texts.
+static CODE_INBOXES: LazyLock<Mutex<HashMap<String, Arc<CodeInbox>>>> =
+    LazyLock::new(Mutex::default);
+
+/// Remembers that the relay at `url` sends its codes to `inbox`.
+pub fn remember_codes(url: &str, inbox: Arc<CodeInbox>) {
+    CODE_INBOXES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(url.trim_end_matches('/').to_owned(), inbox);
+}
+
+/// The inbox of the relay at `url`.
+pub fn codes_of(url: &str) -> Arc<CodeInbox> {
+    let inbox = CODE_INBOXES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(url.trim_end_matches('/'))
+        .cloned();
+    inbox.unwrap_or_else(|| panic!("no code inbox for the relay at {url}"))
+}
+
+/// A new inbox for a relay process that will listen on `port`.
+pub async fn child_codes(port: u16) -> Arc<CodeInbox> {
+    let inbox = Arc::new(CodeInbox::start().await.expect("code inbox"));
+    remember_codes(&format!("http://127.0.0.1:{port}"), inbox.clone());
+    inbox
+}
+
+/// The code the relay at `url` texted to `number`.
+pub async fn code_for(url: &str, number: &str) -> String {
+    let number = privcomm_core::client::phone::normalize(number).expect("a number");
+    codes_of(url)
+        .take(&number, Duration::from_secs(20))
+        .await
+        .expect("a verification code arrived")
+}
+
+/// Verifies `number` and registers `client` with it at the relay at `url`.
+pub async fn register(client: &Client, url: &str, number: &str) -> Uuid {
+    client
+        .request_verification(number)
+        .await
+        .expect("code requested");
+    let code = code_for(url, number).await;
+    client
+        .register(number, &code, None)
+        .await
+        .expect("registered")
+}
+
+/// Starts a relay with `config`, sending its codes to a new inbox.
+pub async fn start_relay(mut config: privcomm_server::Config) -> privcomm_server::RelayServer {
+    let inbox = Arc::new(CodeInbox::start().await.expect("code inbox"));
+    inbox.configure(&mut config);
+    let server =
+        privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
+            .await
+            .unwrap();
+    remember_codes(&server.base_url(), inbox);
+    server
+}
+
 /// A relay running in this process on an ephemeral port, with generous rate limits.
 pub struct Relay {
     pub server: privcomm_server::RelayServer,
@@ -94,6 +161,9 @@ pub fn relay_config(dir: &Path) -> privcomm_server::Config {
     let mut config = privcomm_server::Config::with_defaults(dir);
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.register_per_hour = 1000;
+    config.verification_per_hour = 1000;
+    config.verification_per_number_per_minute = 1000;
+    config.verification_per_number_per_day = 1000;
     config.token_per_minute = 1000;
     config.challenge_per_minute = 1000;
     // Tests send bursts no person would; the per-account rate has tests of its own.
@@ -108,11 +178,7 @@ pub fn relay_config(dir: &Path) -> privcomm_server::Config {
 /// Starts a relay with SQLite in a temporary directory.
 pub async fn relay() -> Relay {
     let dir = tempfile::tempdir().unwrap();
-    let config = relay_config(dir.path());
-    let server =
-        privcomm_server::RelayServer::start(config, Arc::new(privcomm_server::SystemClock))
-            .await
-            .unwrap();
+    let server = start_relay(relay_config(dir.path())).await;
     Relay { server, _dir: dir }
 }
 
@@ -175,9 +241,17 @@ pub fn relay_binary() -> PathBuf {
 pub struct ChildRelay(std::process::Child);
 
 impl ChildRelay {
-    /// Starts the relay quietly (warnings only, output discarded).
-    pub fn start(binary: &Path, data: &Path, port: u16) -> Self {
-        Self::start_with(binary, data, port, "warn", &[], std::process::Stdio::null())
+    /// Starts the relay quietly (warnings only, output discarded), its codes going to
+    /// `codes`.
+    pub fn start(binary: &Path, data: &Path, port: u16, codes: &CodeInbox) -> Self {
+        Self::start_with(
+            binary,
+            data,
+            port,
+            "warn",
+            &codes.env(),
+            std::process::Stdio::null(),
+        )
     }
 
     /// Starts the relay with a log level, extra environment and where its output goes.
@@ -196,6 +270,9 @@ impl ChildRelay {
             .env("PRIVCOMM_DATA_DIR", data)
             .env("PRIVCOMM_LOG", log)
             .env("PRIVCOMM_REGISTER_PER_HOUR", "1000")
+            .env("PRIVCOMM_VERIFICATION_PER_HOUR", "1000")
+            .env("PRIVCOMM_VERIFICATION_PER_NUMBER_PER_MINUTE", "1000")
+            .env("PRIVCOMM_VERIFICATION_PER_NUMBER_PER_DAY", "1000")
             .env("PRIVCOMM_TOKEN_PER_MINUTE", "1000")
             .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "1000")
             // The same allowances as `relay_config`: at the default 600 sends a minute the

@@ -1,19 +1,22 @@
 //! A terminal chat client: run it in two terminals against a running relay.
 //!
 //! ```sh
-//! cargo run -p privcomm-server &
+//! PRIVCOMM_DEV_MODE=1 PRIVCOMM_CODE_SENDER=stdout cargo run -p privcomm-server &
 //! cargo run -p privcomm-examples --bin chat -- --data-dir /tmp/alice --phone +15550100001 --peer +15550100002
 //! cargo run -p privcomm-examples --bin chat -- --data-dir /tmp/bob --phone +15550100002 --peer +15550100001
 //! ```
 //!
+//! On first use it asks for the verification code texted to `--phone` (a development relay
+//! with `PRIVCOMM_CODE_SENDER=stdout` prints it in its output instead), and for the PIN if
+//! the number's account has a registration lock.
 //! Type a line to send it; incoming messages and delivery receipts are printed as they come.
 //! The data key's wrapping secret is kept in the OS keyring. `/quit` exits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use privcomm_core::{Client, ClientEvent, KeyringSecretStore, MessageState};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use privcomm_core::{Client, ClientEvent, CoreError, KeyringSecretStore, MessageState};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 
 struct Args {
     server: String,
@@ -59,7 +62,10 @@ fn main() -> anyhow::Result<()> {
 async fn chat(args: Args) -> anyhow::Result<()> {
     let secrets = Arc::new(KeyringSecretStore::new("privcomm-chat"));
     let client = Client::open(args.data_dir, &args.server, secrets).await?;
-    client.register(&args.phone).await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    if client.user_id().await?.is_none() {
+        register(&client, &args.phone, &mut lines).await?;
+    }
     let mut events = client.events();
     client.connect().await?;
     let peer = loop {
@@ -91,7 +97,6 @@ async fn chat(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let line = line.trim();
         if line == "/quit" {
@@ -104,4 +109,50 @@ async fn chat(args: Args) -> anyhow::Result<()> {
     client.close().await;
     printer.abort();
     Ok(())
+}
+
+/// Asks the relay for a code, then the user for it (and for the PIN if the account is
+/// locked), until the number is registered.
+async fn register(
+    client: &Client,
+    phone: &str,
+    lines: &mut Lines<BufReader<Stdin>>,
+) -> anyhow::Result<()> {
+    let valid_for = client.request_verification(phone).await?;
+    println!(
+        "* a code was texted to {phone} (valid {} minutes)",
+        valid_for / 60
+    );
+    let mut pin: Option<String> = None;
+    loop {
+        let code = ask(lines, "code: ").await?;
+        match client.register(phone, &code, pin.as_deref()).await {
+            Ok(_) => return Ok(()),
+            Err(CoreError::InvalidCode) => println!("* wrong code; try again"),
+            Err(CoreError::CodeExpired) => {
+                client.request_verification(phone).await?;
+                println!("* that code expired; a new one was texted to {phone}");
+            }
+            Err(CoreError::RegistrationLocked { retry_after_secs }) => {
+                println!(
+                    "* this number has a registration lock (it lapses in {} days)",
+                    retry_after_secs.div_ceil(86_400)
+                );
+                pin = Some(ask(lines, "PIN: ").await?);
+                println!("* enter the code again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn ask(lines: &mut Lines<BufReader<Stdin>>, prompt: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    print!("{prompt}");
+    std::io::stdout().flush()?;
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("input ended"))?;
+    Ok(line.trim().to_owned())
 }

@@ -14,7 +14,49 @@ use privcomm_core::{
     SecretStore,
 };
 use privcomm_examples::{short, wait_for};
+use privcomm_server::codes::{CodeMessage, CodeSendError, CodeSender};
 use privcomm_server::{Config, RelayServer, SystemClock};
+
+/// The demo's phones: the relay's code sender for this process. Each code is printed and
+/// kept until the phone's owner types it in (`register`).
+#[derive(Default)]
+struct DemoPhones {
+    inbox: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+#[async_trait::async_trait]
+impl CodeSender for DemoPhones {
+    async fn send(&self, message: &CodeMessage) -> Result<(), CodeSendError> {
+        println!(
+            "sms      {} receives code {}",
+            message.number.as_str(),
+            message.code.as_str()
+        );
+        if let Ok(mut inbox) = self.inbox.lock() {
+            inbox.insert(message.number.as_str().to_owned(), message.code.to_string());
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "demo"
+    }
+}
+
+impl DemoPhones {
+    /// Verifies `number` and registers `client` with the code its phone received.
+    async fn register(&self, client: &Client, number: &str) -> anyhow::Result<uuid::Uuid> {
+        client.request_verification(number).await?;
+        let e164 = privcomm_core::client::phone::normalize(number)?;
+        let code = self
+            .inbox
+            .lock()
+            .ok()
+            .and_then(|mut inbox| inbox.remove(&e164))
+            .ok_or_else(|| anyhow::anyhow!("no code arrived for {e164}"))?;
+        Ok(client.register(number, &code, None).await?)
+    }
+}
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -36,7 +78,15 @@ async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::with_defaults(dir.path().join("relay"));
     config.bind = "127.0.0.1:0".parse()?;
-    let relay = RelayServer::start(config, Arc::new(SystemClock)).await?;
+    // No SMS here: the embedded relay hands each code to the demo's phones, which print it
+    // (what `PRIVCOMM_CODE_SENDER=stdout` does for a development relay).
+    let phones = Arc::new(DemoPhones::default());
+    let relay = RelayServer::start_with_codes(
+        config,
+        Arc::new(SystemClock),
+        Some(phones.clone() as Arc<dyn CodeSender>),
+    )
+    .await?;
     let url = relay.base_url();
     println!("relay    listening on {url} (SQLite in a temporary directory)");
 
@@ -64,10 +114,10 @@ async fn run() -> anyhow::Result<()> {
         options.clone(),
     )
     .await?;
-    let alice_id = alice.register("+1 555 0100 001").await?;
-    let bob_id = bob.register("+1 555 0100 002").await?;
+    let alice_id = phones.register(&alice, "+1 555 0100 001").await?;
+    let bob_id = phones.register(&bob, "+1 555 0100 002").await?;
     println!(
-        "alice    registered as {} (phone number hashed on the device)",
+        "alice    registered as {} (the relay verified the number and keeps only a peppered hash)",
         short(alice_id)
     );
     println!("bob      registered as {}", short(bob_id));

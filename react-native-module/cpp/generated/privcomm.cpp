@@ -258,6 +258,15 @@ extern "C" {
     );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_register(
         /*handle*/ uint64_t ptr, 
+        RustBuffer phone_number, 
+        RustBuffer code, 
+        RustBuffer pin
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(
+        /*handle*/ uint64_t ptr
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(
+        /*handle*/ uint64_t ptr, 
         RustBuffer phone_number
     );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_resolve_peer(
@@ -278,6 +287,10 @@ extern "C" {
         RustBuffer call_id, 
         int8_t muted, 
         RustCallStatus *uniffi_out_err
+    );
+    /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(
+        /*handle*/ uint64_t ptr, 
+        RustBuffer pin
     );
     /*handle*/ uint64_t uniffi_privcomm_ffi_fn_method_privcommclient_shutdown(
         /*handle*/ uint64_t ptr
@@ -627,6 +640,10 @@ extern "C" {
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_register(
     );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(
+    );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(
+    );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_safety_number(
@@ -634,6 +651,8 @@ extern "C" {
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_send_text(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(
+    );
+    uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(
     );
     uint16_t uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown(
     );
@@ -3838,9 +3857,25 @@ NativePrivcomm::NativePrivcomm(
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_register"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_register"),
-        2,
+        4,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_register(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_resolve_peer"] = jsi::Function::createFromHostFunction(
@@ -3873,6 +3908,14 @@ NativePrivcomm::NativePrivcomm(
         3,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_muted(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_shutdown"] = jsi::Function::createFromHostFunction(
@@ -4635,6 +4678,22 @@ NativePrivcomm::NativePrivcomm(
             return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_register(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer"),
@@ -4665,6 +4724,14 @@ NativePrivcomm::NativePrivcomm(
         0,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown"] = jsi::Function::createFromHostFunction(
@@ -5209,7 +5276,21 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_push
         return jsi::Value::undefined();
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_register(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
-        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_register(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_register(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[2]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[3])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
         );
 
         
@@ -5245,6 +5326,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_
 
         
         return jsi::Value::undefined();
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::privcomm::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1])
+        );
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_fn_method_privcommclient_shutdown(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_fn_method_privcommclient_shutdown(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0])
@@ -6030,6 +6118,20 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclien
         
         return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer(
         );
@@ -6053,6 +6155,13 @@ jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclien
 }
 jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativePrivcomm::cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(
         );
 
         

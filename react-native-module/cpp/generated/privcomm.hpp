@@ -43,10 +43,13 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_outbox_len(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_push_audio_frame(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_register(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_resolve_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_safety_number(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_send_text(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_muted(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_shutdown(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_start_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_fn_method_privcommclient_subscribe(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
@@ -142,10 +145,13 @@ class NativePrivcomm : public jsi::HostObject {
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_outbox_len(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_push_audio_frame(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_register(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_safety_number(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_send_text(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
+    jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_start_call(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);
     jsi::Value cpp_uniffi_privcomm_ffi_checksum_method_privcommclient_subscribe(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count);

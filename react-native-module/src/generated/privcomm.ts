@@ -1986,6 +1986,10 @@ export enum PrivcommError_Tags {
     Protocol = "Protocol",
     Database = "Database",
     SchemaTooNew = "SchemaTooNew",
+    InvalidCode = "InvalidCode",
+    CodeExpired = "CodeExpired",
+    RegistrationLocked = "RegistrationLocked",
+    RateLimited = "RateLimited",
     Network = "Network",
     Relay = "Relay",
     BadRelayResponse = "BadRelayResponse",
@@ -2808,6 +2812,176 @@ Readonly<{found: bigint; supported: bigint; detail: string; category: ErrorCateg
 
     }
 
+    type InvalidCode__interface = {
+        tag: PrivcommError_Tags.InvalidCode;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
+    };
+    /**
+     * The verification code is wrong (or none was sent to this number).
+     */
+    class InvalidCode_ extends UniffiError implements InvalidCode__interface {
+        /**
+         * @private
+         * This field is private and should not be used, use `tag` instead.
+         */
+        readonly [uniffiTypeNameSymbol] = "PrivcommError";
+        readonly tag = PrivcommError_Tags.InvalidCode;
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
+            super("PrivcommError", "InvalidCode");
+
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): InvalidCode_ {
+            return new InvalidCode_(inner);
+        }
+
+        static instanceOf(obj: any): obj is InvalidCode_ {
+            return obj.tag === PrivcommError_Tags.InvalidCode;
+        }
+        static hasInner(obj: any): obj is InvalidCode_ {
+            return InvalidCode_.instanceOf(obj);
+        }
+
+        static getInner(obj: InvalidCode_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
+        }
+
+    }
+
+    type CodeExpired__interface = {
+        tag: PrivcommError_Tags.CodeExpired;
+        inner: 
+Readonly<{detail: string; category: ErrorCategory}>
+    };
+    /**
+     * The verification code expired or was entered wrong too often: request a new one.
+     */
+    class CodeExpired_ extends UniffiError implements CodeExpired__interface {
+        /**
+         * @private
+         * This field is private and should not be used, use `tag` instead.
+         */
+        readonly [uniffiTypeNameSymbol] = "PrivcommError";
+        readonly tag = PrivcommError_Tags.CodeExpired;
+        readonly inner: 
+Readonly<{detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {detail: string; category: ErrorCategory }) {
+            super("PrivcommError", "CodeExpired");
+
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {detail: string; category: ErrorCategory }): CodeExpired_ {
+            return new CodeExpired_(inner);
+        }
+
+        static instanceOf(obj: any): obj is CodeExpired_ {
+            return obj.tag === PrivcommError_Tags.CodeExpired;
+        }
+        static hasInner(obj: any): obj is CodeExpired_ {
+            return CodeExpired_.instanceOf(obj);
+        }
+
+        static getInner(obj: CodeExpired_): 
+Readonly<{detail: string; category: ErrorCategory}> {
+            return obj.inner;
+        }
+
+    }
+
+    type RegistrationLocked__interface = {
+        tag: PrivcommError_Tags.RegistrationLocked;
+        inner: 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}>
+    };
+    /**
+     * The number's account has a registration lock: register with its PIN, or after
+     * `retry_after_secs` (when the lock lapses).
+     */
+    class RegistrationLocked_ extends UniffiError implements RegistrationLocked__interface {
+        /**
+         * @private
+         * This field is private and should not be used, use `tag` instead.
+         */
+        readonly [uniffiTypeNameSymbol] = "PrivcommError";
+        readonly tag = PrivcommError_Tags.RegistrationLocked;
+        readonly inner: 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {retryAfterSecs: bigint; detail: string; category: ErrorCategory }) {
+            super("PrivcommError", "RegistrationLocked");
+
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {retryAfterSecs: bigint; detail: string; category: ErrorCategory }): RegistrationLocked_ {
+            return new RegistrationLocked_(inner);
+        }
+
+        static instanceOf(obj: any): obj is RegistrationLocked_ {
+            return obj.tag === PrivcommError_Tags.RegistrationLocked;
+        }
+        static hasInner(obj: any): obj is RegistrationLocked_ {
+            return RegistrationLocked_.instanceOf(obj);
+        }
+
+        static getInner(obj: RegistrationLocked_): 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}> {
+            return obj.inner;
+        }
+
+    }
+
+    type RateLimited__interface = {
+        tag: PrivcommError_Tags.RateLimited;
+        inner: 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}>
+    };
+    /**
+     * Too many attempts (codes for this number, wrong PINs): retry after
+     * `retry_after_secs`.
+     */
+    class RateLimited_ extends UniffiError implements RateLimited__interface {
+        /**
+         * @private
+         * This field is private and should not be used, use `tag` instead.
+         */
+        readonly [uniffiTypeNameSymbol] = "PrivcommError";
+        readonly tag = PrivcommError_Tags.RateLimited;
+        readonly inner: 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}>;
+        constructor(
+inner: {retryAfterSecs: bigint; detail: string; category: ErrorCategory }) {
+            super("PrivcommError", "RateLimited");
+
+            this.inner = Object.freeze(inner);
+        }
+        static new(
+inner: {retryAfterSecs: bigint; detail: string; category: ErrorCategory }): RateLimited_ {
+            return new RateLimited_(inner);
+        }
+
+        static instanceOf(obj: any): obj is RateLimited_ {
+            return obj.tag === PrivcommError_Tags.RateLimited;
+        }
+        static hasInner(obj: any): obj is RateLimited_ {
+            return RateLimited_.instanceOf(obj);
+        }
+
+        static getInner(obj: RateLimited_): 
+Readonly<{retryAfterSecs: bigint; detail: string; category: ErrorCategory}> {
+            return obj.inner;
+        }
+
+    }
+
     type Network__interface = {
         tag: PrivcommError_Tags.Network;
         inner: 
@@ -3295,6 +3469,10 @@ Readonly<{detail: string; category: ErrorCategory}> {
   Protocol: Protocol_, 
   Database: Database_, 
   SchemaTooNew: SchemaTooNew_, 
+  InvalidCode: InvalidCode_, 
+  CodeExpired: CodeExpired_, 
+  RegistrationLocked: RegistrationLocked_, 
+  RateLimited: RateLimited_, 
   Network: Network_, 
   Relay: Relay_, 
   BadRelayResponse: BadRelayResponse_, 
@@ -3316,7 +3494,7 @@ Readonly<{detail: string; category: ErrorCategory}> {
  * material.
  */
 export type PrivcommError = InstanceType<
-    typeof PrivcommError['WrongKey' | 'MissingKey' | 'SecretLost' | 'SecretStoreUnavailable' | 'SecretStore' | 'Tampered' | 'UnsupportedFormat' | 'NoSession' | 'IdentityChanged' | 'DuplicateMessage' | 'InvalidMessage' | 'InvalidBundle' | 'UnknownPeer' | 'PeerBlocked' | 'NoAccount' | 'AccountExists' | 'Protocol' | 'Database' | 'SchemaTooNew' | 'Network' | 'Relay' | 'BadRelayResponse' | 'Closed' | 'NotConnected' | 'CallInProgress' | 'NoSuchCall' | 'TurnUnavailable' | 'Call' | 'InvalidArgument' | 'Internal']
+    typeof PrivcommError['WrongKey' | 'MissingKey' | 'SecretLost' | 'SecretStoreUnavailable' | 'SecretStore' | 'Tampered' | 'UnsupportedFormat' | 'NoSession' | 'IdentityChanged' | 'DuplicateMessage' | 'InvalidMessage' | 'InvalidBundle' | 'UnknownPeer' | 'PeerBlocked' | 'NoAccount' | 'AccountExists' | 'Protocol' | 'Database' | 'SchemaTooNew' | 'InvalidCode' | 'CodeExpired' | 'RegistrationLocked' | 'RateLimited' | 'Network' | 'Relay' | 'BadRelayResponse' | 'Closed' | 'NotConnected' | 'CallInProgress' | 'NoSuchCall' | 'TurnUnavailable' | 'Call' | 'InvalidArgument' | 'Internal']
 >;
 
 // FfiConverter for enum PrivcommError
@@ -3344,17 +3522,21 @@ const FfiConverterTypePrivcommError = (() => {
                 case 17: return new PrivcommError.Protocol({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
                 case 18: return new PrivcommError.Database({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
                 case 19: return new PrivcommError.SchemaTooNew({found: FfiConverterInt64.readFromCursor(c), supported: FfiConverterInt64.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 20: return new PrivcommError.Network({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 21: return new PrivcommError.Relay({status: FfiConverterUInt16.readFromCursor(c), code: FfiConverterOptionalString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 22: return new PrivcommError.BadRelayResponse({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 23: return new PrivcommError.Closed({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 24: return new PrivcommError.NotConnected({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 25: return new PrivcommError.CallInProgress({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 26: return new PrivcommError.NoSuchCall({callId: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 27: return new PrivcommError.TurnUnavailable({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 28: return new PrivcommError.Call({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 29: return new PrivcommError.InvalidArgument({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
-                case 30: return new PrivcommError.Internal({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 20: return new PrivcommError.InvalidCode({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 21: return new PrivcommError.CodeExpired({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 22: return new PrivcommError.RegistrationLocked({retryAfterSecs: FfiConverterUInt64.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 23: return new PrivcommError.RateLimited({retryAfterSecs: FfiConverterUInt64.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 24: return new PrivcommError.Network({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 25: return new PrivcommError.Relay({status: FfiConverterUInt16.readFromCursor(c), code: FfiConverterOptionalString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 26: return new PrivcommError.BadRelayResponse({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 27: return new PrivcommError.Closed({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 28: return new PrivcommError.NotConnected({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 29: return new PrivcommError.CallInProgress({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 30: return new PrivcommError.NoSuchCall({callId: FfiConverterString.readFromCursor(c), detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 31: return new PrivcommError.TurnUnavailable({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 32: return new PrivcommError.Call({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 33: return new PrivcommError.InvalidArgument({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
+                case 34: return new PrivcommError.Internal({detail: FfiConverterString.readFromCursor(c), category: FfiConverterTypeErrorCategory.readFromCursor(c) });
                 default: throw new UniffiInternalError.UnexpectedEnumCase();
             }
         }
@@ -3502,15 +3684,45 @@ const FfiConverterTypePrivcommError = (() => {
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
-                case PrivcommError_Tags.Network: {
+                case PrivcommError_Tags.InvalidCode: {
                     c.writeI32(20);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
-                case PrivcommError_Tags.Relay: {
+                case PrivcommError_Tags.CodeExpired: {
                     c.writeI32(21);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.RegistrationLocked: {
+                    c.writeI32(22);
+                    const inner = value.inner;
+                    FfiConverterUInt64.writeIntoCursor(inner.retryAfterSecs, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.RateLimited: {
+                    c.writeI32(23);
+                    const inner = value.inner;
+                    FfiConverterUInt64.writeIntoCursor(inner.retryAfterSecs, c);
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.Network: {
+                    c.writeI32(24);
+                    const inner = value.inner;
+                    FfiConverterString.writeIntoCursor(inner.detail, c);
+                    FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
+                    return;
+                }
+                case PrivcommError_Tags.Relay: {
+                    c.writeI32(25);
                     const inner = value.inner;
                     FfiConverterUInt16.writeIntoCursor(inner.status, c);
                     FfiConverterOptionalString.writeIntoCursor(inner.code, c);
@@ -3519,35 +3731,35 @@ const FfiConverterTypePrivcommError = (() => {
                     return;
                 }
                 case PrivcommError_Tags.BadRelayResponse: {
-                    c.writeI32(22);
+                    c.writeI32(26);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Closed: {
-                    c.writeI32(23);
+                    c.writeI32(27);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NotConnected: {
-                    c.writeI32(24);
+                    c.writeI32(28);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.CallInProgress: {
-                    c.writeI32(25);
+                    c.writeI32(29);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.NoSuchCall: {
-                    c.writeI32(26);
+                    c.writeI32(30);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.callId, c);
                     FfiConverterString.writeIntoCursor(inner.detail, c);
@@ -3555,28 +3767,28 @@ const FfiConverterTypePrivcommError = (() => {
                     return;
                 }
                 case PrivcommError_Tags.TurnUnavailable: {
-                    c.writeI32(27);
+                    c.writeI32(31);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Call: {
-                    c.writeI32(28);
+                    c.writeI32(32);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.InvalidArgument: {
-                    c.writeI32(29);
+                    c.writeI32(33);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
                     return;
                 }
                 case PrivcommError_Tags.Internal: {
-                    c.writeI32(30);
+                    c.writeI32(34);
                     const inner = value.inner;
                     FfiConverterString.writeIntoCursor(inner.detail, c);
                     FfiConverterTypeErrorCategory.writeIntoCursor(inner.category, c);
@@ -3727,6 +3939,36 @@ const FfiConverterTypePrivcommError = (() => {
                     let size = 4;
                     size += FfiConverterInt64.allocationSize(inner.found);
                     size += FfiConverterInt64.allocationSize(inner.supported);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
+                }
+                case PrivcommError_Tags.InvalidCode: {
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
+                }
+                case PrivcommError_Tags.CodeExpired: {
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
+                }
+                case PrivcommError_Tags.RegistrationLocked: {
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterUInt64.allocationSize(inner.retryAfterSecs);
+                    size += FfiConverterString.allocationSize(inner.detail);
+                    size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
+                    return size;
+                }
+                case PrivcommError_Tags.RateLimited: {
+                    const inner = value.inner;
+                    let size = 4;
+                    size += FfiConverterUInt64.allocationSize(inner.retryAfterSecs);
                     size += FfiConverterString.allocationSize(inner.detail);
                     size += FfiConverterTypeErrorCategory.allocationSize(inner.category);
                     return size;
@@ -4589,10 +4831,22 @@ export interface PrivcommClientLike {
  */
     pushAudioFrame(callId: string, pcm: ArrayBuffer) /*throws*/: void;
 /**
- * Registers `phone_number` (international form, `+4915112345678`) with the relay,
- * creating this device's keys on first use; returns the user id. Safe to repeat.
+ * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+ * first use; returns the user id. A number registered on another device moves here
+ * (that device is signed out). `pin` unlocks an account with a registration lock
+ * (else `RegistrationLocked`). Safe to repeat once registered.
  */
-    register(phoneNumber: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<string>;
+    register(phoneNumber: string, code: string, pin: string | undefined, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<string>;
+/**
+ * Removes the registration lock.
+ */
+    removeRegistrationLock(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<void>;
+/**
+ * Has the relay text a verification code to `phone_number` (international form,
+ * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+ * codes for the number come too often.
+ */
+    requestVerification(phoneNumber: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<bigint>;
 /**
  * Finds the user with `phone_number`, sets up a session and remembers them as a
  * contact; returns their user id (the `peer` of the other methods).
@@ -4612,6 +4866,11 @@ export interface PrivcommClientLike {
  * Mutes or unmutes this side's microphone.
  */
     setMuted(callId: string, muted: boolean) /*throws*/: void;
+/**
+ * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+ * another device then needs the PIN too, until the account has been unused for 7 days.
+ */
+    setRegistrationLock(pin: string, asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<void>;
 /**
  * Hangs up any call, disconnects and closes the store, then stops every listener once
  * it was handed every event announced before (waiting up to 5 s for them). The client
@@ -5235,17 +5494,19 @@ private constructor(pointer: UniffiHandle) {
     }
     
 /**
- * Registers `phone_number` (international form, `+4915112345678`) with the relay,
- * creating this device's keys on first use; returns the user id. Safe to repeat.
+ * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+ * first use; returns the user id. A number registered on another device moves here
+ * (that device is signed out). `pin` unlocks an account with a registration lock
+ * (else `RegistrationLocked`). Safe to repeat once registered.
  */
-    async register(phoneNumber: string, asyncOpts_?: { signal: AbortSignal }): Promise<string> /*throws*/ {
+    async register(phoneNumber: string, code: string, pin: string | undefined, asyncOpts_?: { signal: AbortSignal }): Promise<string> /*throws*/ {
     const __stack = uniffiIsDebug ? new Error().stack : undefined;
     try {
         return await uniffiRustCallAsync(
             /*rustCaller:*/ uniffiCaller,
             /*rustFutureFunc:*/ () => {
                 return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_register(
-                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(phoneNumber, nativeModule().rustbuffer_alloc)
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(phoneNumber, nativeModule().rustbuffer_alloc),FfiConverterString.lower(code, nativeModule().rustbuffer_alloc),FfiConverterOptionalString.lower(pin, nativeModule().rustbuffer_alloc)
                 );
             },
             /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_rust_buffer,
@@ -5267,6 +5528,73 @@ private constructor(pointer: UniffiHandle) {
                     nativeModule().rustbuffer_free(__rb);
                 }
             },
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
+    }
+    
+/**
+ * Removes the registration lock.
+ */
+    async removeRegistrationLock(asyncOpts_?: { signal: AbortSignal }): Promise<void> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_void,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_void,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_void,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_void,
+            /*liftFunc:*/ (_v) => {},
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
+    }
+    
+/**
+ * Has the relay text a verification code to `phone_number` (international form,
+ * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+ * codes for the number come too often.
+ */
+    async requestVerification(phoneNumber: string, asyncOpts_?: { signal: AbortSignal }): Promise<bigint> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(phoneNumber, nativeModule().rustbuffer_alloc)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_u64,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_u64,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_u64,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_u64,
+            // Async returns always go through the JS-side converter: the
+            // FFI symbol returns the future handle (u64), and the user-level
+            // RustBuffer comes back via the shared `rust_future_complete_*`
+            // export. The bytes the runtime hands back must be deserialized
+            // here using the per-callable return-type converter.
+            /*liftFunc:*/ FfiConverterUInt64.lift.bind(FfiConverterUInt64),
             /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
             /*asyncOpts:*/ asyncOpts_,
             /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
@@ -5427,6 +5755,37 @@ private constructor(pointer: UniffiHandle) {
             },
             /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
     );
+    }
+    
+/**
+ * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+ * another device then needs the PIN too, until the account has been unused for 7 days.
+ */
+    async setRegistrationLock(pin: string, asyncOpts_?: { signal: AbortSignal }): Promise<void> /*throws*/ {
+    const __stack = uniffiIsDebug ? new Error().stack : undefined;
+    try {
+        return await uniffiRustCallAsync(
+            /*rustCaller:*/ uniffiCaller,
+            /*rustFutureFunc:*/ () => {
+                return nativeModule().ubrn_uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(
+                    uniffiTypePrivcommClientObjectFactory.clonePointer(this),FfiConverterString.lower(pin, nativeModule().rustbuffer_alloc)
+                );
+            },
+            /*pollFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_poll_void,
+            /*cancelFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_cancel_void,
+            /*completeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_complete_void,
+            /*freeFunc:*/ nativeModule().ubrn_ffi_privcomm_ffi_rust_future_free_void,
+            /*liftFunc:*/ (_v) => {},
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+            /*asyncOpts:*/ asyncOpts_,
+            /*errorHandler:*/ FfiConverterTypePrivcommError.lift.bind(FfiConverterTypePrivcommError)
+        );
+    } catch (__error: any) {
+        if (uniffiIsDebug && __error instanceof Error) {
+            __error.stack = __stack;
+        }
+        throw __error;
+    }
     }
     
 /**
@@ -6121,8 +6480,14 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_push_audio_frame() !== 53458) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_push_audio_frame");
     }
-    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_register() !== 31126) {
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_register() !== 19769) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_register");
+    }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock() !== 10316) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock");
+    }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification() !== 39063) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer() !== 54393) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer");
@@ -6135,6 +6500,9 @@ function uniffiEnsureInitialized() {
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted() !== 28718) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted");
+    }
+    if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock() !== 15653) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock");
     }
     if (nativeModule().ubrn_uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown() !== 44833) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown");

@@ -2,7 +2,12 @@
 import { createStore, type StoreApi } from 'zustand/vanilla';
 
 import type { Privcomm, Unsubscribe } from '../client';
-import { toSdkError, type PrivcommSdkError } from '../errors';
+import {
+  InvalidArgumentError,
+  RegistrationLockedError,
+  toSdkError,
+  type PrivcommSdkError,
+} from '../errors';
 import type { ConnectionStatus } from '../types';
 
 /** The account and connection state and its actions. */
@@ -11,8 +16,12 @@ export interface UserState {
   userId: string | undefined;
   /** The link to the relay. */
   connection: ConnectionStatus;
-  /** A `register` call is under way. */
+  /** A `requestCode` or `register` call is under way. */
   registering: boolean;
+  /** The number a verification code was texted to, and until when (ms) it is valid. */
+  codeSentTo: { phoneNumber: string; expiresAt: number } | undefined;
+  /** The number's account has a registration lock: `register` again with its PIN. */
+  pinRequired: boolean;
   /** The account connected on another device and this one stopped. */
   connectedElsewhere: boolean;
   /** Peers whose identity key changed and wait for `acceptIdentity`. */
@@ -21,8 +30,13 @@ export interface UserState {
   error: PrivcommSdkError | undefined;
   /** Reads the stored user id (after opening a client). */
   load(): Promise<void>;
-  /** Registers `phoneNumber`; resolves with the user id. */
-  register(phoneNumber: string): Promise<string>;
+  /** Step 1: has a verification code texted to `phoneNumber`. */
+  requestCode(phoneNumber: string): Promise<void>;
+  /**
+   * Step 2: registers the number of `requestCode` with the `code` it received (and `pin`
+   * when `pinRequired`); resolves with the user id.
+   */
+  register(code: string, pin?: string): Promise<string>;
   /** Connects; resolves once online. */
   connect(): Promise<void>;
   /** Disconnects. */
@@ -54,6 +68,8 @@ export function createUserStore(client: Privcomm): UserStore {
       userId: undefined,
       connection: client.connectionStatus(),
       registering: false,
+      codeSentTo: undefined,
+      pinRequired: false,
       connectedElsewhere: false,
       identityChanges: [],
       error: undefined,
@@ -63,12 +79,38 @@ export function createUserStore(client: Privcomm): UserStore {
         set({ userId });
       },
 
-      async register(phoneNumber) {
+      async requestCode(phoneNumber) {
         set({ registering: true });
         try {
-          const userId = await attempt(() => client.register(phoneNumber));
-          set({ userId });
+          const validSecs = await attempt(() => client.requestVerification(phoneNumber));
+          set({
+            codeSentTo: { phoneNumber, expiresAt: Date.now() + validSecs * 1000 },
+            pinRequired: false,
+          });
+        } finally {
+          set({ registering: false });
+        }
+      },
+
+      async register(code, pin) {
+        const sent = get().codeSentTo;
+        if (sent === undefined) {
+          const error = new InvalidArgumentError(
+            'InvalidArgument',
+            'InvalidArgument: request a code first (requestCode)',
+          );
+          error.kind = 'invalidInput';
+          set({ error });
+          throw error;
+        }
+        set({ registering: true });
+        try {
+          const userId = await attempt(() => client.register(sent.phoneNumber, code, pin));
+          set({ userId, codeSentTo: undefined, pinRequired: false });
           return userId;
+        } catch (e) {
+          if (e instanceof RegistrationLockedError) set({ pinRequired: true });
+          throw e;
         } finally {
           set({ registering: false });
         }

@@ -53,7 +53,7 @@ impl CodeInbox {
         let codes = Arc::new(Codes::default());
         let app = Router::new()
             .route("/", post(receive))
-            .route("/codes/{number}", get(latest))
+            .route("/codes/{number}", get(take_posted))
             .with_state((codes.clone(), secret.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -66,6 +66,12 @@ impl CodeInbox {
             codes,
             task,
         })
+    }
+
+    /// Where tests in other languages take codes: `GET <this>/codes/{number}` answers the
+    /// code received for the number (and forgets it), or 404 while none has arrived.
+    pub fn codes_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The URL to configure as `PRIVCOMM_CODE_WEBHOOK_URL`.
@@ -167,13 +173,14 @@ async fn receive(
     StatusCode::OK
 }
 
-async fn latest(
+/// `GET /codes/{number}`: takes the code received for `number` (404 until one arrives), for
+/// tests in other languages; a later request waits for the next code.
+async fn take_posted(
     State((codes, _)): State<(Arc<Codes>, String)>,
     Path(number): Path<String>,
 ) -> Result<String, StatusCode> {
     lock(&codes.latest)
-        .get(&number)
-        .cloned()
+        .remove(&number)
         .ok_or(StatusCode::NOT_FOUND)
 }
 

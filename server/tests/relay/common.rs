@@ -119,6 +119,9 @@ pub fn test_config(db: &TestDb) -> Config {
     config.database_url = db.url.clone();
     config.register_per_hour = 10_000;
     config.verification_per_hour = 10_000;
+    // Tests register numbers again within seconds; the per-number limits have a test.
+    config.verification_per_number_per_minute = 1_000;
+    config.verification_per_number_per_day = 1_000;
     config.token_per_minute = 10_000;
     config.challenge_per_minute = 10_000;
     config.send_per_minute = 1_000_000;
@@ -841,6 +844,8 @@ impl ChildRelay {
             .env("PRIVCOMM_LOG", log)
             .env("PRIVCOMM_REGISTER_PER_HOUR", "10000")
             .env("PRIVCOMM_VERIFICATION_PER_HOUR", "10000")
+            .env("PRIVCOMM_VERIFICATION_PER_NUMBER_PER_MINUTE", "1000")
+            .env("PRIVCOMM_VERIFICATION_PER_NUMBER_PER_DAY", "1000")
             .env("PRIVCOMM_TOKEN_PER_MINUTE", "10000")
             .env("PRIVCOMM_CHALLENGE_PER_MINUTE", "10000")
             .env("PRIVCOMM_SEND_PER_MINUTE", "1000000")

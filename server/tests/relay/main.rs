@@ -4,6 +4,7 @@
 mod common;
 
 mod abuse;
+mod accounts;
 mod at_rest;
 mod auth_errors;
 mod crash;

@@ -760,6 +760,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_register(
     ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_remove_registration_lock(
+    ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_request_verification(
+    ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_resolve_peer(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_safety_number(
@@ -767,6 +771,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_send_text(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_set_muted(
+    ): Int
+    external fun uniffi_privcomm_ffi_checksum_method_privcommclient_set_registration_lock(
     ): Int
     external fun uniffi_privcomm_ffi_checksum_method_privcommclient_shutdown(
     ): Int
@@ -859,7 +865,11 @@ external fun uniffi_privcomm_ffi_fn_method_privcommclient_outbox_len(`ptr`: Long
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_push_audio_frame(`ptr`: Long,`callId`: RustBuffer.ByValue,`pcm`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
-external fun uniffi_privcomm_ffi_fn_method_privcommclient_register(`ptr`: Long,`phoneNumber`: RustBuffer.ByValue,
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_register(`ptr`: Long,`phoneNumber`: RustBuffer.ByValue,`code`: RustBuffer.ByValue,`pin`: RustBuffer.ByValue,
+): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(`ptr`: Long,
+): Long
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(`ptr`: Long,`phoneNumber`: RustBuffer.ByValue,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_resolve_peer(`ptr`: Long,`phoneNumber`: RustBuffer.ByValue,
 ): Long
@@ -869,6 +879,8 @@ external fun uniffi_privcomm_ffi_fn_method_privcommclient_send_text(`ptr`: Long,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_set_muted(`ptr`: Long,`callId`: RustBuffer.ByValue,`muted`: Byte,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
+external fun uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(`ptr`: Long,`pin`: RustBuffer.ByValue,
+): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_shutdown(`ptr`: Long,
 ): Long
 external fun uniffi_privcomm_ffi_fn_method_privcommclient_start_call(`ptr`: Long,`peer`: RustBuffer.ByValue,
@@ -2357,10 +2369,24 @@ public interface PrivcommClientInterface {
     fun `pushAudioFrame`(`callId`: kotlin.String, `pcm`: kotlin.ByteArray)
     
     /**
-     * Registers `phone_number` (international form, `+4915112345678`) with the relay,
-     * creating this device's keys on first use; returns the user id. Safe to repeat.
+     * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+     * first use; returns the user id. A number registered on another device moves here
+     * (that device is signed out). `pin` unlocks an account with a registration lock
+     * (else `RegistrationLocked`). Safe to repeat once registered.
      */
-    suspend fun `register`(`phoneNumber`: kotlin.String): kotlin.String
+    suspend fun `register`(`phoneNumber`: kotlin.String, `code`: kotlin.String, `pin`: kotlin.String?): kotlin.String
+    
+    /**
+     * Removes the registration lock.
+     */
+    suspend fun `removeRegistrationLock`()
+    
+    /**
+     * Has the relay text a verification code to `phone_number` (international form,
+     * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+     * codes for the number come too often.
+     */
+    suspend fun `requestVerification`(`phoneNumber`: kotlin.String): kotlin.ULong
     
     /**
      * Finds the user with `phone_number`, sets up a session and remembers them as a
@@ -2384,6 +2410,12 @@ public interface PrivcommClientInterface {
      * Mutes or unmutes this side's microphone.
      */
     fun `setMuted`(`callId`: kotlin.String, `muted`: kotlin.Boolean)
+    
+    /**
+     * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+     * another device then needs the PIN too, until the account has been unused for 7 days.
+     */
+    suspend fun `setRegistrationLock`(`pin`: kotlin.String)
     
     /**
      * Hangs up any call, disconnects and closes the store, then stops every listener once
@@ -2902,17 +2934,19 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
 
     
     /**
-     * Registers `phone_number` (international form, `+4915112345678`) with the relay,
-     * creating this device's keys on first use; returns the user id. Safe to repeat.
+     * Registers `phone_number` with the `code` texted to it, creating this device's keys on
+     * first use; returns the user id. A number registered on another device moves here
+     * (that device is signed out). `pin` unlocks an account with a registration lock
+     * (else `RegistrationLocked`). Safe to repeat once registered.
      */
     @Throws(PrivcommException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `register`(`phoneNumber`: kotlin.String) : kotlin.String {
+    override suspend fun `register`(`phoneNumber`: kotlin.String, `code`: kotlin.String, `pin`: kotlin.String?) : kotlin.String {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_register(
                 uniffiHandle,
-                FfiConverterString.lower(`phoneNumber`),
+                FfiConverterString.lower(`phoneNumber`),FfiConverterString.lower(`code`),FfiConverterOptionalString.lower(`pin`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2920,6 +2954,57 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
         { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterString.lift(it) },
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Removes the registration lock.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeRegistrationLock`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_remove_registration_lock(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Has the relay text a verification code to `phone_number` (international form,
+     * `+4915112345678`); returns the seconds the code stays valid. `RateLimited` when
+     * codes for the number come too often.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `requestVerification`(`phoneNumber`: kotlin.String) : kotlin.ULong {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_request_verification(
+                uniffiHandle,
+                FfiConverterString.lower(`phoneNumber`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterULong.lift(it) },
         // Error FFI converter
         PrivcommException.ErrorHandler,
     )
@@ -3015,6 +3100,32 @@ open class PrivcommClient: Disposable, AutoCloseable, PrivcommClientInterface
     }
     
     
+
+    
+    /**
+     * Sets a registration lock with `pin` (4 to 128 characters): registering this number on
+     * another device then needs the PIN too, until the account has been unused for 7 days.
+     */
+    @Throws(PrivcommException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `setRegistrationLock`(`pin`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_privcomm_ffi_fn_method_privcommclient_set_registration_lock(
+                uniffiHandle,
+                FfiConverterString.lower(`pin`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_privcomm_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_privcomm_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        PrivcommException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -5775,6 +5886,94 @@ sealed class PrivcommException: kotlin.Exception() {
     }
     
     /**
+     * The verification code is wrong (or none was sent to this number).
+     */
+    class InvalidCode(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
+        ) : PrivcommException() {
+        override val message
+            get() = "detail=${ `detail` }, category=${ `category` }"
+    }
+    
+    /**
+     * The verification code expired or was entered wrong too often: request a new one.
+     */
+    class CodeExpired(
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
+        ) : PrivcommException() {
+        override val message
+            get() = "detail=${ `detail` }, category=${ `category` }"
+    }
+    
+    /**
+     * The number's account has a registration lock: register with its PIN, or after
+     * `retry_after_secs` (when the lock lapses).
+     */
+    class RegistrationLocked(
+        
+        /**
+         * Seconds until the lock lapses.
+         */
+        val `retryAfterSecs`: kotlin.ULong, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
+        ) : PrivcommException() {
+        override val message
+            get() = "retryAfterSecs=${ `retryAfterSecs` }, detail=${ `detail` }, category=${ `category` }"
+    }
+    
+    /**
+     * Too many attempts (codes for this number, wrong PINs): retry after
+     * `retry_after_secs`.
+     */
+    class RateLimited(
+        
+        /**
+         * Seconds to wait.
+         */
+        val `retryAfterSecs`: kotlin.ULong, 
+        
+        /**
+         * What happened, in a sentence.
+         */
+        val `detail`: kotlin.String, 
+        
+        /**
+         * What the app should do.
+         */
+        val `category`: ErrorCategory
+        ) : PrivcommException() {
+        override val message
+            get() = "retryAfterSecs=${ `retryAfterSecs` }, detail=${ `detail` }, category=${ `category` }"
+    }
+    
+    /**
      * The relay could not be reached or the connection failed.
      */
     class Network(
@@ -6102,50 +6301,68 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            20 -> PrivcommException.Network(
+            20 -> PrivcommException.InvalidCode(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            21 -> PrivcommException.Relay(
+            21 -> PrivcommException.CodeExpired(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            22 -> PrivcommException.RegistrationLocked(
+                FfiConverterULong.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            23 -> PrivcommException.RateLimited(
+                FfiConverterULong.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            24 -> PrivcommException.Network(
+                FfiConverterString.read(buf),
+                FfiConverterTypeErrorCategory.read(buf),
+                )
+            25 -> PrivcommException.Relay(
                 FfiConverterUShort.read(buf),
                 FfiConverterOptionalString.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            22 -> PrivcommException.BadRelayResponse(
+            26 -> PrivcommException.BadRelayResponse(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            23 -> PrivcommException.Closed(
+            27 -> PrivcommException.Closed(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            24 -> PrivcommException.NotConnected(
+            28 -> PrivcommException.NotConnected(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            25 -> PrivcommException.CallInProgress(
+            29 -> PrivcommException.CallInProgress(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            26 -> PrivcommException.NoSuchCall(
+            30 -> PrivcommException.NoSuchCall(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            27 -> PrivcommException.TurnUnavailable(
+            31 -> PrivcommException.TurnUnavailable(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            28 -> PrivcommException.Call(
+            32 -> PrivcommException.Call(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            29 -> PrivcommException.InvalidArgument(
+            33 -> PrivcommException.InvalidArgument(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
-            30 -> PrivcommException.Internal(
+            34 -> PrivcommException.Internal(
                 FfiConverterString.read(buf),
                 FfiConverterTypeErrorCategory.read(buf),
                 )
@@ -6275,6 +6492,32 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
                 4UL
                 + FfiConverterLong.allocationSize(value.`found`)
                 + FfiConverterLong.allocationSize(value.`supported`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
+            )
+            is PrivcommException.InvalidCode -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
+            )
+            is PrivcommException.CodeExpired -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
+            )
+            is PrivcommException.RegistrationLocked -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterULong.allocationSize(value.`retryAfterSecs`)
+                + FfiConverterString.allocationSize(value.`detail`)
+                + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
+            )
+            is PrivcommException.RateLimited -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterULong.allocationSize(value.`retryAfterSecs`)
                 + FfiConverterString.allocationSize(value.`detail`)
                 + FfiConverterTypeErrorCategory.allocationSize(value.`category`)
             )
@@ -6475,14 +6718,40 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
-            is PrivcommException.Network -> {
+            is PrivcommException.InvalidCode -> {
                 buf.putInt(20)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
-            is PrivcommException.Relay -> {
+            is PrivcommException.CodeExpired -> {
                 buf.putInt(21)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
+                Unit
+            }
+            is PrivcommException.RegistrationLocked -> {
+                buf.putInt(22)
+                FfiConverterULong.write(value.`retryAfterSecs`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
+                Unit
+            }
+            is PrivcommException.RateLimited -> {
+                buf.putInt(23)
+                FfiConverterULong.write(value.`retryAfterSecs`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
+                Unit
+            }
+            is PrivcommException.Network -> {
+                buf.putInt(24)
+                FfiConverterString.write(value.`detail`, buf)
+                FfiConverterTypeErrorCategory.write(value.`category`, buf)
+                Unit
+            }
+            is PrivcommException.Relay -> {
+                buf.putInt(25)
                 FfiConverterUShort.write(value.`status`, buf)
                 FfiConverterOptionalString.write(value.`code`, buf)
                 FfiConverterString.write(value.`detail`, buf)
@@ -6490,56 +6759,56 @@ public object FfiConverterTypePrivcommError : FfiConverterRustBuffer<PrivcommExc
                 Unit
             }
             is PrivcommException.BadRelayResponse -> {
-                buf.putInt(22)
+                buf.putInt(26)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Closed -> {
-                buf.putInt(23)
+                buf.putInt(27)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NotConnected -> {
-                buf.putInt(24)
+                buf.putInt(28)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.CallInProgress -> {
-                buf.putInt(25)
+                buf.putInt(29)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.NoSuchCall -> {
-                buf.putInt(26)
+                buf.putInt(30)
                 FfiConverterString.write(value.`callId`, buf)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.TurnUnavailable -> {
-                buf.putInt(27)
+                buf.putInt(31)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Call -> {
-                buf.putInt(28)
+                buf.putInt(32)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.InvalidArgument -> {
-                buf.putInt(29)
+                buf.putInt(33)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit
             }
             is PrivcommException.Internal -> {
-                buf.putInt(30)
+                buf.putInt(34)
                 FfiConverterString.write(value.`detail`, buf)
                 FfiConverterTypeErrorCategory.write(value.`category`, buf)
                 Unit

@@ -21,6 +21,7 @@ import org.privcomm.core.deleteLocalData
 import org.privcomm.core.expectThrows
 import org.privcomm.core.newDataDir
 import org.privcomm.core.newPhoneNumber
+import org.privcomm.core.registerNumber
 
 /**
  * The storage and recovery logic of [AndroidKeystoreSecretStore] on the JVM: the same
@@ -91,7 +92,7 @@ class WrappedSecretStoreTest {
     fun theCoreRecoversFromALostKeystoreKey() = runBlocking<Unit> {
         val dataDir = newDataDir()
         val client = PrivcommClient.open(config(dataDir), store)
-        val userId = client.register(newPhoneNumber())
+        val userId = registerNumber(client, newPhoneNumber())
         client.shutdown()
 
         val reopened = PrivcommClient.open(config(dataDir), store)
@@ -113,7 +114,7 @@ class WrappedSecretStoreTest {
         assertTrue(dir.listFiles()!!.none { it.name.endsWith(".sealed") })
         val fresh = PrivcommClient.open(config(dataDir), store)
         assertNull(fresh.userId())
-        assertTrue(fresh.register(newPhoneNumber()).isNotEmpty())
+        assertTrue(registerNumber(fresh, newPhoneNumber()).isNotEmpty())
         fresh.shutdown()
     }
 }

@@ -99,7 +99,7 @@ class ClientTest {
         expectThrows<PrivcommException.InvalidArgument> {
             client.history(UUID.randomUUID().toString(), null, 0u)
         }
-        expectThrows<PrivcommException.InvalidArgument> { client.register("555-1234") }
+        expectThrows<PrivcommException.InvalidArgument> { client.requestVerification("555-1234") }
         val callId = UUID.randomUUID().toString()
         val noCall = expectThrows<PrivcommException.NoSuchCall> { client.hangUp(callId) }
         assertEquals(callId, noCall.callId)
@@ -125,7 +125,7 @@ class ClientTest {
 
         // Nothing listens on port 1.
         val offline = PrivcommClient.open(config(newDataDir(), "http://127.0.0.1:1"), MemorySecretStore())
-        expectThrows<PrivcommException.Network> { offline.register(newPhoneNumber()) }
+        expectThrows<PrivcommException.Network> { offline.requestVerification(newPhoneNumber()) }
         offline.shutdown()
 
         expectThrows<PrivcommException.InvalidArgument> {
@@ -137,9 +137,34 @@ class ClientTest {
     }
 
     @Test
+    fun registrationNeedsTheCodeAndALockedNumberItsPin() = runBlocking<Unit> {
+        val owner = Device().open()
+        owner.client.requestVerification(owner.number)
+        val code = codeFor(owner.number)
+        val wrong = if (code == "000000") "000001" else "000000"
+        expectThrows<PrivcommException.InvalidCode> {
+            owner.client.register(owner.number, wrong, null)
+        }
+        val userId = owner.client.register(owner.number, code, null)
+        owner.client.setRegistrationLock("2468")
+
+        // A new phone for the same number: the code alone is not enough while locked.
+        val newPhone = Device(dataDir = newDataDir()).open()
+        newPhone.client.requestVerification(owner.number)
+        val second = codeFor(owner.number)
+        val locked = expectThrows<PrivcommException.RegistrationLocked> {
+            newPhone.client.register(owner.number, second, null)
+        }
+        assertTrue(locked.retryAfterSecs > 6uL * 86_400uL, "lapses in about 7 days")
+        assertEquals(userId, newPhone.client.register(owner.number, second, "2468"))
+        owner.client.shutdown()
+        newPhone.client.shutdown()
+    }
+
+    @Test
     fun secretStoreFailuresAreTypedAndLocalDataCanBeReset() = runBlocking<Unit> {
         val device = Device().open()
-        device.client.register(device.number)
+        registerNumber(device.client, device.number)
         device.client.shutdown()
 
         // The Keystore key is gone (e.g. app data restored onto a new phone).

@@ -11,6 +11,35 @@ import org.junit.jupiter.api.Assertions.fail
 val relayUrl: String =
     System.getProperty("privcomm.relay") ?: error("set -Dprivcomm.relay to the relay's URL")
 
+/** The relay's code inbox (bindings/tests/kotlin_jvm.rs): where its texts arrive. */
+val codesUrl: String =
+    System.getProperty("privcomm.codes") ?: error("set -Dprivcomm.codes to the code inbox's URL")
+
+private val http: java.net.http.HttpClient = java.net.http.HttpClient.newHttpClient()
+
+/** The code the relay texted to `number` (taken from its inbox, waiting up to 20 s). */
+suspend fun codeFor(number: String): String {
+    val uri = java.net.URI.create(
+        "$codesUrl/codes/" + java.net.URLEncoder.encode(number, Charsets.UTF_8),
+    )
+    val deadline = System.currentTimeMillis() + 20_000
+    while (true) {
+        val response = http.send(
+            java.net.http.HttpRequest.newBuilder(uri).GET().build(),
+            java.net.http.HttpResponse.BodyHandlers.ofString(),
+        )
+        if (response.statusCode() == 200) return response.body().trim()
+        if (System.currentTimeMillis() > deadline) error("no code arrived for $number")
+        kotlinx.coroutines.delay(50)
+    }
+}
+
+/** Verifies `number` and registers `client` with it; returns the user id. */
+suspend fun registerNumber(client: PrivcommClient, number: String): String {
+    client.requestVerification(number)
+    return client.register(number, codeFor(number), null)
+}
+
 /** A fresh international number; the relay keeps accounts, so each test uses new ones. */
 fun newPhoneNumber(): String = "+1555" + (1_000_000..9_999_999).random()
 
@@ -91,7 +120,7 @@ class Device(
     /** Opens, registers and connects. */
     suspend fun online(): Device {
         open()
-        userId = client.register(number)
+        userId = registerNumber(client, number)
         client.connect()
         return this
     }
