@@ -650,3 +650,136 @@ async fn offline_burst_arrives_once_in_order_and_coalesced_receipts_deliver_it()
     bob.close().await;
     relay.server.shutdown().await.unwrap();
 }
+
+/// Issue 16, acceptance 2: Bob loses his phone. His new phone verifies the number and
+/// registers: same user id; the old phone's token is refused; Alice's next message to him
+/// is refused by the relay as meant for the old phone, so her client fetches his new keys
+/// and raises `IdentityChanged`; once she accepts them, the two talk again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_phone_registers_again_and_contacts_see_the_new_identity() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let alice = client(dir.path(), "alice", &url, "+4930444401").await;
+    let old_bob = client(dir.path(), "bob-old", &url, "+4930444402").await;
+    alice.connect().await.unwrap();
+    old_bob.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930444402").await.unwrap();
+    let alice_id = old_bob.resolve_peer("+4930444401").await.unwrap();
+    let mut old_events = old_bob.events();
+    alice.send_text(bob_id, "before").await.unwrap();
+    until(
+        &mut old_events,
+        Duration::from_secs(30),
+        |e| matches!(e, ClientEvent::MessageReceived(m) if m.body == "before"),
+    )
+    .await;
+
+    // The new phone: a new store, the same number.
+    let new_bob = Client::open(
+        dir.path().join("bob-new"),
+        &url,
+        Arc::new(MemorySecretStore::new()),
+    )
+    .await
+    .unwrap();
+    let registered = common::register(&new_bob, &url, "+4930444402").await;
+    assert_eq!(registered, bob_id, "the account keeps its user id");
+    // The old phone is disconnected, and what it still holds opens nothing.
+    until(&mut old_events, Duration::from_secs(30), |e| {
+        matches!(e, ClientEvent::ConnectedElsewhere)
+    })
+    .await;
+    let refused = old_bob.set_registration_lock("1234").await;
+    assert!(
+        matches!(
+            refused,
+            Err(privcomm_core::CoreError::Relay { status: 401, .. })
+        ),
+        "{refused:?}"
+    );
+    old_bob.close().await;
+
+    let mut new_events = new_bob.events();
+    new_bob.connect().await.unwrap();
+    let mut alice_events = alice.events();
+    let id = alice.send_text(bob_id, "are you there?").await.unwrap();
+    until(
+        &mut alice_events,
+        Duration::from_secs(30),
+        |e| matches!(e, ClientEvent::IdentityChanged { peer } if *peer == bob_id),
+    )
+    .await;
+    alice.accept_identity(bob_id).await.unwrap();
+    until(&mut new_events, Duration::from_secs(30), |e| {
+        matches!(e, ClientEvent::MessageReceived(m) if m.body == "are you there?" && m.peer == alice_id)
+    })
+    .await;
+    until(&mut alice_events, Duration::from_secs(30), |e| {
+        matches!(e, ClientEvent::MessageStateChanged { id: got, state: MessageState::Delivered } if *got == id)
+    })
+    .await;
+    // And back.
+    let back = new_bob.resolve_peer("+4930444401").await.unwrap();
+    assert_eq!(back, alice_id);
+    new_bob.send_text(alice_id, "yes, new phone").await.unwrap();
+    until(
+        &mut alice_events,
+        Duration::from_secs(30),
+        |e| matches!(e, ClientEvent::MessageReceived(m) if m.body == "yes, new phone"),
+    )
+    .await;
+    alice.close().await;
+    new_bob.close().await;
+}
+
+/// Issue 16, acceptance 3 through the core: with a registration lock set, a new phone
+/// with the right code but no PIN gets `RegistrationLocked` (with the time until it
+/// lapses), a wrong PIN the same, and the right PIN registers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_lock_needs_the_pin_on_a_new_phone() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay.server.base_url();
+    let owner = client(dir.path(), "owner", &url, "+4930555501").await;
+    let owner_id = owner.user_id().await.unwrap().unwrap();
+    assert!(matches!(
+        owner.set_registration_lock("12").await,
+        Err(privcomm_core::CoreError::InvalidArgument(_))
+    ));
+    owner.set_registration_lock("4711").await.unwrap();
+
+    let phone = Client::open(
+        dir.path().join("new-phone"),
+        &url,
+        Arc::new(MemorySecretStore::new()),
+    )
+    .await
+    .unwrap();
+    phone.request_verification("+4930555501").await.unwrap();
+    let code = common::code_for(&url, "+4930555501").await;
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    assert!(matches!(
+        phone.register("+4930555501", wrong, None).await,
+        Err(privcomm_core::CoreError::InvalidCode)
+    ));
+    match phone.register("+4930555501", &code, None).await {
+        Err(privcomm_core::CoreError::RegistrationLocked { retry_after_secs }) => {
+            assert!(retry_after_secs > 6 * 86_400, "{retry_after_secs}")
+        }
+        other => panic!("expected RegistrationLocked, got {other:?}"),
+    }
+    assert!(matches!(
+        phone.register("+4930555501", &code, Some("1174")).await,
+        Err(privcomm_core::CoreError::RegistrationLocked { .. })
+    ));
+    assert_eq!(
+        phone
+            .register("+4930555501", &code, Some("4711"))
+            .await
+            .unwrap(),
+        owner_id
+    );
+    owner.close().await;
+    phone.close().await;
+}

@@ -96,6 +96,7 @@ async fn register_login_session_send_receive_ack() {
                 to: bob.user_id,
                 id,
                 payload: Base64String::encode(payload),
+                registration_id: None,
             })
             .await
             .unwrap();

@@ -164,6 +164,7 @@ impl RawPeer {
                     to,
                     id: Uuid::new_v4(),
                     payload: Base64String::encode(payload),
+                    registration_id: None,
                 },
             )
             .await

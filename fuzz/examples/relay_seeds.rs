@@ -95,6 +95,8 @@ fn main() {
             signed_prekey: signed_body.clone(),
             kyber_prekey: kyber_body.clone(),
             one_time_prekeys: one_time.clone(),
+            verification_code: "123456".into(),
+            registration_lock: None,
         },
     );
     json_seed(

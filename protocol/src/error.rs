@@ -32,6 +32,9 @@ pub enum ErrorCode {
     /// The number's account has a registration lock: registering again needs its PIN, or
     /// the account must have been inactive for 7 days (`retry_after` says when) (423).
     RegistrationLocked,
+    /// The recipient registered again (a new phone) since the sender's session: fetch their
+    /// new prekey bundle (410).
+    StaleRecipient,
     /// The relay could not deliver the verification code (its SMS gateway failed) (502).
     CodeDeliveryFailed,
     /// The relay has no way to send verification codes configured (503).
@@ -88,6 +91,7 @@ impl ErrorCode {
             Self::CodeExpired => "code_expired",
             Self::RegistrationLocked => "registration_locked",
             Self::CodeDeliveryFailed => "code_delivery_failed",
+            Self::StaleRecipient => "stale_recipient",
             Self::VerificationUnavailable => "verification_unavailable",
             Self::InvalidNonce => "invalid_nonce",
             Self::Unauthorized => "unauthorized",
@@ -149,6 +153,7 @@ mod tests {
             ErrorCode::RegistrationLocked,
             ErrorCode::CodeDeliveryFailed,
             ErrorCode::VerificationUnavailable,
+            ErrorCode::StaleRecipient,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -183,6 +183,10 @@ pub struct SendMessageRequest {
     pub id: Uuid,
     /// Opaque end-to-end encrypted payload.
     pub payload: Base64String,
+    /// The recipient's registration id as the sender's session knows it (see the WebSocket
+    /// `send` frame); absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_id: Option<u32>,
 }
 
 /// `POST /api/v1/messages` response (202).

@@ -18,6 +18,12 @@ pub enum ClientFrame {
         id: Uuid,
         /// Opaque encrypted payload.
         payload: Base64String,
+        /// The recipient's registration id as the sender's session knows it. A recipient
+        /// who registered again since (a new phone) cannot read the message: the relay
+        /// refuses it with `stale_recipient`, and the sender fetches their new keys. Absent:
+        /// not checked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registration_id: Option<u32>,
     },
     /// The client has durably stored message `id`; the relay may delete it.
     Ack {

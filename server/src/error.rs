@@ -61,7 +61,7 @@ impl ApiError {
             ErrorCode::InvalidPhoneNumber => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidNonce | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidCode => StatusCode::FORBIDDEN,
-            ErrorCode::CodeExpired => StatusCode::GONE,
+            ErrorCode::CodeExpired | ErrorCode::StaleRecipient => StatusCode::GONE,
             ErrorCode::RegistrationLocked => StatusCode::LOCKED,
             ErrorCode::CodeDeliveryFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::VerificationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,6 +138,10 @@ impl From<StoreError> for ApiError {
                 Self::new(ErrorCode::Internal, "internal error")
             }
             StoreError::WriterStopped => Self::new(ErrorCode::Unavailable, "shutting down"),
+            StoreError::StaleRecipient => Self::new(
+                ErrorCode::StaleRecipient,
+                "the recipient registered again; fetch their keys and encrypt anew",
+            ),
             StoreError::CodeUsed => Self::new(
                 ErrorCode::InvalidCode,
                 "the verification code was used or replaced; request a new one",

@@ -21,8 +21,9 @@ pub async fn accept_message(
     to: Uuid,
     client_id: Uuid,
     payload: &Base64String,
+    registration_id: Option<u32>,
 ) -> Result<Uuid, ApiError> {
-    let message = validate_message(state, sender, to, client_id, payload)?;
+    let message = validate_message(state, sender, to, client_id, payload, registration_id)?;
     if let Err(wait) = state.rate_limits.check_send(sender, message.payload.len()) {
         state.metrics.message_refused("rate_limited");
         let mut err = ApiError::new(
@@ -38,13 +39,15 @@ pub async fn accept_message(
 }
 
 /// Checks and decodes a message for storage; nothing is written. Refused at once while
-/// storage is past its high-water mark.
+/// storage is past its high-water mark. `registration_id` is the recipient's as the
+/// sender's session knows it (checked when stored).
 pub fn validate_message(
     state: &AppState,
     sender: Uuid,
     to: Uuid,
     client_id: Uuid,
     payload: &Base64String,
+    registration_id: Option<u32>,
 ) -> Result<NewMessage, ApiError> {
     if state.storage.is_full() {
         state.metrics.message_refused("storage_full");
@@ -62,6 +65,7 @@ pub fn validate_message(
         recipient: to,
         payload: payload.into(),
         created_at: state.clock.now_ms(),
+        recipient_registration_id: registration_id,
     })
 }
 
@@ -89,6 +93,10 @@ pub fn server_id(metrics: &Metrics, stored: StoreResult<StoreOutcome>) -> Result
         Err(StoreError::MissingReference) => {
             Err(ApiError::new(ErrorCode::NotFound, "unknown recipient"))
         }
+        Err(StoreError::StaleRecipient) => Err(ApiError::new(
+            ErrorCode::StaleRecipient,
+            "the recipient registered again; fetch their keys and encrypt anew",
+        )),
         Err(StoreError::MailboxFull) => {
             metrics.message_refused("mailbox_full");
             Err(StoreError::MailboxFull.into())

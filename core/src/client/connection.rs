@@ -277,8 +277,8 @@ async fn connect(shared: &Shared) -> CoreResult<RelaySocket> {
 
 /// Outcome of the first step of `encrypt_run`.
 enum Prepared {
-    /// A session existed; here are the payloads, in order.
-    Encrypted(Vec<Vec<u8>>),
+    /// A session existed; here are the payloads, in order, and the peer's registration id.
+    Encrypted(Vec<Vec<u8>>, Option<u32>),
     /// No session: fetch this phone hash's bundle, then encrypt the returned envelopes.
     NeedsBundle {
         phone_hash: String,
@@ -368,8 +368,15 @@ async fn send_acks(socket: &mut RelaySocket, acks: &mut Vec<Uuid>) -> CoreResult
 
 struct Session<'a> {
     shared: &'a Arc<Shared>,
-    /// Outbox entries written and not yet answered, with the message each carries.
-    in_flight: HashMap<Uuid, Option<Uuid>>,
+    /// Outbox entries written and not yet answered: their peer and the message each carries.
+    in_flight: HashMap<Uuid, InFlight>,
+}
+
+/// An outbox entry written to the relay and not yet answered.
+#[derive(Clone, Copy)]
+struct InFlight {
+    peer: Uuid,
+    message: Option<Uuid>,
 }
 
 impl<'a> Session<'a> {
@@ -490,10 +497,10 @@ impl<'a> Session<'a> {
                 .await
             }
             ServerFrame::Sent { id, .. } => {
-                let Some(message) = self.in_flight.remove(&id) else {
+                let Some(sent) = self.in_flight.remove(&id) else {
                     return Ok(());
                 };
-                self.settle(id, message, MessageState::Sent).await?;
+                self.settle(id, sent.message, MessageState::Sent).await?;
                 if self.in_flight.len() < MAX_IN_FLIGHT / 2 {
                     self.flush(socket).await?;
                 }
@@ -504,7 +511,21 @@ impl<'a> Session<'a> {
                 message,
                 id: Some(id),
             } if self.in_flight.contains_key(&id) => {
-                let carried = self.in_flight.remove(&id).flatten();
+                let refused = self.in_flight.remove(&id);
+                let carried = refused.and_then(|r| r.message);
+                if code == ErrorCode::StaleRecipient {
+                    // The peer registered again (a new phone): their old session reaches
+                    // nobody. Without it the next flush fetches their new keys, which the
+                    // app must accept first (`IdentityChanged`); the message stays queued.
+                    if let Some(peer) = refused.map(|r| r.peer) {
+                        tracing::info!(%peer, "the peer registered again; renewing the session");
+                        self.shared
+                            .protocol
+                            .call(move |e| e.reset_session(peer))
+                            .await?;
+                    }
+                    return self.flush(socket).await;
+                }
                 let permanent = matches!(
                     code,
                     ErrorCode::NotFound
@@ -706,7 +727,7 @@ impl<'a> Session<'a> {
             if round.is_empty() {
                 break;
             }
-            let payloads = self.encrypt_round(&round, &mut blocked).await?;
+            let (payloads, registration_ids) = self.encrypt_round(&round, &mut blocked).await?;
             for (entry, payload) in round.iter().zip(payloads) {
                 let Some(payload) = payload else {
                     continue;
@@ -716,9 +737,16 @@ impl<'a> Session<'a> {
                         to: entry.peer,
                         id: entry.id,
                         payload: Base64String::encode(payload),
+                        registration_id: registration_ids.get(&entry.peer).copied(),
                     })
                     .await?;
-                self.in_flight.insert(entry.id, entry.message);
+                self.in_flight.insert(
+                    entry.id,
+                    InFlight {
+                        peer: entry.peer,
+                        message: entry.message,
+                    },
+                );
                 written += 1;
             }
         }
@@ -734,8 +762,9 @@ impl<'a> Session<'a> {
         &self,
         round: &[OutboxEntry],
         blocked: &mut HashSet<Uuid>,
-    ) -> CoreResult<Vec<Option<Vec<u8>>>> {
+    ) -> CoreResult<(Vec<Option<Vec<u8>>>, HashMap<Uuid, u32>)> {
         let mut payloads: Vec<Option<Vec<u8>>> = vec![None; round.len()];
+        let mut registration_ids = HashMap::new();
         let mut peers: Vec<Uuid> = Vec::new();
         for entry in round {
             if !peers.contains(&entry.peer) {
@@ -758,8 +787,11 @@ impl<'a> Session<'a> {
                     .collect();
                 match self.encrypt_run(peer, envelopes).await {
                     // Never empty for envelopes; the guard keeps a surprise from spinning.
-                    Ok(encrypted) if encrypted.is_empty() => break,
-                    Ok(encrypted) => {
+                    Ok((encrypted, _)) if encrypted.is_empty() => break,
+                    Ok((encrypted, registration_id)) => {
+                        if let Some(id) = registration_id {
+                            registration_ids.insert(peer, id);
+                        }
                         for payload in encrypted {
                             if let Some(at) = pending.pop_front() {
                                 payloads[at] = Some(payload);
@@ -789,24 +821,29 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        Ok(payloads)
+        Ok((payloads, registration_ids))
     }
 
     /// Encrypts `envelopes` for `peer`, in order, in one transaction. Without a session one
     /// is started from a fresh bundle first. The common case (a session exists) is one trip
-    /// to the protocol actor. Returns a payload per envelope.
+    /// to the protocol actor. Returns a payload per envelope, and the peer's registration id
+    /// the session was made for.
     async fn encrypt_run(
         &self,
         peer: Uuid,
         envelopes: Vec<zeroize::Zeroizing<Vec<u8>>>,
-    ) -> CoreResult<Vec<Vec<u8>>> {
+    ) -> CoreResult<(Vec<Vec<u8>>, Option<u32>)> {
         let prepared = self
             .shared
             .protocol
             .call(move |e| {
                 if e.has_session(peer)? {
                     let plaintexts: Vec<&[u8]> = envelopes.iter().map(|e| e.as_slice()).collect();
-                    return Ok(Prepared::Encrypted(e.encrypt_batch(peer, &plaintexts)?));
+                    let payloads = e.encrypt_batch(peer, &plaintexts)?;
+                    return Ok(Prepared::Encrypted(
+                        payloads,
+                        e.remote_registration_id(peer)?,
+                    ));
                 }
                 let phone_hash = e
                     .store()
@@ -819,7 +856,9 @@ impl<'a> Session<'a> {
             })
             .await?;
         let (phone_hash, envelopes) = match prepared {
-            Prepared::Encrypted(payloads) => return Ok(payloads),
+            Prepared::Encrypted(payloads, registration_id) => {
+                return Ok((payloads, registration_id))
+            }
             Prepared::NeedsBundle {
                 phone_hash,
                 envelopes,
@@ -832,7 +871,8 @@ impl<'a> Session<'a> {
             .call(move |e| {
                 e.process_bundle(peer, &bundle)?;
                 let plaintexts: Vec<&[u8]> = envelopes.iter().map(|e| e.as_slice()).collect();
-                e.encrypt_batch(peer, &plaintexts)
+                let payloads = e.encrypt_batch(peer, &plaintexts)?;
+                Ok((payloads, e.remote_registration_id(peer)?))
             })
             .await
     }

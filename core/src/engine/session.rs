@@ -177,6 +177,16 @@ impl SignalEngine {
         })
     }
 
+    /// The registration id of `peer`'s device that the current session was started with:
+    /// the relay refuses a message for a device that registered again since
+    /// (`stale_recipient`).
+    pub fn remote_registration_id(&self, peer: Uuid) -> CoreResult<Option<u32>> {
+        Ok(self
+            .store
+            .session(&peer_address(peer))?
+            .and_then(|s| s.remote_registration_id().ok()))
+    }
+
     /// True if a session with `peer` exists.
     pub fn has_session(&self, peer: Uuid) -> CoreResult<bool> {
         Ok(self.store.session(&peer_address(peer))?.is_some_and(|s| {

@@ -16,6 +16,14 @@ pub async fn send(
     AuthUser(sender): AuthUser,
     ApiJson(req): ApiJson<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<SendMessageResponse>), ApiError> {
-    let id = accept_message(&state, sender, req.to, req.id, &req.payload).await?;
+    let id = accept_message(
+        &state,
+        sender,
+        req.to,
+        req.id,
+        &req.payload,
+        req.registration_id,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(SendMessageResponse { id })))
 }

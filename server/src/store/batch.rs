@@ -18,7 +18,7 @@ use super::{
 };
 use crate::pepper::Pepper;
 
-/// Most rows in one multi-row insert (9 parameters each).
+/// Most rows in one multi-row insert (10 parameters each).
 const INSERT_CHUNK: usize = 128;
 /// Most ids in one `IN (…)` list.
 const ID_CHUNK: usize = 256;
@@ -187,18 +187,20 @@ async fn store_messages(
         // rather than failing the statement; those still pending hit the unique constraint.
         // The seventh column orders the insert: PostgreSQL may otherwise emit the rows of a
         // VALUES join in any order, and `seq` must follow arrival order. The eighth is the
-        // message's delivery key, the ninth its payload size.
+        // message's delivery key, the ninth its payload size, the tenth the recipient's
+        // registration id the sender encrypted for (NULL: not checked).
         let sql = format!(
             "INSERT INTO pending_messages
                  (id, recipient_id, sender_id, client_id, payload, created_at, size)
              SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column9
              FROM (VALUES {}) AS v
-             WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.column2)
+             WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.column2
+                           AND (v.column10 IS NULL OR u.registration_id = v.column10))
                AND NOT EXISTS (SELECT 1 FROM delivery_records d WHERE d.dedup_key = v.column8)
              ORDER BY v.column7
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq, id",
-            value_rows(len, 9)
+            value_rows(len, 10)
         );
         // Only numbered placeholders are formatted in; all data is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -213,7 +215,8 @@ async fn store_messages(
                 .bind(m.created_at)
                 .bind(ordinal as i64)
                 .bind(pepper.delivery_key(m.sender, m.client_id).to_vec())
-                .bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX));
+                .bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX))
+                .bind(m.recipient_registration_id.map(i64::from));
         }
         for row in query.fetch_all(&mut **tx).await? {
             let id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
@@ -231,7 +234,9 @@ async fn store_messages(
                 Ok(StoreOutcome::Stored(m.stored_as(seq)))
             }
             None => match refused(tx, m, pepper).await? {
-                Err(StoreError::MissingReference) if over_quota.contains(&index) => {
+                Err(StoreError::MissingReference | StoreError::StaleRecipient)
+                    if over_quota.contains(&index) =>
+                {
                     Err(StoreError::MailboxFull)
                 }
                 other => other,
@@ -285,7 +290,15 @@ async fn refused(
             server_id: uuid_from(&row.try_get::<Vec<u8>, _>(0)?)?,
         }));
     }
-    Ok(Err(StoreError::MissingReference))
+    let registered: Option<i64> =
+        sqlx::query_scalar("SELECT registration_id FROM users WHERE id = $1")
+            .bind(message.recipient.as_bytes().to_vec())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(Err(match registered {
+        Some(_) => StoreError::StaleRecipient,
+        None => StoreError::MissingReference,
+    }))
 }
 
 async fn apply_acks(

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The relay's writer has stopped (it is shutting down).
     #[error("the storage writer has stopped")]
     WriterStopped,
+    /// The recipient registered again since the sender's session (another registration id).
+    #[error("the recipient registered again; the sender needs their new keys")]
+    StaleRecipient,
     /// The verification code was used (or replaced) while this registration was checked.
     #[error("the verification code is no longer valid")]
     CodeUsed,
@@ -205,6 +208,10 @@ pub struct NewMessage {
     pub payload: Bytes,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The recipient's registration id the sender encrypted for; another one (the
+    /// recipient registered again) refuses the message with `StaleRecipient`. `None`: not
+    /// checked.
+    pub recipient_registration_id: Option<u32>,
 }
 
 impl NewMessage {

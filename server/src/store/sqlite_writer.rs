@@ -167,7 +167,8 @@ fn apply(
             "INSERT INTO pending_messages
                  (id, recipient_id, sender_id, client_id, payload, created_at, size)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?8
-             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2
+                           AND (?9 IS NULL OR registration_id = ?9))
                AND NOT EXISTS (SELECT 1 FROM delivery_records WHERE dedup_key = ?7)
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq",
@@ -179,6 +180,8 @@ fn apply(
         )?;
         let mut usage =
             tx.prepare_cached("SELECT messages, bytes FROM mailboxes WHERE recipient_id = ?1")?;
+        let mut registration =
+            tx.prepare_cached("SELECT registration_id FROM users WHERE id = ?1")?;
         for m in &batch.messages {
             let (id, recipient, sender, client_id) = (
                 m.id.as_bytes(),
@@ -211,7 +214,8 @@ fn apply(
                             &m.payload[..],
                             m.created_at,
                             &dedup_key[..],
-                            i64::try_from(m.payload.len()).unwrap_or(i64::MAX)
+                            i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+                            m.recipient_registration_id.map(i64::from)
                         ],
                         |row| row.get(0),
                     )
@@ -235,7 +239,15 @@ fn apply(
                         None if !batch.quota.admits(mailboxes.usage(&m.recipient), size) => {
                             Err(StoreError::MailboxFull)
                         }
-                        None => Err(StoreError::MissingReference),
+                        None => {
+                            let registered: Option<i64> = registration
+                                .query_row(params![recipient], |row| row.get(0))
+                                .optional()?;
+                            match registered {
+                                Some(_) => Err(StoreError::StaleRecipient),
+                                None => Err(StoreError::MissingReference),
+                            }
+                        }
                     }
                 }
             };

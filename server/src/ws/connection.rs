@@ -300,24 +300,27 @@ impl Connection<'_> {
         signals: &Signals,
     ) -> Result<(), End> {
         match frame {
-            ClientFrame::Send { to, id, payload } => {
-                match validate_message(self.state, self.user, to, id, &payload) {
-                    Ok(message) => {
-                        drop(payload);
-                        self.pace(socket, message.payload.len(), signals).await?;
-                        let held = admit(self.state, &self.inflight, frame_bytes, signals).await?;
-                        let stored = self.state.writes.store_message(message, held).await;
-                        let metrics = self.state.metrics.clone();
-                        self.pending.push_back(Box::pin(async move {
-                            Completed::Reply(match server_id(&metrics, answer(stored).await) {
-                                Ok(server_id) => ServerFrame::Sent { id, server_id },
-                                Err(err) => error_frame(err, Some(id)),
-                            })
-                        }));
-                    }
-                    Err(err) => self.reply(error_frame(err, Some(id))),
+            ClientFrame::Send {
+                to,
+                id,
+                payload,
+                registration_id,
+            } => match validate_message(self.state, self.user, to, id, &payload, registration_id) {
+                Ok(message) => {
+                    drop(payload);
+                    self.pace(socket, message.payload.len(), signals).await?;
+                    let held = admit(self.state, &self.inflight, frame_bytes, signals).await?;
+                    let stored = self.state.writes.store_message(message, held).await;
+                    let metrics = self.state.metrics.clone();
+                    self.pending.push_back(Box::pin(async move {
+                        Completed::Reply(match server_id(&metrics, answer(stored).await) {
+                            Ok(server_id) => ServerFrame::Sent { id, server_id },
+                            Err(err) => error_frame(err, Some(id)),
+                        })
+                    }));
                 }
-            }
+                Err(err) => self.reply(error_frame(err, Some(id))),
+            },
             ClientFrame::Ack { id } => {
                 let acked = self.state.writes.ack(self.user, id).await;
                 self.pending.push_back(Box::pin(async move {

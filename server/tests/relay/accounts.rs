@@ -158,6 +158,9 @@ async fn a_lost_phone_moves_the_account_to_a_new_one(db: Db) {
     }
 
     let mut new_bob = Device::with_number(&old_bob.number, 5);
+    if new_bob.registration_id == old_bob.registration_id {
+        new_bob.registration_id = new_bob.registration_id % 0x3FFF + 1;
+    }
     let new_id = new_bob.register(&relay).await;
     assert_eq!(new_id, old_bob.id(), "the account keeps its user id");
     new_bob.login(&relay).await;
@@ -200,9 +203,52 @@ async fn a_lost_phone_moves_the_account_to_a_new_one(db: Db) {
     );
     assert!(bundle["one_time_prekey"].is_object());
 
-    // What the old device had not acknowledged is gone; new messages arrive.
+    // A message encrypted for the old phone's registration is refused as stale, on the
+    // WebSocket and over REST; one for the new registration goes through.
+    let old_registration = stale.registration_id;
+    alice_ws
+        .send(&privcomm_protocol::ws::ClientFrame::Send {
+            to: new_id,
+            id: uuid::Uuid::new_v4(),
+            payload: Base64String::encode(b"for the old phone"),
+            registration_id: Some(old_registration),
+        })
+        .await;
+    match alice_ws.frame().await {
+        ServerFrame::Error { code, .. } => {
+            assert_eq!(code, privcomm_protocol::ErrorCode::StaleRecipient)
+        }
+        other => panic!("expected stale_recipient, got {other:?}"),
+    }
+    let rest = privcomm_protocol::rest::SendMessageRequest {
+        to: new_id,
+        id: uuid::Uuid::new_v4(),
+        payload: Base64String::encode(b"for the old phone"),
+        registration_id: Some(old_registration),
+    };
+    let (status, body) = relay
+        .post("/api/v1/messages", &rest, Some(alice.bearer()))
+        .await;
+    assert_eq!((status, code(&body)), (410, "stale_recipient"), "{body}");
+    let fresh = privcomm_protocol::rest::SendMessageRequest {
+        registration_id: Some(new_bob.registration_id),
+        id: uuid::Uuid::new_v4(),
+        ..rest
+    };
+    let (status, body) = relay
+        .post("/api/v1/messages", &fresh, Some(alice.bearer()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // What the old device had not acknowledged is gone; only the new message waits.
     let mut new_ws = new_bob.connect(&relay).await;
-    assert!(matches!(new_ws.frame().await, ServerFrame::QueueEmpty));
+    let pending = new_ws.drain().await;
+    assert_eq!(
+        pending.len(),
+        1,
+        "only the message for the new registration"
+    );
+    assert_eq!(pending[0].1, b"for the old phone");
     crate::common::send_and_confirm(&mut alice_ws, new_id, b"to the new phone").await;
     match new_ws.frame().await {
         ServerFrame::EncryptedMessage { payload, .. } => {

@@ -30,6 +30,7 @@ async fn send(ws: &mut WsClient, to: Uuid, client_id: Uuid, payload: &[u8]) -> S
         to,
         id: client_id,
         payload: Base64String::encode(payload),
+        registration_id: None,
     })
     .await;
     ws.frame().await

@@ -270,6 +270,7 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
         to: bob.id(),
         id,
         payload: Base64String("@@@".into()),
+        registration_id: None,
     })
     .await;
     match ws.frame().await {
@@ -286,6 +287,7 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
         to: bob.id(),
         id: Uuid::new_v4(),
         payload: too_big.clone(),
+        registration_id: None,
     })
     .await;
     expect_error(ws.frame().await, ErrorCode::PayloadTooLarge);
@@ -293,6 +295,7 @@ async fn message_input_is_validated_and_connection_stays_usable(db: Db) {
         to: Uuid::new_v4(),
         id: Uuid::new_v4(),
         payload: Base64String::encode(b"x"),
+        registration_id: None,
     })
     .await;
     expect_error(ws.frame().await, ErrorCode::NotFound);

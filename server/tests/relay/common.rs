@@ -695,6 +695,7 @@ pub async fn send_and_confirm(ws: &mut WsClient, to: Uuid, payload: &[u8]) -> Uu
         to,
         id,
         payload: Base64String::encode(payload),
+        registration_id: None,
     })
     .await;
     match ws.frame().await {

@@ -16,6 +16,7 @@ async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
                 to,
                 id: Uuid::new_v4(),
                 payload: Base64String::encode(format!("message {i:05}")),
+                registration_id: None,
             };
             ws.feed(&frame).await;
         }
@@ -183,6 +184,7 @@ async fn live_messages_keep_order_while_backlog_flushes(db: Db) {
                 to: bob.id(),
                 id: Uuid::new_v4(),
                 payload: Base64String::encode(format!("message {i:05}")),
+                registration_id: None,
             };
             alice_ws.send(&frame).await;
             assert!(matches!(alice_ws.frame().await, ServerFrame::Sent { .. }));

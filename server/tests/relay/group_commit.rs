@@ -19,6 +19,7 @@ fn message(sender: Uuid, recipient: Uuid, client_id: Uuid, body: &str) -> NewMes
         payload: body.as_bytes().to_vec().into(),
         // Far in the future, so no retention run can touch it during the test.
         created_at: i64::MAX / 2,
+        recipient_registration_id: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn send_frame(to: Uuid, len: usize) -> ClientFrame {
         to,
         id: Uuid::new_v4(),
         payload: random_payload(len),
+        registration_id: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn rest_send(to: Uuid, len: usize) -> SendMessageRequest {
         to,
         id: Uuid::new_v4(),
         payload: random_payload(len),
+        registration_id: None,
     }
 }
 
