@@ -63,7 +63,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
 }
 
 async fn measure(args: &Args, relay: &mut RelayProcess) -> anyhow::Result<Report> {
-    let accounts = enrol_many(&relay, args.connections, 64).await?;
+    let accounts = enrol_many(relay, args.connections, 64).await?;
     relay.restart().await?;
     // Let the fresh process settle (pool connections, maintenance's first run).
     tokio::time::sleep(Duration::from_secs(1)).await;

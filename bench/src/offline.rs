@@ -81,7 +81,7 @@ async fn measure(
     database: &'static str,
 ) -> anyhow::Result<Report> {
     let n = args.messages.max(1);
-    let accounts = enrol_many(&relay, 2, 2).await?;
+    let accounts = enrol_many(relay, 2, 2).await?;
     let (sender, recipient) = (&accounts[0], &accounts[1]);
     let template = PayloadTemplate::new(args.payload);
 

@@ -114,7 +114,7 @@ async fn measure(
     relay: &RelayProcess,
     database: &'static str,
 ) -> anyhow::Result<Report> {
-    let accounts = enrol_many(&relay, args.pairs * 2, 32).await?;
+    let accounts = enrol_many(relay, args.pairs * 2, 32).await?;
     let ws_url = relay.ws_url();
     let sockets: Vec<(Account, Socket)> = stream::iter(accounts)
         .map(|account| {

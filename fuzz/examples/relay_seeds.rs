@@ -118,6 +118,7 @@ fn main() {
             to: id,
             id,
             payload: Base64String::encode(b"opaque ciphertext"),
+            registration_id: Some(4711),
         },
     );
 

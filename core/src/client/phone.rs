@@ -1,4 +1,6 @@
-//! Phone numbers: normalised to E.164 and hashed on the device; the number never leaves it.
+//! Phone numbers: normalised to E.164 and hashed on the device. The number itself goes to
+//! the relay once per registration, for the verification code; everything else names it
+//! by its hash.
 
 use crate::error::{CoreError, CoreResult};
 
