@@ -272,8 +272,6 @@ async fn send_loop(
         t.set_missed_tick_behavior(MissedTickBehavior::Burst);
         t
     });
-    let id_base = Uuid::new_v4().as_u128();
-    let mut counter: u128 = 0;
     let mut due: VecDeque<u64> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut stopping = false;
@@ -288,8 +286,8 @@ async fn send_loop(
             } else {
                 wire::now_nanos()
             };
-            counter += 1;
-            let id = Uuid::from_u128(id_base.wrapping_add(counter));
+            // Random, as the core's outbox ids are: the relay's index of them sees no order.
+            let id = Uuid::new_v4();
             let frame = wire::send_frame(to, id, &template.stamped(stamp));
             sink.feed(Message::Text(frame.into())).await?;
             in_flight += 1;
