@@ -112,6 +112,18 @@ fn main() {
     let id = Uuid::from_u128(0x0190_a000_0000_7000_8000_0000_0000_0001);
     json_seed(
         "rest_body",
+        "verification",
+        5,
+        &serde_json::json!({ "number": "+14155550123", "locale": "en" }),
+    );
+    json_seed(
+        "rest_body",
+        "registration_lock",
+        6,
+        &serde_json::json!({ "token": Base64String::encode([7u8; 32]) }),
+    );
+    json_seed(
+        "rest_body",
         "send",
         4,
         &SendMessageRequest {

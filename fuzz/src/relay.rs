@@ -10,18 +10,21 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use libsignal_protocol::{IdentityKey, IdentityKeyPair, PrivateKey};
 use privcomm_protocol::limits::{
-    MAX_ONE_TIME_PREKEYS_PER_UPLOAD, MAX_PAYLOAD_BYTES, NONCE_LEN, TOKEN_TTL_SECS,
+    MAX_ONE_TIME_PREKEYS_PER_UPLOAD, MAX_PAYLOAD_BYTES, NONCE_LEN, REGISTRATION_LOCK_TOKEN_LEN,
+    TOKEN_TTL_SECS,
 };
 use privcomm_protocol::rest::{
-    ChallengeRequest, PreKeyUploadRequest, RegisterRequest, SendMessageRequest, TokenRequest,
+    ChallengeRequest, PreKeyUploadRequest, RegisterRequest, RegistrationLockRequest,
+    SendMessageRequest, TokenRequest, VerificationRequest,
 };
 use privcomm_protocol::ws::ClientFrame;
-use privcomm_protocol::{signing, PhoneHash};
+use privcomm_protocol::{signing, ErrorCode, PhoneHash, PhoneNumber};
 use privcomm_server::error::{ApiError, MAX_ERROR_MESSAGE_BYTES};
 use privcomm_server::extract::decode_json;
 use privcomm_server::keys::{parse_ec_public_key, verify_signature};
 use privcomm_server::messaging::decode_payload;
 use privcomm_server::pepper::Pepper;
+use privcomm_server::routes::account::lock_token;
 use privcomm_server::routes::keys::validate_upload;
 use privcomm_server::routes::register;
 use privcomm_server::tokens::{key_id, TokenIssuer, MAX_CLOCK_SKEW_SECS};
@@ -82,7 +85,7 @@ pub fn rest_body(data: &[u8]) {
     let [endpoint, body @ ..] = data else {
         return;
     };
-    let result = match endpoint % 5 {
+    let result = match endpoint % 7 {
         0 => decode_json::<ChallengeRequest>(body)
             .and_then(|r| PhoneHash::parse(&r.phone_hash).map_err(ApiError::from))
             .map(drop),
@@ -101,6 +104,17 @@ pub fn rest_body(data: &[u8]) {
                 // An accepted identity key is one the token check can use later.
                 assert!(parse_ec_public_key(&user.identity_key, "identity_key").is_ok());
             }),
+        5 => decode_json::<VerificationRequest>(body).and_then(|r| {
+            let number = PhoneNumber::parse(&r.number)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidPhoneNumber, e.to_string()))?;
+            // An accepted number is E.164 and names a well-formed phone hash.
+            assert_eq!(number.as_str(), r.number);
+            assert!(PhoneHash::parse(number.hash().as_str()).is_ok());
+            Ok(())
+        }),
+        6 => decode_json::<RegistrationLockRequest>(body)
+            .and_then(|r| lock_token(&r.token))
+            .map(|token| assert_eq!(token.len(), REGISTRATION_LOCK_TOKEN_LEN)),
         3 => decode_json::<PreKeyUploadRequest>(body)
             .and_then(|r| validate_upload(&r, identity().public_key()))
             .map(|update| {
