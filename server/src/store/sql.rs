@@ -126,6 +126,23 @@ fn classify(err: sqlx::Error) -> StoreError {
     StoreError::Database(err)
 }
 
+/// Binds a user's registration id, identity key and signed prekeys, in that order (the
+/// eight columns from `registration_id` to `kyber_prekey_signature`).
+fn bind_identity<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    user: &NewUser,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(i64::from(user.registration_id))
+        .bind(user.identity_key.clone())
+        .bind(i64::from(user.signed_prekey.key_id))
+        .bind(user.signed_prekey.public_key.clone())
+        .bind(user.signed_prekey.signature.clone())
+        .bind(i64::from(user.kyber_prekey.key_id))
+        .bind(user.kyber_prekey.public_key.clone())
+        .bind(user.kyber_prekey.signature.clone())
+}
+
 /// Equal byte strings, compared without an early exit.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -240,27 +257,20 @@ impl Store for SqlStore {
     async fn create_user(&self, user: &NewUser, now: i64, proof: &CodeProof) -> StoreResult<()> {
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         use_code(&mut tx, proof).await?;
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO users (id, phone_key, registration_id, identity_key,
                  signed_prekey_id, signed_prekey, signed_prekey_signature,
                  kyber_prekey_id, kyber_prekey, kyber_prekey_signature, created_at, last_seen)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(user.id.as_bytes().to_vec())
-        .bind(user.phone_key.as_str().to_owned())
-        .bind(i64::from(user.registration_id))
-        .bind(user.identity_key.clone())
-        .bind(i64::from(user.signed_prekey.key_id))
-        .bind(user.signed_prekey.public_key.clone())
-        .bind(user.signed_prekey.signature.clone())
-        .bind(i64::from(user.kyber_prekey.key_id))
-        .bind(user.kyber_prekey.public_key.clone())
-        .bind(user.kyber_prekey.signature.clone())
-        .bind(now)
-        .bind(day_of(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        .bind(user.phone_key.as_str().to_owned());
+        bind_identity(insert, user)
+            .bind(now)
+            .bind(day_of(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
         insert_one_time_prekeys(&mut tx, user.id, &user.one_time_prekeys, now).await?;
         tx.commit().await?;
         Ok(())
@@ -393,7 +403,7 @@ impl Store for SqlStore {
         let id_bytes = id.as_bytes().to_vec();
         let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
         use_code(&mut tx, proof).await?;
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE users SET registration_id = $2, identity_key = $3,
                  signed_prekey_id = $4, signed_prekey = $5, signed_prekey_signature = $6,
                  kyber_prekey_id = $7, kyber_prekey = $8, kyber_prekey_signature = $9,
@@ -402,19 +412,12 @@ impl Store for SqlStore {
                  lock_failures = 0, lock_failed_at = 0
              WHERE id = $1",
         )
-        .bind(id_bytes.clone())
-        .bind(i64::from(user.registration_id))
-        .bind(user.identity_key.clone())
-        .bind(i64::from(user.signed_prekey.key_id))
-        .bind(user.signed_prekey.public_key.clone())
-        .bind(user.signed_prekey.signature.clone())
-        .bind(i64::from(user.kyber_prekey.key_id))
-        .bind(user.kyber_prekey.public_key.clone())
-        .bind(user.kyber_prekey.signature.clone())
-        .bind(day_of(now))
-        .bind(i64::from(lock == LockChange::Keep))
-        .execute(&mut *tx)
-        .await?;
+        .bind(id_bytes.clone());
+        bind_identity(update, user)
+            .bind(day_of(now))
+            .bind(i64::from(lock == LockChange::Keep))
+            .execute(&mut *tx)
+            .await?;
         // Keys and messages of the old device: nobody can use them any more.
         for sql in [
             "DELETE FROM one_time_prekeys WHERE user_id = $1",

@@ -137,6 +137,17 @@ fn database_url(db: &TestDb) -> String {
     })
 }
 
+/// Every user's `last_seen`.
+async fn last_seen_of_all(pool: &sqlx::AnyPool) -> Vec<i64> {
+    sqlx::query("SELECT last_seen FROM users")
+        .fetch_all(pool)
+        .await
+        .expect("users")
+        .iter()
+        .map(|r| r.get::<i64, _>(0))
+        .collect()
+}
+
 /// Waits until `device`'s mailbox is empty: every ack is committed.
 async fn until_mailbox_empty(relay: &Endpoint, device: &Device) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -218,13 +229,7 @@ async fn a_conversation_leaves_no_number_or_sender_at_rest(db: Db) {
     for number in numbers {
         assert!(!stored_keys.contains(&phone_hash_of(number)));
     }
-    let days: Vec<i64> = sqlx::query("SELECT last_seen FROM users")
-        .fetch_all(&pool)
-        .await
-        .expect("users")
-        .iter()
-        .map(|r| r.get::<i64, _>(0))
-        .collect();
+    let days = last_seen_of_all(&pool).await;
     assert!(
         days.iter().all(|d| d % 86_400_000 == 0),
         "last_seen is a day: {days:?}"
@@ -399,13 +404,7 @@ async fn a_database_from_before_the_pepper_still_logs_its_users_in(db: Db) {
     assert!(relay.terminate().await.success());
 
     let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
-    let days: Vec<i64> = sqlx::query("SELECT last_seen FROM users")
-        .fetch_all(&pool)
-        .await
-        .expect("users")
-        .iter()
-        .map(|r| r.get::<i64, _>(0))
-        .collect();
+    let days = last_seen_of_all(&pool).await;
     assert!(days.iter().all(|d| d % 86_400_000 == 0), "{days:?}");
     pool.close().await;
     let mut needles = Vec::new();
