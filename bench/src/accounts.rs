@@ -12,7 +12,7 @@ use libsignal_protocol::{
 };
 use privcomm_protocol::rest::{
     ChallengeRequest, ChallengeResponse, RegisterRequest, RegisterResponse, SignedPreKey,
-    TokenRequest, TokenResponse, VerificationRequest,
+    TokenRequest, TokenResponse, VerificationRequest, VerificationResponse,
 };
 use privcomm_protocol::{signing, Base64String, PhoneNumber};
 use rand::Rng;
@@ -127,6 +127,7 @@ pub async fn enrol(
     if !resp.status().is_success() {
         bail!("verification refused: {}", resp.status());
     }
+    let session = resp.json::<VerificationResponse>().await?.session;
     let code = relay.code_for(&number).await?;
 
     let nonce = challenge(http, base, &phone_hash).await?;
@@ -140,6 +141,7 @@ pub async fn enrol(
         kyber_prekey: keys.kyber_prekey.clone(),
         one_time_prekeys: Vec::new(),
         verification_code: code,
+        verification_session: session,
         registration_lock: None,
     };
     let resp = http

@@ -36,10 +36,15 @@ async fn enrol(api: &RelayApi, url: &str, dir: &std::path::Path, name: &str) -> 
     engine
         .create_account(&PhoneHash::parse(&phone_hash).unwrap(), 20)
         .unwrap();
-    api.request_verification(&number, None).await.unwrap();
+    let session = api
+        .request_verification(&number, None)
+        .await
+        .unwrap()
+        .session;
     let nonce = api.challenge(&phone_hash).await.unwrap();
     let mut request = engine.registration_request(&nonce).unwrap();
     request.verification_code = code_for(url, &number).await;
+    request.verification_session = session;
     let registered = api.register(&request).await.unwrap();
     engine.set_user_id(registered.user_id).unwrap();
     let nonce = api.challenge(&phone_hash).await.unwrap();

@@ -117,11 +117,12 @@ impl RawPeer {
             .unwrap();
         let api = RelayApi::new(url).unwrap();
         let e164 = phone::normalize(number).unwrap();
-        api.request_verification(&e164, None).await.unwrap();
+        let session = api.request_verification(&e164, None).await.unwrap().session;
         let code = common::code_for(url, number).await;
         let nonce = api.challenge(&hash).await.unwrap();
         let mut request = engine.registration_request(&nonce).unwrap();
         request.verification_code = code;
+        request.verification_session = session;
         let user_id = api.register(&request).await.unwrap().user_id;
         engine.set_user_id(user_id).unwrap();
         let nonce = api.challenge(&hash).await.unwrap();

@@ -96,6 +96,7 @@ fn main() {
             kyber_prekey: kyber_body.clone(),
             one_time_prekeys: one_time.clone(),
             verification_code: "123456".into(),
+            verification_session: "00112233445566778899aabbccddeeff".into(),
             registration_lock: None,
         },
     );

@@ -23,6 +23,8 @@ pub const TOKEN_TTL_SECS: u64 = 30 * 60;
 pub const VERIFICATION_CODE_DIGITS: usize = 6;
 /// Seconds a verification code stays valid (10 minutes).
 pub const VERIFICATION_CODE_TTL_SECS: u64 = 600;
+/// Hex characters of a verification session id (16 random bytes).
+pub const VERIFICATION_SESSION_LEN: usize = 32;
 /// Wrong guesses a verification code survives; the next one voids it.
 pub const VERIFICATION_CODE_ATTEMPTS: u32 = 3;
 /// Longest `locale` of a verification request (a BCP 47 tag such as `pt-BR`).

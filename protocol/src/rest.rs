@@ -64,6 +64,10 @@ pub struct VerificationRequest {
 /// `POST /api/v1/verification` response (202).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationResponse {
+    /// The verification session: 32 hex characters that only the requester knows. The
+    /// registration presents it with the code, so nobody else's requests replace or use up
+    /// this code.
+    pub session: String,
     /// Seconds the code stays valid.
     pub expires_in: u64,
 }
@@ -99,6 +103,9 @@ pub struct RegisterRequest {
     /// The code sent to the number (`POST /api/v1/verification`).
     #[serde(default)]
     pub verification_code: String,
+    /// The session of that verification request.
+    #[serde(default)]
+    pub verification_session: String,
     /// The registration lock token, when the number's account has a lock (see
     /// `RegistrationLockRequest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

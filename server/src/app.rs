@@ -283,6 +283,13 @@ impl RelayServer {
             config.phone_pepper.as_deref(),
             &config.data_dir,
         )?);
+        if config.phone_pepper.is_none() && config.effective_database_url().starts_with("sqlite:") {
+            tracing::warn!(
+                "the phone pepper is kept in the data dir beside the database: a copy of the \
+                 directory holds both, and with both every stored number can be guessed; set \
+                 PRIVCOMM_PHONE_PEPPER from a secret store, or keep phone_pepper out of backups"
+            );
+        }
         let store = SqlStore::connect(
             &config.effective_database_url(),
             config.database_pool,

@@ -94,6 +94,14 @@ pub struct Config {
     )]
     pub verification_per_number_per_minute: u32,
 
+    /// Verification codes the relay sends per hour over all numbers (its SMS budget).
+    #[arg(
+        long,
+        env = "PRIVCOMM_VERIFICATION_GLOBAL_PER_HOUR",
+        default_value_t = 1000
+    )]
+    pub verification_global_per_hour: u32,
+
     /// Verification codes sent to one number per day.
     #[arg(
         long,

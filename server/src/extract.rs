@@ -81,6 +81,14 @@ impl FromRequestParts<AppState> for AuthUser {
 /// registration (a token of a device the number was registered away from is refused);
 /// counted against the user's per-account request limit.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, ApiError> {
+    authenticate_subject(state, token).await.map(|s| s.user)
+}
+
+/// `authenticate`, with the registration generation the token was issued for.
+pub async fn authenticate_subject(
+    state: &AppState,
+    token: &str,
+) -> Result<crate::tokens::TokenSubject, ApiError> {
     let Ok(subject) = state.tokens.verify_subject(token, state.clock.now_secs()) else {
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
@@ -90,5 +98,5 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, ApiErro
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
     }
-    Ok(subject.user)
+    Ok(subject)
 }

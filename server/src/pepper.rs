@@ -27,6 +27,7 @@ const DELIVERY_KEY_CONTEXT: &[u8] = b"privcomm-delivery-key-v1\0";
 const FINGERPRINT_CONTEXT: &[u8] = b"privcomm-pepper-fingerprint-v1\0";
 const CODE_CONTEXT: &[u8] = b"privcomm-verification-code-v1\0";
 const LOCK_CONTEXT: &[u8] = b"privcomm-registration-lock-v1\0";
+const SESSION_CONTEXT: &[u8] = b"privcomm-verification-session-v1\0";
 
 /// Bytes of a delivery key: 128 bits, so two different messages never share one by chance.
 pub const DELIVERY_KEY_LEN: usize = 16;
@@ -122,6 +123,12 @@ impl Pepper {
             CODE_CONTEXT,
             &[phone_key.as_str().as_bytes(), code.as_bytes()],
         )
+    }
+
+    /// What the relay stores of a verification session id: the id itself is the
+    /// requester's secret, so the database holds only its keyed hash.
+    pub fn session_key(&self, session: &str) -> String {
+        hex::encode(self.keyed(SESSION_CONTEXT, &[session.as_bytes()]))
     }
 
     /// What the relay stores of `user`'s registration lock token.

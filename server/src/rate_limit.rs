@@ -84,8 +84,7 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 pub struct RateLimits {
     register: Keyed<IpAddr>,
     verification: Keyed<IpAddr>,
-    verification_per_number_minute: Keyed<String>,
-    verification_per_number_day: Keyed<String>,
+    verification_everywhere: Keyed<u8>,
     token: Keyed<IpAddr>,
     challenge: Keyed<IpAddr>,
     token_per_phone: Keyed<String>,
@@ -110,15 +109,6 @@ fn per_hour(n: u32) -> Quota {
     Quota::per_hour(non_zero(n))
 }
 
-/// `n` a day: a burst of `n`, then one every `24 h / n`.
-fn per_day(n: u32) -> Quota {
-    let n = non_zero(n);
-    let period = Duration::from_secs(86_400 / u64::from(n.get()));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
-        .allow_burst(n)
-}
-
 /// The 429 for a limit, with the wait in `Retry-After`.
 pub fn rate_limited(wait: Duration, message: &str) -> ApiError {
     let mut err = ApiError::new(ErrorCode::RateLimited, message);
@@ -135,12 +125,7 @@ impl RateLimits {
         Self {
             register: Keyed::new(per_hour(config.register_per_hour)),
             verification: Keyed::new(per_hour(config.verification_per_hour)),
-            verification_per_number_minute: Keyed::new(per_minute(
-                config.verification_per_number_per_minute,
-            )),
-            verification_per_number_day: Keyed::new(per_day(
-                config.verification_per_number_per_day,
-            )),
+            verification_everywhere: Keyed::new(per_hour(config.verification_global_per_hour)),
             token: Keyed::new(per_minute(config.token_per_minute)),
             challenge: Keyed::new(per_minute(config.challenge_per_minute)),
             token_per_phone: Keyed::new(per_minute(config.phone_hash_per_minute)),
@@ -167,14 +152,13 @@ impl RateLimits {
             .map_err(|wait| rate_limited(wait, "too many requests; slow down"))
     }
 
-    /// Counts a verification code for the number whose phone key is `phone_key`, whoever
-    /// asks: a few a minute (one by default) and a few a day (five).
-    pub fn check_verification_for(&self, phone_key: &str) -> Result<(), ApiError> {
-        let key = phone_key.to_owned();
-        self.verification_per_number_minute
-            .check(&key)
-            .and_then(|()| self.verification_per_number_day.check(&key))
-            .map_err(|wait| rate_limited(wait, "too many codes for this number; wait"))
+    /// Counts a verification code against the relay's budget of codes an hour over all
+    /// numbers (what an operator pays for, and what toll fraud would spend); the per-number
+    /// limits are counted in storage (`routes::verification`).
+    pub fn check_verification_budget(&self) -> Result<(), ApiError> {
+        self.verification_everywhere
+            .check(&0)
+            .map_err(|wait| rate_limited(wait, "the relay is sending too many codes; retry later"))
     }
 
     /// Counts a challenge for `phone_hash`, whoever asks.
@@ -232,8 +216,7 @@ impl RateLimits {
     pub fn keys(&self) -> usize {
         self.register.len()
             + self.verification.len()
-            + self.verification_per_number_minute.len()
-            + self.verification_per_number_day.len()
+            + self.verification_everywhere.len()
             + self.token.len()
             + self.challenge.len()
             + self.token_per_phone.len()
@@ -250,8 +233,7 @@ impl RateLimits {
     pub fn shrink(&self) {
         self.register.shrink();
         self.verification.shrink();
-        self.verification_per_number_minute.shrink();
-        self.verification_per_number_day.shrink();
+        self.verification_everywhere.shrink();
         self.token.shrink();
         self.challenge.shrink();
         self.token_per_phone.shrink();

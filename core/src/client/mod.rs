@@ -147,6 +147,9 @@ pub(crate) struct Shared {
     pub audio: broadcast::Sender<AudioFrame>,
     pub clock: Arc<dyn Clock>,
     pub receive_quota: ReceiveQuota,
+    /// The verification session of the last code requested for each number (E.164): the
+    /// registration presents it with the code.
+    pub verification_sessions: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Shared {
@@ -284,6 +287,7 @@ impl Client {
                 audio,
                 clock: options.clock,
                 receive_quota: options.receive_quota,
+                verification_sessions: Mutex::default(),
             }),
             running: Arc::new(tokio::sync::Mutex::new(None)),
         })
@@ -295,7 +299,11 @@ impl Client {
     /// stays valid. `RateLimited` when codes for this number come too often.
     pub async fn request_verification(&self, phone_number: &str) -> CoreResult<u64> {
         let number = phone::normalize(phone_number)?;
-        self.shared.api.request_verification(&number, None).await
+        let response = self.shared.api.request_verification(&number, None).await?;
+        if let Ok(mut sessions) = self.shared.verification_sessions.lock() {
+            sessions.insert(number, response.session);
+        }
+        Ok(response.expires_in)
     }
 
     /// Registers `phone_number` (international form) with the relay, creating this device's
@@ -343,6 +351,18 @@ impl Client {
             .call(move |e| e.registration_request(&nonce))
             .await?;
         request.verification_code = code.trim().to_owned();
+        // Without a session from `request_verification` in this process, the code cannot be
+        // presented: the relay answers as for a wrong code, and the app asks for a new one.
+        request.verification_session = phone::normalize(phone_number)
+            .ok()
+            .and_then(|number| {
+                self.shared
+                    .verification_sessions
+                    .lock()
+                    .ok()
+                    .and_then(|sessions| sessions.get(&number).cloned())
+            })
+            .unwrap_or_default();
         request.registration_lock = lock.as_ref().map(|t| Base64String::encode(t.as_ref()));
         let user_id = match self.shared.api.register(&request).await {
             Ok(response) => response.user_id,

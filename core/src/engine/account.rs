@@ -132,6 +132,7 @@ impl SignalEngine {
             one_time_prekeys: self.held_one_time_prekeys()?,
             // Filled in by the caller, who has them.
             verification_code: String::new(),
+            verification_session: String::new(),
             registration_lock: None,
         })
     }

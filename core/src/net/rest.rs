@@ -123,12 +123,12 @@ impl RelayApi {
     }
 
     /// `POST /api/v1/verification`: has the relay send a code to `number` (E.164);
-    /// returns the seconds it stays valid.
+    /// returns the verification session and the seconds the code stays valid.
     pub async fn request_verification(
         &self,
         number: &str,
         locale: Option<&str>,
-    ) -> CoreResult<u64> {
+    ) -> CoreResult<VerificationResponse> {
         let response: VerificationResponse = self
             .post(
                 "/api/v1/verification",
@@ -140,7 +140,7 @@ impl RelayApi {
             )
             .await
             .map_err(account_error)?;
-        Ok(response.expires_in)
+        Ok(response)
     }
 
     /// `POST /api/v1/register`.

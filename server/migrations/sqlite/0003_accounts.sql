@@ -19,15 +19,20 @@ CREATE TABLE relay_meta (
     value  TEXT NOT NULL
 );
 
--- Proof of the number: the hash of the last code sent to it (HMAC(pepper, phone key ‖ code)),
--- until it expires, is used, or is guessed wrong too often.
+-- Proof of the number: one row per code sent, found by its verification session
+-- (HMAC(pepper, session id), which only the requester knows), holding the phone key and
+-- HMAC(pepper, phone key ‖ code). A code is usable until `expires_at` (set to 0 once used
+-- or void); the row stays a day so the per-number limits can count it.
 CREATE TABLE verifications (
-    phone_key   TEXT PRIMARY KEY,
-    code_hash   BLOB NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0
+    session_key  TEXT PRIMARY KEY,
+    phone_key    TEXT NOT NULL,
+    code_hash    BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX idx_verifications_expiry ON verifications (expires_at);
+CREATE INDEX idx_verifications_phone ON verifications (phone_key, created_at);
+CREATE INDEX idx_verifications_created ON verifications (created_at);
 
 -- Re-registration and its lock: tokens carry the generation they were issued for (a new
 -- registration of the number starts a new one), and the registration lock verifier is

@@ -25,6 +25,7 @@ use crate::extract::ApiJson;
 use crate::keys;
 use crate::pepper::Pepper;
 use crate::routes::account::lock_token;
+use crate::routes::verification::looks_like_session;
 use crate::state::AppState;
 use crate::store::{Account, CodeCheck, CodeProof, LockChange, NewUser, StoreError, DAY_MS};
 
@@ -48,11 +49,12 @@ pub async fn register(
     }
     let message = signing::register_message(&nonce, phone_hash.as_str());
     keys::verify_signature(&identity, &message, &signature, "signature")?;
-    if !looks_like_code(&req.verification_code) {
+    if !looks_like_code(&req.verification_code) || !looks_like_session(&req.verification_session) {
         return Err(invalid_code());
     }
 
     let proof = CodeProof {
+        session_key: state.pepper.session_key(&req.verification_session),
         code_hash: state
             .pepper
             .code_hash(&user.phone_key, &req.verification_code),
@@ -137,38 +139,41 @@ async fn check_lock(
     let Some(verifier) = &account.lock_verifier else {
         return Ok(LockChange::Clear);
     };
-    let lapses_at = lock_lapses_at(account.last_seen);
+    // An account connected right now is in use, whatever day it connected.
+    let last_seen = if state.connections.is_connected(account.id) {
+        crate::store::day_of(now)
+    } else {
+        account.last_seen
+    };
+    let lapses_at = lock_lapses_at(last_seen);
     if now >= lapses_at {
         return Ok(LockChange::Clear);
     }
     let window_ms = i64::try_from(REGISTRATION_LOCK_WINDOW_SECS * 1000).unwrap_or(i64::MAX);
-    let retry_window = |failed_at: i64| secs_until(failed_at.saturating_add(window_ms), now);
-    let recent_failures = if account.lock_failed_at > now.saturating_sub(window_ms) {
-        account.lock_failures
-    } else {
-        0
-    };
-    if recent_failures >= REGISTRATION_LOCK_ATTEMPTS {
-        return Err(too_many_pins(retry_window(account.lock_failed_at)));
-    }
     let Some(token) = token else {
         return Err(locked(
             "this number's account has a registration lock: enter its PIN",
             secs_until(lapses_at, now),
         ));
     };
+    // The attempt is taken before the comparison: parallel guesses cannot exceed the limit.
+    if !state
+        .store
+        .take_lock_attempt(account.id, now, window_ms, REGISTRATION_LOCK_ATTEMPTS)
+        .await?
+    {
+        let window_ends = if account.lock_failed_at > now.saturating_sub(window_ms) {
+            account.lock_failed_at.saturating_add(window_ms)
+        } else {
+            now.saturating_add(window_ms)
+        };
+        return Err(too_many_pins(secs_until(window_ends, now)));
+    }
     let presented = state.pepper.lock_verifier(account.id, token);
     if same_bytes(&presented, verifier) {
         return Ok(LockChange::Keep);
     }
-    let failures = state
-        .store
-        .record_lock_failure(account.id, now, window_ms)
-        .await?;
-    tracing::info!(user_id = %account.id, failures, "wrong registration lock PIN");
-    if failures >= REGISTRATION_LOCK_ATTEMPTS {
-        return Err(too_many_pins(retry_window(now)));
-    }
+    tracing::info!(user_id = %account.id, "wrong registration lock PIN");
     Err(locked(
         "wrong registration lock PIN",
         secs_until(lapses_at, now),

@@ -75,6 +75,17 @@ pub(super) async fn pepper_stored_rows(
             records,
             "stored phone hashes and delivery records peppered"
         );
+        if backend == Backend::Postgres {
+            // PostgreSQL keeps the rows an UPDATE replaced until vacuum reuses their space:
+            // rewrite the tables so the plain phone hashes leave the data files.
+            sqlx::query("VACUUM FULL users, auth_nonces")
+                .execute(pool)
+                .await?;
+            tracing::warn!(
+                "the plain phone hashes are gone from the tables; the WAL archives and \
+                 backups from before this upgrade still hold them: expire them"
+            );
+        }
     }
     Ok(())
 }

@@ -106,9 +106,11 @@ pub struct NewUser {
     pub one_time_prekeys: Vec<StoredPreKey>,
 }
 
-/// A registration's proof of the number: the code presented, as stored (hashed).
+/// A registration's proof of the number: the session and code presented, as stored.
 #[derive(Clone, Debug)]
 pub struct CodeProof {
+    /// `Pepper::session_key` of the verification session.
+    pub session_key: String,
     /// The number's phone key.
     pub phone_key: PhoneKey,
     /// `Pepper::code_hash` of the presented code.
@@ -393,18 +395,26 @@ pub trait Store: Send + Sync + 'static {
     /// The registration generation of a user: tokens of another one are refused.
     async fn user_generation(&self, id: Uuid) -> StoreResult<Option<u32>>;
 
-    /// Keeps `code_hash` as the code sent for `phone_key` until `expires_at`, replacing an
-    /// earlier code.
+    /// Keeps the code sent in verification session `proof.session_key` for
+    /// `proof.phone_key`, created `now` and valid until `expires_at`.
     async fn put_verification(
         &self,
-        phone_key: &PhoneKey,
-        code_hash: &[u8; 32],
+        proof: &CodeProof,
+        now: i64,
         expires_at: i64,
     ) -> StoreResult<()>;
-    /// Forgets the code sent for `phone_key` (it could not be delivered).
-    async fn delete_verification(&self, phone_key: &PhoneKey) -> StoreResult<()>;
-    /// Checks a presented code, counting a wrong one; after `max_attempts` wrong ones, or
-    /// once expired, the code is deleted. A valid code stays until a registration uses it.
+    /// Voids the code of a session (it could not be delivered); the row still counts
+    /// toward the number's limits.
+    async fn void_verification(&self, session_key: &str) -> StoreResult<()>;
+    /// Codes sent to `phone_key` since `since` (Unix ms), and when the latest was sent.
+    async fn codes_sent_since(
+        &self,
+        phone_key: &PhoneKey,
+        since: i64,
+    ) -> StoreResult<(u64, Option<i64>)>;
+    /// Checks a presented code, counting the attempt first (so parallel guesses cannot
+    /// exceed `max_attempts`); a valid code's attempt is given back, and the code stays
+    /// until a registration uses it.
     async fn check_verification(
         &self,
         proof: &CodeProof,
@@ -425,8 +435,16 @@ pub trait Store: Send + Sync + 'static {
         lock: LockChange,
         proof: &CodeProof,
     ) -> StoreResult<()>;
-    /// Counts a wrong registration lock token; returns the wrong ones within `window_ms`.
-    async fn record_lock_failure(&self, id: Uuid, now: i64, window_ms: i64) -> StoreResult<u32>;
+    /// Takes one of the `max` registration lock attempts a user has per `window_ms`, before
+    /// the token is compared (so parallel requests cannot try more): false when they are
+    /// spent. A successful re-registration gives them all back.
+    async fn take_lock_attempt(
+        &self,
+        id: Uuid,
+        now: i64,
+        window_ms: i64,
+        max: u32,
+    ) -> StoreResult<bool>;
     /// Sets (or with `None` removes) the registration lock verifier of a user.
     async fn set_registration_lock(&self, id: Uuid, verifier: Option<&[u8]>) -> StoreResult<()>;
 

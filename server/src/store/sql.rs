@@ -153,12 +153,16 @@ async fn use_code(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     proof: &CodeProof,
 ) -> StoreResult<()> {
-    let used = sqlx::query("DELETE FROM verifications WHERE phone_key = $1 AND code_hash = $2")
-        .bind(proof.phone_key.as_str().to_owned())
-        .bind(proof.code_hash.to_vec())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    let used = sqlx::query(
+        "UPDATE verifications SET expires_at = 0
+         WHERE session_key = $1 AND phone_key = $2 AND code_hash = $3 AND expires_at > 0",
+    )
+    .bind(proof.session_key.clone())
+    .bind(proof.phone_key.as_str().to_owned())
+    .bind(proof.code_hash.to_vec())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     if used == 1 {
         Ok(())
     } else {
@@ -303,30 +307,50 @@ impl Store for SqlStore {
 
     async fn put_verification(
         &self,
-        phone_key: &PhoneKey,
-        code_hash: &[u8; 32],
+        proof: &CodeProof,
+        now: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO verifications (phone_key, code_hash, expires_at, attempts)
-             VALUES ($1, $2, $3, 0)
-             ON CONFLICT (phone_key) DO UPDATE SET
-                 code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = 0",
+            "INSERT INTO verifications
+                 (session_key, phone_key, code_hash, created_at, expires_at, attempts)
+             VALUES ($1, $2, $3, $4, $5, 0)",
         )
-        .bind(phone_key.as_str().to_owned())
-        .bind(code_hash.to_vec())
+        .bind(proof.session_key.clone())
+        .bind(proof.phone_key.as_str().to_owned())
+        .bind(proof.code_hash.to_vec())
+        .bind(now)
         .bind(expires_at)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(classify)?;
         Ok(())
     }
 
-    async fn delete_verification(&self, phone_key: &PhoneKey) -> StoreResult<()> {
-        sqlx::query("DELETE FROM verifications WHERE phone_key = $1")
-            .bind(phone_key.as_str().to_owned())
+    async fn void_verification(&self, session_key: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE verifications SET expires_at = 0 WHERE session_key = $1")
+            .bind(session_key.to_owned())
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn codes_sent_since(
+        &self,
+        phone_key: &PhoneKey,
+        since: i64,
+    ) -> StoreResult<(u64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS sent, MAX(created_at) AS latest FROM verifications
+             WHERE phone_key = $1 AND created_at >= $2",
+        )
+        .bind(phone_key.as_str().to_owned())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        let sent: i64 = row.try_get("sent")?;
+        let latest: Option<i64> = row.try_get("latest")?;
+        Ok((u64::try_from(sent).unwrap_or(0), latest))
     }
 
     async fn check_verification(
@@ -335,40 +359,47 @@ impl Store for SqlStore {
         now: i64,
         max_attempts: u32,
     ) -> StoreResult<CodeCheck> {
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        let row = sqlx::query(
-            "SELECT code_hash, expires_at, attempts FROM verifications WHERE phone_key = $1",
+        // The attempt is taken before the comparison, in one statement: concurrent guesses
+        // each take one, and none is answered once they are spent.
+        let taken = sqlx::query(
+            "UPDATE verifications SET attempts = attempts + 1
+             WHERE session_key = $1 AND phone_key = $2 AND expires_at > $3 AND attempts < $4
+             RETURNING code_hash, attempts",
         )
+        .bind(proof.session_key.clone())
         .bind(proof.phone_key.as_str().to_owned())
-        .fetch_optional(&mut *tx)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(CodeCheck::Missing);
+        let Some(row) = taken else {
+            let known: Option<i64> = sqlx::query_scalar(
+                "SELECT attempts FROM verifications WHERE session_key = $1 AND phone_key = $2",
+            )
+            .bind(proof.session_key.clone())
+            .bind(proof.phone_key.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+            return Ok(match known {
+                Some(_) => CodeCheck::Expired,
+                None => CodeCheck::Missing,
+            });
         };
         let stored: Vec<u8> = row.try_get("code_hash")?;
-        let expires_at: i64 = row.try_get("expires_at")?;
         let attempts: i64 = row.try_get("attempts")?;
-        let check = if expires_at <= now {
-            CodeCheck::Expired
-        } else if same_bytes(&stored, &proof.code_hash) {
+        if same_bytes(&stored, &proof.code_hash) {
+            // Only wrong codes count: the owner may need the code again (with a PIN).
+            sqlx::query("UPDATE verifications SET attempts = attempts - 1 WHERE session_key = $1")
+                .bind(proof.session_key.clone())
+                .execute(&self.pool)
+                .await?;
             return Ok(CodeCheck::Valid);
-        } else if attempts.saturating_add(1) >= i64::from(max_attempts) {
+        }
+        Ok(if attempts >= i64::from(max_attempts) {
             CodeCheck::Expired
         } else {
             CodeCheck::Wrong
-        };
-        let sql = match check {
-            CodeCheck::Wrong => {
-                "UPDATE verifications SET attempts = attempts + 1 WHERE phone_key = $1"
-            }
-            _ => "DELETE FROM verifications WHERE phone_key = $1",
-        };
-        sqlx::query(sql)
-            .bind(proof.phone_key.as_str().to_owned())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(check)
+        })
     }
 
     async fn account_by_phone_key(&self, phone_key: &PhoneKey) -> StoreResult<Option<Account>> {
@@ -434,19 +465,27 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn record_lock_failure(&self, id: Uuid, now: i64, window_ms: i64) -> StoreResult<u32> {
-        let failures: Option<i64> = sqlx::query_scalar(
+    async fn take_lock_attempt(
+        &self,
+        id: Uuid,
+        now: i64,
+        window_ms: i64,
+        max: u32,
+    ) -> StoreResult<bool> {
+        let taken: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET
                  lock_failures = CASE WHEN lock_failed_at > $2 - $3 THEN lock_failures + 1 ELSE 1 END,
                  lock_failed_at = $2
-             WHERE id = $1 RETURNING lock_failures",
+             WHERE id = $1 AND NOT (lock_failed_at > $2 - $3 AND lock_failures >= $4)
+             RETURNING lock_failures",
         )
         .bind(id.as_bytes().to_vec())
         .bind(now)
         .bind(window_ms)
+        .bind(i64::from(max))
         .fetch_optional(&self.pool)
         .await?;
-        failures.map_or(Ok(0), u32_from)
+        Ok(taken.is_some())
     }
 
     async fn set_registration_lock(&self, id: Uuid, verifier: Option<&[u8]>) -> StoreResult<()> {
@@ -685,8 +724,9 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        let verifications = sqlx::query("DELETE FROM verifications WHERE expires_at <= $1")
-            .bind(cutoffs.now)
+        // Kept a day after sending: the per-number limits count them.
+        let verifications = sqlx::query("DELETE FROM verifications WHERE created_at < $1")
+            .bind(cutoffs.now.saturating_sub(super::DAY_MS))
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -54,8 +54,9 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// Runs a connection until it closes.
-pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
+/// Runs a connection until it closes. `generation` is the registration the token was
+/// issued for: a connection of a device the number has since moved away from is closed.
+pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSocket) {
     let registration = match state.connections.register(user) {
         Ok(r) => r,
         Err(_) => {
@@ -69,12 +70,20 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
             return;
         }
     };
+    // The number may have moved to a new device between the token check and now; the
+    // new device's registration then displaced nothing of ours, so look again.
+    if !still_current(&state, user, generation).await {
+        let _ = close(&mut socket, CLOSE_CONNECTED_ELSEWHERE, MOVED).await;
+        return;
+    }
     state.metrics.connections.inc();
     state.writes.touch(user);
     tracing::info!("websocket connected");
     let end = Connection {
         state: &state,
         user,
+        generation,
+        touched_day: crate::store::day_of(state.clock.now_ms()),
         delivery: Delivery::new(DELIVERY_WINDOW, DELIVERY_PAGE),
         pending: FuturesOrdered::new(),
         inflight: ByteBudget::new(CONNECTION_INFLIGHT_BYTES),
@@ -88,6 +97,22 @@ pub async fn run(state: AppState, user: Uuid, mut socket: WebSocket) {
     }
     state.metrics.connections.dec();
     tracing::info!("websocket closed");
+}
+
+/// Close reason when the number was registered on another device.
+const MOVED: &str = "registered on another device";
+
+/// True unless `user` registered again since `generation` (or cannot be read: a database
+/// hiccup does not end connections).
+async fn still_current(state: &AppState, user: Uuid, generation: u32) -> bool {
+    match state.store.user_generation(user).await {
+        Ok(Some(current)) => current == generation,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the registration generation");
+            true
+        }
+    }
 }
 
 /// Reads until the client's close reply, its end of the stream, `CLOSE_QUIET` without a
@@ -143,6 +168,11 @@ enum Completed {
 struct Connection<'a> {
     state: &'a AppState,
     user: Uuid,
+    /// The registration the connection's token was issued for.
+    generation: u32,
+    /// The day `last_seen` was last recorded for (a registration lock lapses only after 7
+    /// days unseen, so a connection that stays up must keep saying so).
+    touched_day: i64,
     delivery: Delivery,
     /// Frames whose writes are queued for the next group commit. Several per connection may
     /// wait at once, so one client is not held to one message per commit.
@@ -208,8 +238,26 @@ impl Connection<'_> {
                     if let Err(end) = send_now(socket, Message::Ping(Default::default())).await {
                         return end;
                     }
+                    if let Err(end) = self.on_tick().await {
+                        return end;
+                    }
                 }
             }
+        }
+    }
+
+    /// Every ping interval: records a new day in `last_seen`, and ends the connection if
+    /// its number was registered on another device (on any relay instance) meanwhile.
+    async fn on_tick(&mut self) -> Result<(), End> {
+        let today = crate::store::day_of(self.state.clock.now_ms());
+        if today != self.touched_day {
+            self.state.writes.touch(self.user);
+            self.touched_day = today;
+        }
+        if still_current(self.state, self.user, self.generation).await {
+            Ok(())
+        } else {
+            Err(End::Close(CLOSE_CONNECTED_ELSEWHERE, MOVED))
         }
     }
 

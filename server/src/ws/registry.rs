@@ -125,6 +125,11 @@ impl ConnectionRegistry {
         })
     }
 
+    /// True if `user` has a live connection here.
+    pub fn is_connected(&self, user: Uuid) -> bool {
+        self.lock().contains_key(&user)
+    }
+
     /// Closes `user`'s connection, if any (its account was registered on a new device):
     /// it ends as if replaced (4409), and reconnecting needs a token of the new device.
     pub fn displace(&self, user: Uuid) {

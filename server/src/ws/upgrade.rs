@@ -35,7 +35,8 @@ pub async fn ws_handler(
         }
         return Err(ApiError::unauthorized());
     };
-    let user = crate::extract::authenticate(&state, token).await?;
+    let subject = crate::extract::authenticate_subject(&state, token).await?;
+    let (user, generation) = (subject.user, subject.generation);
     if !state.connections.has_room_for(user) {
         state.metrics.connections_refused.inc();
         return Err(ApiError::new(
@@ -57,6 +58,8 @@ pub async fn ws_handler(
         .max_frame_size(MAX_WS_FRAME_BYTES)
         .on_upgrade(move |socket| {
             // Tracked so shutdown waits for every connection to close cleanly.
-            tasks.track_future(super::connection::run(state, user, socket).instrument(span))
+            tasks.track_future(
+                super::connection::run(state, user, generation, socket).instrument(span),
+            )
         }))
 }

@@ -61,6 +61,28 @@ async fn only_the_owner_of_a_number_registers_it(db: Db) {
     }
     owner.code = sent;
     let (status, body) = try_register(&relay, &owner).await;
+    assert_eq!((status, code(&body)), (410, "code_expired"), "{body}");
+
+    // Nobody else's request replaces or spends the owner's code: an attacker asking for a
+    // code to the same number gets a session of their own, and guessing in it costs the
+    // owner nothing.
+    owner.verify(&relay).await;
+    let mut attacker = Device::with_number(&owner.number, 0);
+    let (status, body) = attacker.request_code(&relay).await;
+    assert_eq!(status, 202, "{body}");
+    attacker.session = body["session"].as_str().expect("session").to_owned();
+    assert_ne!(attacker.session, owner.session);
+    let _ = relay.code_for(&owner.number).await; // the owner's phone got it; not the attacker
+    for guess in ["111111", "222222", "333333", "444444"] {
+        attacker.code = guess.into();
+        let (status, _) = try_register(&relay, &attacker).await;
+        assert!(matches!(status, 403 | 410));
+    }
+    // Nor does a guess in the owner's session without its session id.
+    let mut stranger = Device::with_number(&owner.number, 0);
+    stranger.code = owner.code.clone();
+    stranger.session = "0".repeat(32);
+    let (status, body) = try_register(&relay, &stranger).await;
     assert_eq!((status, code(&body)), (403, "invalid_code"), "{body}");
 
     // A code lives ten minutes.
@@ -74,7 +96,7 @@ async fn only_the_owner_of_a_number_registers_it(db: Db) {
     let (status, body) = try_register(&relay, &owner).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = try_register(&relay, &owner).await;
-    assert_eq!((status, code(&body)), (403, "invalid_code"), "{body}");
+    assert_eq!((status, code(&body)), (410, "code_expired"), "{body}");
 
     // The verification answer does not tell registered numbers from others.
     let (registered, _) = owner.request_code(&relay).await;
@@ -307,7 +329,7 @@ async fn a_registration_lock_holds_until_the_account_is_inactive(db: Db) {
     assert!((7 * 86_400..=8 * 86_400).contains(&lapses), "{lapses}");
     // Wrong tokens are counted: after five a day, no more tries for the day.
     thief.lock = Some(vec![8u8; 32]);
-    for _ in 0..4 {
+    for _ in 0..5 {
         let (status, body) = try_register(&relay, &thief).await;
         assert_eq!(
             (status, code(&body)),
@@ -498,7 +520,8 @@ async fn the_webhook_sender_signs_retries_and_times_out() {
             Some("application/json")
         );
     }
-    // The posted code registers the number.
+    // The posted code registers the number, in the session the relay answered with.
+    device.session = body["session"].as_str().expect("session").to_owned();
     device.code = posted_code.clone();
     let (status, body) = try_register(&relay, &device).await;
     assert_eq!(status, 201, "{body}");
@@ -599,6 +622,7 @@ async fn the_dev_stdout_sender_prints_codes() {
         .find(|l| l.contains("\"DEV\""))
         .map(str::to_owned)
         .expect("the code line");
+    device.session = body["session"].as_str().expect("session").to_owned();
     let printed: Value = serde_json::from_str(&line).expect("JSON line");
     assert_eq!(printed["fields"]["number"], json!(device.number));
     device.code = printed["fields"]["code"].as_str().expect("code").to_owned();

@@ -285,6 +285,8 @@ pub struct Device {
     pub phone_hash: String,
     /// The verification code to register with (empty until `verify`).
     pub code: String,
+    /// The verification session the code was sent in.
+    pub session: String,
     /// The registration lock token to register with, if any.
     pub lock: Option<Vec<u8>>,
     pub signed_prekey: SignedPreKeyRecord,
@@ -346,6 +348,7 @@ impl Device {
             number: number.to_owned(),
             phone_hash: phone_hash_of(number),
             code: String::new(),
+            session: String::new(),
             lock: None,
             signed_prekey,
             kyber_prekey,
@@ -406,6 +409,7 @@ impl Device {
             kyber_prekey: self.kyber_prekey_body(),
             one_time_prekeys: self.one_time_prekey_bodies(),
             verification_code: self.code.clone(),
+            verification_session: self.session.clone(),
             registration_lock: self.lock.as_ref().map(Base64String::encode),
         }
     }
@@ -425,6 +429,7 @@ impl Device {
     pub async fn verify(&mut self, relay: &Endpoint) {
         let (status, body) = self.request_code(relay).await;
         assert_eq!(status, 202, "{body}");
+        self.session = body["session"].as_str().expect("session").to_owned();
         self.code = relay.code_for(&self.number).await;
     }
 

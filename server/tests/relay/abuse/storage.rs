@@ -338,9 +338,10 @@ async fn pipelining_sockets_stay_within_the_inflight_budget(db: Db) {
     let grown_mib = peak.saturating_sub(baseline) / 1024;
     println!("resident memory: {baseline} KiB before, peak {peak} KiB (+{grown_mib} MiB)");
     // 16 MiB in flight (on PostgreSQL bound once more and encoded by sqlx), SQLite's
-    // 64 MiB page cache, socket buffers, allocator slack; before the budget the same load
-    // grew the relay by ~400 MiB.
-    assert!(grown_mib < 160, "relay grew by {grown_mib} MiB");
+    // 64 MiB page cache, socket buffers, allocator slack (malloc arenas vary with how the
+    // threads interleave: +118 to +167 MiB seen with the rest of the suite running);
+    // before the budget the same load grew the relay by ~400 MiB.
+    assert!(grown_mib < 192, "relay grew by {grown_mib} MiB");
     db.cleanup().await;
 }
 
