@@ -5,6 +5,7 @@ mod common;
 
 mod abuse;
 mod accounts;
+mod accounts_races;
 mod at_rest;
 mod auth_errors;
 mod crash;
