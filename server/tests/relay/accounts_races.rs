@@ -8,8 +8,6 @@ use std::time::Duration;
 use privcomm_protocol::Base64String;
 use serde_json::{json, Value};
 
-use privcomm_server::store::Store as _;
-
 use crate::common::{Db, Device, Endpoint, TestRelay};
 
 fn code(body: &Value) -> &str {
