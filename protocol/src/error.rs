@@ -68,7 +68,10 @@ pub enum ErrorCode {
     TurnNotConfigured,
     /// The relay is at its connection limit (503).
     TooManyConnections,
-    /// The database is unreachable or the relay is shutting down (503).
+    /// The relay's database cannot be reached now (down, restarting, overloaded); nothing
+    /// was stored or changed, retry later (503).
+    DatabaseUnavailable,
+    /// The relay is shutting down (503).
     Unavailable,
     /// Anything else; details are in the relay's log, not the response (500).
     Internal,
@@ -107,6 +110,7 @@ impl ErrorCode {
             Self::UnknownFrameType => "unknown_frame_type",
             Self::TurnNotConfigured => "turn_not_configured",
             Self::TooManyConnections => "too_many_connections",
+            Self::DatabaseUnavailable => "database_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -154,6 +158,7 @@ mod tests {
             ErrorCode::CodeDeliveryFailed,
             ErrorCode::VerificationUnavailable,
             ErrorCode::StaleRecipient,
+            ErrorCode::DatabaseUnavailable,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -34,7 +34,7 @@ use crate::secrets::configured_secret;
 use crate::serve::{serve, ServeSettings};
 use crate::state::AppState;
 use crate::storage_gauge::StorageGauge;
-use crate::store::{SqlStore, Store};
+
 use crate::tokens::{load_or_create_secret, TokenIssuer};
 use crate::writer::WriteQueue;
 use crate::ws::registry::ConnectionRegistry;
@@ -290,9 +290,9 @@ impl RelayServer {
                  PRIVCOMM_PHONE_PEPPER from a secret store, or keep phone_pepper out of backups"
             );
         }
-        let store = SqlStore::connect(
+        let store = crate::store::open(
             &config.effective_database_url(),
-            config.database_pool,
+            config.store_settings(),
             pepper.clone(),
         )
         .await
@@ -301,7 +301,6 @@ impl RelayServer {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
-        let store: Arc<dyn Store> = Arc::new(store);
         let connections = Arc::new(ConnectionRegistry::new(config.max_connections));
         let metrics = Arc::new(Metrics::new());
         let writes = WriteQueue::start(

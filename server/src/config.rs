@@ -33,9 +33,20 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Database connection pool size.
+    /// Most database connections open at once. On PostgreSQL the relay's group commits use
+    /// one, so the rest serve logins, key fetches and backlog reads; several instances of
+    /// one database each open this many (mind the server's `max_connections`).
     #[arg(long, env = "PRIVCOMM_DATABASE_POOL", default_value_t = 8)]
     pub database_pool: u32,
+
+    /// Seconds a PostgreSQL statement may run before the server cancels it (the request
+    /// then fails with 503 `database_unavailable`).
+    #[arg(
+        long,
+        env = "PRIVCOMM_DATABASE_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub database_statement_timeout_secs: u64,
 
     /// Secret for signing access tokens (at least 32 bytes). Default: generated once and kept
     /// in `<data dir>/jwt_secret`.
@@ -273,6 +284,17 @@ impl Config {
             .and_then(|n| usize::try_from(n).ok())
             .map_or(usize::MAX, |n| n.saturating_sub(64).max(16));
         wanted.min(room)
+    }
+
+    /// How the store uses its database connections.
+    pub fn store_settings(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            max_connections: self.database_pool,
+            statement_timeout: std::time::Duration::from_secs(
+                self.database_statement_timeout_secs.max(1),
+            ),
+            ..crate::store::StoreSettings::default()
+        }
     }
 
     /// The mailbox quota in effect.

@@ -75,6 +75,7 @@ impl ApiError {
             ErrorCode::TurnNotConfigured
             | ErrorCode::TooManyConnections
             | ErrorCode::Unavailable
+            | ErrorCode::DatabaseUnavailable
             | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,23 +119,21 @@ impl From<StoreError> for ApiError {
                 ErrorCode::TooManyPrekeys,
                 "the relay would hold more one-time prekeys than allowed",
             ),
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                let mut err = Self::new(
+                    ErrorCode::DatabaseUnavailable,
+                    "the relay's database is unavailable; retry shortly",
+                );
+                err.retry_after = Some(5);
+                err
+            }
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
-                if matches!(
-                    e,
-                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-                ) {
-                    Self::new(ErrorCode::Unavailable, "database unavailable")
-                } else {
-                    Self::new(ErrorCode::Internal, "internal error")
-                }
+                Self::new(ErrorCode::Internal, "internal error")
             }
             StoreError::Setup(e) => {
                 tracing::error!(error = %e, "storage setup error");
-                Self::new(ErrorCode::Internal, "internal error")
-            }
-            StoreError::Sqlite(e) => {
-                tracing::error!(error = %e, "database error");
                 Self::new(ErrorCode::Internal, "internal error")
             }
             StoreError::WriterStopped => Self::new(ErrorCode::Unavailable, "shutting down"),

@@ -154,6 +154,17 @@ impl Writer {
         self.metrics.write_batch_size.observe(writes as f64);
         let (stored, acked) = match result {
             Ok(outcome) => (outcome.messages, outcome.acks.into_iter().map(Ok).collect()),
+            Err(StoreError::Unavailable(e)) => {
+                // Nothing was written, and one by one each would wait for the database in
+                // turn: every write fails now, and the clients retry (senders resend what
+                // was not confirmed, acks come again with the redelivery).
+                tracing::warn!(error = %e, writes, "database unavailable; batch refused");
+                let refused = || StoreError::Unavailable(e.to_string().into());
+                (
+                    batch.messages.iter().map(|_| Err(refused())).collect(),
+                    batch.acks.iter().map(|_| Err(refused())).collect(),
+                )
+            }
             Err(e) => {
                 // Rolled back as a whole; one by one, a single bad write fails alone.
                 tracing::warn!(error = %e, writes = batch.messages.len() + batch.acks.len(), "group commit failed; writing one by one");

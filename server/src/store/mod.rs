@@ -1,16 +1,19 @@
 //! Durable storage of the relay: users and their public keys, one-time prekeys, pending
 //! (undelivered) messages and auth nonces. One trait, so the relay logic is the same on every
-//! backend; `sql::SqlStore` implements it for SQLite and PostgreSQL.
+//! backend, and one implementation per backend: `SqliteStore` (a file; messages written only
+//! by its group-commit thread) and `PgStore` (PostgreSQL through tokio-postgres). `open`
+//! picks the one a database URL names.
 
 mod at_rest;
-mod batch;
-mod dialect;
+mod convert;
 mod mailbox;
 mod migrations;
-mod sql;
+mod postgres;
+mod sqlite;
 mod sqlite_writer;
 
-pub use sql::SqlStore;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 pub use crate::pepper::PhoneKey;
 
@@ -35,15 +38,16 @@ pub enum StoreError {
     /// The recipient's mailbox is at its quota (messages or bytes).
     #[error("the recipient's mailbox is full")]
     MailboxFull,
-    /// The database failed or is unreachable.
+    /// The database cannot be reached now (down, restarting, every connection busy):
+    /// worth retrying.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] DriverError),
+    /// The database refused or failed a statement.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] DriverError),
     /// The database URL or migrations are unusable.
     #[error("storage setup failed: {0}")]
     Setup(String),
-    /// SQLite failed under the group-commit writer.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     /// The relay's writer has stopped (it is shutting down).
     #[error("the storage writer has stopped")]
     WriterStopped,
@@ -55,8 +59,53 @@ pub enum StoreError {
     CodeUsed,
 }
 
+/// The database driver's own error, kept as the source of a `StoreError`.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Result of storage calls.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How the relay uses its database connections.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreSettings {
+    /// Most connections open at once (`PRIVCOMM_DATABASE_POOL`).
+    pub max_connections: u32,
+    /// Longest a PostgreSQL statement may run before the server cancels it.
+    pub statement_timeout: std::time::Duration,
+    /// Longest a request waits for a connection, connecting included, before it fails
+    /// with `database_unavailable`.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            statement_timeout: std::time::Duration::from_secs(30),
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens the store a database URL names (`sqlite:…` or `postgres:…`/`postgresql:…`),
+/// migrated and checked against `pepper`.
+pub async fn open(
+    url: &str,
+    settings: StoreSettings,
+    pepper: Arc<crate::pepper::Pepper>,
+) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqliteStore::connect(url, settings.max_connections, pepper).await?,
+        ))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::connect(url, settings, pepper).await?))
+    } else {
+        Err(StoreError::Setup(
+            "the database URL must start with sqlite: or postgres:".into(),
+        ))
+    }
+}
 
 /// A day in Unix milliseconds.
 pub const DAY_MS: i64 = 86_400_000;

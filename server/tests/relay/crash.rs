@@ -24,20 +24,19 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
     assert_eq!(bundle["user_id"], serde_json::json!(bob.id()));
 
     // Read the relay's storage directly: the stored bytes are exactly the payload.
-    let store = privcomm_server::store::SqlStore::connect(
+    let store = privcomm_server::store::open(
         &privcomm_server::Config {
             database_url: storage.url.clone(),
             ..privcomm_server::Config::with_defaults(storage.dir.path())
         }
         .effective_database_url(),
-        1,
+        privcomm_server::store::StoreSettings::default(),
         std::sync::Arc::new(
             privcomm_server::pepper::Pepper::load(None, storage.dir.path()).expect("pepper"),
         ),
     )
     .await
     .expect("open relay storage");
-    use privcomm_server::store::Store;
     let pending = store
         .pending_messages(bob.id(), 0, 10)
         .await

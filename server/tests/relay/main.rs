@@ -15,4 +15,5 @@ mod group_commit;
 mod migrations;
 mod operations;
 mod prekeys;
+mod store_conformance;
 mod websocket;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use privcomm_server::store::{MailboxUsage, SqlStore, Store};
+use privcomm_server::store::{MailboxUsage, StoreSettings};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
@@ -83,7 +83,9 @@ async fn pending_messages_fill_their_mailboxes_on_upgrade(db: Db) {
 
     // Start-up runs the remaining migrations.
     let pepper = std::sync::Arc::new(privcomm_server::pepper::Pepper::new(&[7u8; 32]));
-    let store = SqlStore::connect(&url, 2, pepper).await.expect("upgraded");
+    let store = privcomm_server::store::open(&url, StoreSettings::default(), pepper)
+        .await
+        .expect("upgraded");
     assert_eq!(
         store.mailbox_usage(bob).await.expect("usage"),
         MailboxUsage {

@@ -1,20 +1,21 @@
-//! `Store` over SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries, with the
-//! few dialect differences in `dialect.rs`.
+//! `Store` on a SQLite file: reads and the rarer writes (accounts, keys, nonces) through a
+//! small sqlx pool; messages, acks and `last_seen` only through the group-commit writer on
+//! its own thread (`sqlite_writer.rs`). SQLite's write lock and `busy_timeout` order the two.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
+use sqlx::{Executor, Row, SqlitePool};
 use uuid::Uuid;
 
-use super::dialect::Backend;
+use super::convert::{same_bytes, u32_from, uuid_from};
 use super::sqlite_writer::{self, SqliteWriter};
 use super::{
-    at_rest, batch, day_of, Account, ClaimedBundle, CodeCheck, CodeProof, LockChange, MailboxUsage,
+    at_rest, day_of, Account, ClaimedBundle, CodeCheck, CodeProof, LockChange, MailboxUsage,
     NewUser, PendingMessage, PhoneKey, PreKeyUpdate, PurgeCutoffs, PurgeReport, Store, StoreError,
     StoreResult, StoredPreKey, StoredSignedPreKey, UserIdentity, WriteBatch, WriteBatchOutcome,
 };
@@ -26,112 +27,96 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FU
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; \
      PRAGMA secure_delete = ON;";
 
-/// The relay store over an `AnyPool`.
+/// The relay store on a SQLite file.
 #[derive(Clone, Debug)]
-pub struct SqlStore {
-    pool: AnyPool,
-    backend: Backend,
-    /// Group commits on a SQLite file go through their own connection and thread.
-    sqlite_writer: Option<std::sync::Arc<SqliteWriter>>,
-    /// Keys the de-duplication records of delivered messages.
-    pepper: Arc<Pepper>,
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The only way messages, acks and `last_seen` are written.
+    writer: Arc<SqliteWriter>,
 }
 
-impl SqlStore {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`), runs migrations and brings rows
-    /// stored before the pepper existed into their peppered form (or checks that `pepper` is
-    /// the one the database was written with).
+/// The begin of a write transaction: SQLite must take the write lock up front, or a
+/// deferred transaction that later writes fails with SQLITE_BUSY instead of waiting.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            match db.kind() {
+                ErrorKind::UniqueViolation => return Self::Conflict,
+                ErrorKind::ForeignKeyViolation => return Self::MissingReference,
+                _ => {}
+            }
+        }
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(Box::new(err))
+            }
+            other => Self::Database(Box::new(other)),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::Unavailable(Box::new(err))
+            }
+            _ => Self::Database(Box::new(err)),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the SQLite file of a `sqlite:` URL, runs migrations and
+    /// brings rows stored before the pepper existed into their peppered form (or checks
+    /// that `pepper` is the one the database was written with).
     pub async fn connect(
         url: &str,
         max_connections: u32,
         pepper: Arc<Pepper>,
     ) -> StoreResult<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
+        let Some(path) = sqlite_writer::file_of(url) else {
             return Err(StoreError::Setup(
-                "database URL must start with sqlite: or postgres:".into(),
+                "the relay needs a SQLite file (sqlite:///path/relay.db), not an in-memory \
+                 database: its writer thread and its readers share the file"
+                    .into(),
             ));
         };
-        let sqlite_file = match backend {
-            Backend::Sqlite => sqlite_writer::file_of(url),
-            Backend::Postgres => None,
-        };
-        if let Some(path) = &sqlite_file {
-            // Before SQLite creates it with the process umask (and its -wal/-shm after it).
-            crate::files::private_database_file(path).map_err(|e| {
-                StoreError::Setup(format!("making {} private: {e}", path.display()))
-            })?;
-        }
-        let options = AnyConnectOptions::from_str(url)
+        // Before SQLite creates it with the process umask (and its -wal/-shm after it).
+        crate::files::private_database_file(&path)
+            .map_err(|e| StoreError::Setup(format!("making {} private: {e}", path.display())))?;
+        let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Setup(format!("bad database URL: {e}")))?;
-        let mut pool_options = AnyPoolOptions::new()
+        let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10));
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _meta| {
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
-            });
-        }
-        let pool = pool_options.connect_with(options).await?;
-        super::migrations::for_backend(backend)
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Setup(format!("opening {}: {e}", path.display())))?;
+        super::migrations::sqlite_migrator()
             .run(&pool)
             .await
             .map_err(|e| StoreError::Setup(format!("migration failed: {e}")))?;
-        at_rest::pepper_stored_rows(&pool, backend, &pepper).await?;
-        let sqlite_writer = match sqlite_file {
-            Some(path) => Some(std::sync::Arc::new(SqliteWriter::open(
-                &path,
-                pepper.clone(),
-            )?)),
-            None => None,
-        };
-        Ok(Self {
-            pool,
-            backend,
-            sqlite_writer,
-            pepper,
-        })
+        at_rest::pepper_stored_rows(&pool, &pepper).await?;
+        let writer = Arc::new(SqliteWriter::open(&path, pepper)?);
+        Ok(Self { pool, writer })
     }
-
-    /// Which database this is.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-}
-
-pub(super) fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
-    Uuid::from_slice(bytes).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-}
-
-fn u32_from(value: i64) -> StoreResult<u32> {
-    u32::try_from(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-}
-
-/// Maps constraint violations to their meaning; everything else stays a database error.
-fn classify(err: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &err {
-        match db.kind() {
-            ErrorKind::UniqueViolation => return StoreError::Conflict,
-            ErrorKind::ForeignKeyViolation => return StoreError::MissingReference,
-            _ => {}
-        }
-    }
-    StoreError::Database(err)
 }
 
 /// Binds a user's registration id, identity key and signed prekeys, in that order (the
 /// eight columns from `registration_id` to `kyber_prekey_signature`).
 fn bind_identity<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     user: &NewUser,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     query
         .bind(i64::from(user.registration_id))
         .bind(user.identity_key.clone())
@@ -143,14 +128,9 @@ fn bind_identity<'q>(
         .bind(user.kyber_prekey.signature.clone())
 }
 
-/// Equal byte strings, compared without an early exit.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Uses up the code of `proof` inside `tx`: `CodeUsed` unless it is still the one stored.
 async fn use_code(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     proof: &CodeProof,
 ) -> StoreResult<()> {
     let used = sqlx::query(
@@ -170,7 +150,7 @@ async fn use_code(
     }
 }
 
-fn pending_from_row(row: &AnyRow) -> StoreResult<PendingMessage> {
+fn pending_from_row(row: &SqliteRow) -> StoreResult<PendingMessage> {
     Ok(PendingMessage {
         seq: row.try_get("seq")?,
         id: uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?,
@@ -182,7 +162,7 @@ fn pending_from_row(row: &AnyRow) -> StoreResult<PendingMessage> {
 }
 
 async fn insert_one_time_prekeys(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     user: Uuid,
     keys: &[StoredPreKey],
     now: i64,
@@ -203,7 +183,7 @@ async fn insert_one_time_prekeys(
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -211,22 +191,15 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         // The writer first, so the pool's last connection can delete the WAL as it closes.
-        if let Some(writer) = &self.sqlite_writer {
-            writer.close().await;
-        }
+        self.writer.close().await;
         self.pool.close().await;
     }
 
     async fn scrub(&self) -> StoreResult<()> {
-        match &self.sqlite_writer {
-            Some(writer) => {
-                if !writer.checkpoint().await? {
-                    tracing::debug!("WAL checkpoint did not complete; retried next pass");
-                }
-                Ok(())
-            }
-            None => Ok(()),
+        if !self.writer.checkpoint().await? {
+            tracing::debug!("WAL checkpoint did not complete; retried next pass");
         }
+        Ok(())
     }
 
     async fn insert_nonce(
@@ -240,8 +213,7 @@ impl Store for SqlStore {
             .bind(phone_key.as_str().to_owned())
             .bind(expires_at)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(())
     }
 
@@ -259,7 +231,7 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, user: &NewUser, now: i64, proof: &CodeProof) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         use_code(&mut tx, proof).await?;
         let insert = sqlx::query(
             "INSERT INTO users (id, phone_key, registration_id, identity_key,
@@ -273,8 +245,7 @@ impl Store for SqlStore {
             .bind(now)
             .bind(day_of(now))
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         insert_one_time_prekeys(&mut tx, user.id, &user.one_time_prekeys, now).await?;
         tx.commit().await?;
         Ok(())
@@ -322,8 +293,7 @@ impl Store for SqlStore {
         .bind(now)
         .bind(expires_at)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -432,7 +402,7 @@ impl Store for SqlStore {
         proof: &CodeProof,
     ) -> StoreResult<()> {
         let id_bytes = id.as_bytes().to_vec();
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         use_code(&mut tx, proof).await?;
         let update = sqlx::query(
             "UPDATE users SET registration_id = $2, identity_key = $3,
@@ -532,11 +502,17 @@ impl Store for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let user_id = uuid_from(&row.try_get::<Vec<u8>, _>("id")?)?;
         let claimed = if take_one_time {
-            sqlx::query(self.backend.claim_prekey())
-                .bind(user_id.as_bytes().to_vec())
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?
+            // SQLite serialises writers: the statement alone is atomic.
+            sqlx::query(
+                "UPDATE one_time_prekeys SET used_at = $2 WHERE id = (
+                     SELECT id FROM one_time_prekeys WHERE user_id = $1 AND used_at IS NULL
+                     ORDER BY id LIMIT 1)
+                 RETURNING key_id, public_key",
+            )
+            .bind(user_id.as_bytes().to_vec())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
         } else {
             None
         };
@@ -573,7 +549,7 @@ impl Store for SqlStore {
         .bind(user.as_bytes().to_vec())
         .fetch_one(&self.pool)
         .await?;
-        Ok(count.max(0) as u64)
+        Ok(super::convert::count_from(count))
     }
 
     async fn update_prekeys(
@@ -584,7 +560,7 @@ impl Store for SqlStore {
         max_stored: u64,
     ) -> StoreResult<u64> {
         let user_bytes = user.as_bytes().to_vec();
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         if let Some(key) = &update.signed_prekey {
             sqlx::query(
                 "UPDATE users SET signed_prekey_id = $2, signed_prekey = $3,
@@ -616,7 +592,7 @@ impl Store for SqlStore {
         .bind(user_bytes)
         .fetch_one(&mut *tx)
         .await?;
-        let count = count.max(0) as u64;
+        let count = super::convert::count_from(count);
         if count > max_stored {
             tx.rollback().await?;
             return Err(StoreError::TooManyPrekeys);
@@ -644,21 +620,14 @@ impl Store for SqlStore {
     }
 
     async fn write_batch(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
-        if let Some(writer) = &self.sqlite_writer {
-            return writer.write(batch).await;
-        }
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
-        // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
-        let outcome = batch::apply(&mut tx, &batch, &self.pepper).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        self.writer.write(batch).await
     }
 
     async fn pending_total(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_messages")
             .fetch_one(&self.pool)
             .await?;
-        Ok(count.max(0) as u64)
+        Ok(super::convert::count_from(count))
     }
 
     async fn mailbox_usage(&self, recipient: Uuid) -> StoreResult<MailboxUsage> {
@@ -676,19 +645,17 @@ impl Store for SqlStore {
     }
 
     async fn database_bytes(&self) -> StoreResult<u64> {
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
-            }
-            Backend::Postgres => "SELECT CAST(pg_database_size(current_database()) AS BIGINT)",
-        };
-        let bytes: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport> {
         // The expired messages leave their mailboxes' counts in the same transaction.
-        let mut tx = self.pool.begin_with(self.backend.begin_write()).await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "UPDATE mailboxes SET
                  messages = messages - (SELECT COUNT(*) FROM pending_messages p

@@ -1,0 +1,25 @@
+//! Conversions between stored columns and the relay's types, shared by the backends.
+
+use uuid::Uuid;
+
+use super::{StoreError, StoreResult};
+
+/// A 16-byte id column as a `Uuid`.
+pub(super) fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
+    Uuid::from_slice(bytes).map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+/// A BIGINT column that holds a u32 (registration ids, key ids, counters).
+pub(super) fn u32_from(value: i64) -> StoreResult<u32> {
+    u32::try_from(value).map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+/// A count as stored (never negative) as a u64.
+pub(super) fn count_from(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Equal byte strings, compared without an early exit.
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

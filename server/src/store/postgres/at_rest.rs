@@ -1,0 +1,152 @@
+//! The data step of migration 0003 on PostgreSQL (see `store/at_rest.rs` for what and why):
+//! rows written before the pepper existed are rewritten in their peppered form, once, under
+//! an advisory lock so that relays starting together convert them once.
+
+use deadpool_postgres::{Object, Transaction};
+
+use super::super::convert::uuid_from;
+use super::super::{StoreError, StoreResult, DAY_MS};
+use crate::pepper::Pepper;
+
+/// `relay_meta` row naming the pepper the stored keys were made with.
+const FINGERPRINT: &str = "pepper_fingerprint";
+/// Rows read and rewritten per statement.
+const PAGE: i64 = 512;
+/// Any constant shared by every relay of one database: "privcomm".
+const CONVERSION_LOCK: i64 = 0x7072_6976_636f_6d6d;
+
+/// Converts what an older relay stored, or checks the pepper of a converted database.
+pub(super) async fn pepper_stored_rows(client: &mut Object, pepper: &Pepper) -> StoreResult<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONVERSION_LOCK])
+        .await?;
+    let stored = tx
+        .query_opt(
+            "SELECT value FROM relay_meta WHERE name = $1",
+            &[&FINGERPRINT],
+        )
+        .await?;
+    match stored {
+        Some(row) if row.try_get::<_, &str>(0)? == pepper.fingerprint() => return Ok(()),
+        Some(_) => {
+            return Err(StoreError::Setup(
+                "this database was written with another phone pepper: start the relay with the \
+                 pepper it was created with (PRIVCOMM_PHONE_PEPPER or <data dir>/phone_pepper); \
+                 every relay of one database must share it"
+                    .into(),
+            ))
+        }
+        None => {}
+    }
+
+    let users = rewrite_phone_keys(&tx, "users", "id", pepper).await?;
+    rewrite_phone_keys(&tx, "auth_nonces", "nonce", pepper).await?;
+    let records = convert_delivery_records(&tx, pepper).await?;
+    tx.batch_execute("DROP TABLE delivered_messages").await?;
+    tx.execute(
+        "UPDATE users SET last_seen = last_seen - (last_seen % $1)",
+        &[&DAY_MS],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO relay_meta (name, value) VALUES ($1, $2)",
+        &[&FINGERPRINT, &pepper.fingerprint()],
+    )
+    .await?;
+    tx.commit().await?;
+    if users > 0 || records > 0 {
+        tracing::info!(
+            users,
+            records,
+            "stored phone hashes and delivery records peppered"
+        );
+        // PostgreSQL keeps the rows an UPDATE replaced until vacuum reuses their space:
+        // rewrite the tables so the plain phone hashes leave the data files.
+        client
+            .batch_execute("VACUUM FULL users, auth_nonces")
+            .await?;
+        tracing::warn!(
+            "the plain phone hashes are gone from the tables; the WAL archives and backups \
+             from before this upgrade still hold them: expire them"
+        );
+    }
+    Ok(())
+}
+
+/// Replaces every `phone_key` of `table` (still a plain phone hash) by its peppered form;
+/// rows are found by `key_column`. Returns the rows rewritten.
+async fn rewrite_phone_keys(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    key_column: &'static str,
+    pepper: &Pepper,
+) -> StoreResult<u64> {
+    // Only the fixed table and column names above are formatted in; all data is bound.
+    let page = format!(
+        "SELECT {key_column}, phone_key FROM {table} WHERE {key_column} > $1
+         ORDER BY {key_column} LIMIT $2"
+    );
+    let update = format!(
+        "UPDATE {table} SET phone_key = v.phone_key
+         FROM unnest($1::BYTEA[], $2::TEXT[]) AS v(k, phone_key)
+         WHERE {table}.{key_column} = v.k"
+    );
+    let mut after: Vec<u8> = Vec::new();
+    let mut rewritten = 0u64;
+    loop {
+        let rows = tx.query(page.as_str(), &[&after, &PAGE]).await?;
+        if rows.is_empty() {
+            return Ok(rewritten);
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+        let mut phone_keys: Vec<String> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            keys.push(row.try_get(0)?);
+            let hash: &str = row.try_get(1)?;
+            phone_keys.push(pepper.phone_key_of(hash).as_str().to_owned());
+        }
+        tx.execute(update.as_str(), &[&keys, &phone_keys]).await?;
+        rewritten = rewritten.saturating_add(keys.len() as u64);
+        after = keys.pop().unwrap_or_default();
+    }
+}
+
+/// Copies `delivered_messages` into `delivery_records` under keyed hashes. Returns the
+/// records copied.
+async fn convert_delivery_records(tx: &Transaction<'_>, pepper: &Pepper) -> StoreResult<u64> {
+    let mut after: (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    let mut copied = 0u64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT sender_id, client_id, server_id, delivered_at FROM delivered_messages
+                 WHERE sender_id > $1 OR (sender_id = $1 AND client_id > $2)
+                 ORDER BY sender_id, client_id LIMIT $3",
+                &[&after.0, &after.1, &PAGE],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(copied);
+        }
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut server_ids: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+        let mut delivered_at: Vec<i64> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sender: Vec<u8> = row.try_get("sender_id")?;
+            let client_id: Vec<u8> = row.try_get("client_id")?;
+            keys.push(pepper.delivery_key(uuid_from(&sender)?, uuid_from(&client_id)?));
+            server_ids.push(row.try_get("server_id")?);
+            delivered_at.push(row.try_get("delivered_at")?);
+            after = (sender, client_id);
+        }
+        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        tx.execute(
+            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
+             SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[])
+             ON CONFLICT (dedup_key) DO NOTHING",
+            &[&key_refs, &server_ids, &delivered_at],
+        )
+        .await?;
+        copied = copied.saturating_add(keys.len() as u64);
+    }
+}

@@ -1,0 +1,391 @@
+//! The store contract, run on each backend from this one source: what the relay's logic
+//! relies on of `Store`, checked against SQLite and PostgreSQL alike (batches the writer's
+//! size, purge, concurrent prekey claims, migrations).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use privcomm_protocol::PhoneHash;
+use privcomm_server::pepper::Pepper;
+use privcomm_server::store::{
+    AckRequest, CodeProof, MailboxUsage, NewMessage, NewUser, PurgeCutoffs, Store, StoreOutcome,
+    StoreSettings, StoredPreKey, StoredSignedPreKey, WriteBatch,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::common::{Db, TestDb};
+
+/// The writer's largest batch (writer.rs `MAX_BATCH`).
+const WRITER_BATCH: usize = 4096;
+
+fn url_of(db: &TestDb) -> String {
+    db.url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            db.dir.path().join("privcomm.db").display()
+        )
+    })
+}
+
+fn pepper() -> Arc<Pepper> {
+    Arc::new(Pepper::new(&[7u8; 32]))
+}
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    privcomm_server::store::open(&url_of(db), StoreSettings::default(), pepper())
+        .await
+        .expect("store opens")
+}
+
+/// Registers a user with `prekeys` one-time prekeys, as the registration route does.
+async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
+    let pepper = pepper();
+    let hash = PhoneHash::parse(&format!("{n:02x}").repeat(32)).expect("hash");
+    let phone_key = pepper.phone_key(&hash);
+    let proof = CodeProof {
+        session_key: format!("session-{n}"),
+        phone_key: phone_key.clone(),
+        code_hash: [n; 32],
+    };
+    store
+        .put_verification(&proof, 0, i64::MAX)
+        .await
+        .expect("code");
+    let signed = StoredSignedPreKey {
+        key_id: 1,
+        public_key: vec![5; 33],
+        signature: vec![6; 64],
+    };
+    let user = NewUser {
+        id: Uuid::new_v4(),
+        phone_key,
+        registration_id: u32::from(n) + 1,
+        identity_key: vec![n; 33],
+        signed_prekey: signed.clone(),
+        kyber_prekey: signed,
+        one_time_prekeys: (1..=prekeys)
+            .map(|key_id| StoredPreKey {
+                key_id,
+                public_key: key_id.to_be_bytes().to_vec(),
+            })
+            .collect(),
+    };
+    store.create_user(&user, 1_000, &proof).await.expect("user");
+    user.id
+}
+
+fn message(sender: Uuid, recipient: Uuid, created_at: i64, body: Vec<u8>) -> NewMessage {
+    NewMessage {
+        id: Uuid::new_v4(),
+        sender,
+        client_id: Uuid::new_v4(),
+        recipient,
+        payload: body.into(),
+        created_at,
+        recipient_registration_id: None,
+    }
+}
+
+/// A batch as large as the writer makes: stored in arrival order, read back in that order,
+/// acknowledged in one batch as large, and remembered for de-duplication after.
+async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    let alice = add_user(store.as_ref(), 1, 0).await;
+    let bob = add_user(store.as_ref(), 2, 0).await;
+    let messages: Vec<NewMessage> = (0..WRITER_BATCH)
+        .map(|i| message(alice, bob, 10, (i as u32).to_be_bytes().to_vec()))
+        .collect();
+    let outcome = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: messages.clone(),
+            now: 10,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("batch commits");
+    let seqs: Vec<i64> = outcome
+        .messages
+        .iter()
+        .map(|r| match r {
+            Ok(StoreOutcome::Stored(p)) => p.seq,
+            other => panic!("expected stored, got {other:?}"),
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq follows arrival");
+
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .pending_messages(bob, after, 1000)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        read.extend(page);
+    }
+    assert_eq!(read.len(), WRITER_BATCH);
+    for (stored, sent) in read.iter().zip(&messages) {
+        assert_eq!(stored.id, sent.id, "backlog in arrival order");
+        assert_eq!(stored.payload, sent.payload);
+    }
+    assert_eq!(
+        store.mailbox_usage(bob).await.expect("usage"),
+        MailboxUsage {
+            messages: WRITER_BATCH as i64,
+            bytes: 4 * WRITER_BATCH as i64
+        }
+    );
+
+    // Every ack of the backlog in one batch, plus one of someone else's message.
+    let mut acks: Vec<AckRequest> = read
+        .iter()
+        .map(|p| AckRequest {
+            recipient: bob,
+            id: p.id,
+        })
+        .collect();
+    acks.push(AckRequest {
+        recipient: alice,
+        id: read[0].id,
+    });
+    let acked = store
+        .write_batch(Arc::new(WriteBatch {
+            acks,
+            now: 20,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("acks commit");
+    assert_eq!(acked.acks.len(), WRITER_BATCH + 1);
+    assert!(acked.acks[..WRITER_BATCH].iter().all(|a| *a));
+    assert!(!acked.acks[WRITER_BATCH], "a foreign ack deletes nothing");
+    assert_eq!(store.pending_total().await.expect("total"), 0);
+    assert_eq!(
+        store.mailbox_usage(bob).await.expect("usage"),
+        MailboxUsage::default()
+    );
+
+    // A resend of a delivered message answers with its first server id.
+    let resend = NewMessage {
+        id: Uuid::new_v4(),
+        ..messages[7].clone()
+    };
+    let again = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![resend],
+            now: 30,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("resend");
+    assert!(matches!(
+        again.messages[0],
+        Ok(StoreOutcome::Duplicate { server_id }) if server_id == messages[7].id
+    ));
+    store.close().await;
+    test_db.cleanup().await;
+}
+
+/// Purge deletes what each cut-off says and nothing else, and keeps mailbox counts true.
+async fn purge_deletes_exactly_what_is_too_old(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    let alice = add_user(store.as_ref(), 1, 0).await;
+    let bob = add_user(store.as_ref(), 2, 3).await;
+    let old: Vec<NewMessage> = (0..3)
+        .map(|_| message(alice, bob, 100, vec![1; 10]))
+        .collect();
+    let young: Vec<NewMessage> = (0..2)
+        .map(|_| message(alice, bob, 5_000, vec![2; 7]))
+        .collect();
+    let delivered = message(bob, alice, 100, vec![3; 5]);
+    let mut all = old.clone();
+    all.extend(young.clone());
+    all.push(delivered.clone());
+    store
+        .write_batch(Arc::new(WriteBatch {
+            messages: all,
+            now: 100,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("stored");
+    store
+        .write_batch(Arc::new(WriteBatch {
+            acks: vec![AckRequest {
+                recipient: alice,
+                id: delivered.id,
+            }],
+            now: 200,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("acked");
+    let bob_key = pepper().phone_key(&PhoneHash::parse(&"02".repeat(32)).expect("hash"));
+    for now in [150, 3_000] {
+        store
+            .claim_bundle(&bob_key, now, true)
+            .await
+            .expect("claim")
+            .expect("bob");
+    }
+    store
+        .insert_nonce(&[1; 32], &bob_key, 1_000)
+        .await
+        .expect("nonce");
+    store
+        .insert_nonce(&[2; 32], &bob_key, 9_000)
+        .await
+        .expect("nonce");
+
+    let report = store
+        .purge(PurgeCutoffs {
+            now: 2_000,
+            messages_before: 1_000,
+            used_prekeys_before: 1_000,
+            delivered_before: 300,
+        })
+        .await
+        .expect("purge");
+    assert_eq!(report.messages, 3, "the three old messages");
+    assert_eq!(report.used_prekeys, 1, "the prekey claimed at 150");
+    assert_eq!(report.nonces, 1, "the nonce expired at 1000");
+    assert_eq!(report.delivered, 1, "the record of the delivery at 200");
+    let left = store.pending_messages(bob, 0, 10).await.expect("left");
+    assert_eq!(
+        left.iter().map(|p| p.id).collect::<Vec<_>>(),
+        young.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.mailbox_usage(bob).await.expect("usage"),
+        MailboxUsage {
+            messages: 2,
+            bytes: 14
+        }
+    );
+    assert_eq!(store.count_one_time_prekeys(bob).await.expect("keys"), 1);
+    assert!(
+        store
+            .take_nonce(&[2; 32], &bob_key, 2_000)
+            .await
+            .expect("nonce"),
+        "the unexpired nonce stays"
+    );
+    store.close().await;
+    test_db.cleanup().await;
+}
+
+/// Claims racing for the last keys: each key goes to one claim, the rest get none.
+async fn concurrent_claims_never_share_a_prekey(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    add_user(store.as_ref(), 3, 40).await;
+    let key = pepper().phone_key(&PhoneHash::parse(&"03".repeat(32)).expect("hash"));
+    let claims = (0..100).map(|_| {
+        let store = store.clone();
+        let key = key.clone();
+        tokio::spawn(async move { store.claim_bundle(&key, 5_000, true).await })
+    });
+    let mut claimed = Vec::new();
+    let mut without = 0;
+    for claim in claims {
+        let bundle = claim.await.expect("task").expect("claim").expect("bundle");
+        match bundle.one_time_prekey {
+            Some(k) => claimed.push(k.key_id),
+            None => without += 1,
+        }
+    }
+    claimed.sort_unstable();
+    assert_eq!(
+        claimed,
+        (1..=40).collect::<Vec<u32>>(),
+        "each key exactly once"
+    );
+    assert_eq!(without, 60);
+    store.close().await;
+    test_db.cleanup().await;
+}
+
+/// The schema a database has: its tables, columns, indexes and constraints, as text that
+/// does not depend on the schema's name.
+async fn schema_of(db: Db, url: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("connect");
+    let sql = match db {
+        Db::Sqlite => {
+            "SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master
+             WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"
+        }
+        Db::Postgres => {
+            "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' '
+                    || is_nullable || ' ' || COALESCE(column_default, '')
+             FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'
+             UNION ALL
+             SELECT 'index ' || indexname || ' '
+                    || replace(indexdef, current_schema() || '.', '')
+             FROM pg_indexes WHERE schemaname = current_schema()
+               AND tablename <> '_sqlx_migrations'
+             UNION ALL
+             SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' '
+                    || pg_get_constraintdef(oid)
+             FROM pg_constraint WHERE connamespace = current_schema()::regnamespace
+               AND conrelid::regclass::text <> '_sqlx_migrations'"
+        }
+    };
+    let mut lines: Vec<String> = sqlx::query(sql)
+        .fetch_all(&pool)
+        .await
+        .expect("schema")
+        .iter()
+        .map(|row| row.try_get::<String, _>(0).expect("text"))
+        .collect();
+    pool.close().await;
+    lines.sort();
+    lines
+}
+
+/// A database created at migration 1 and brought up by the relay has the schema of one the
+/// relay creates fresh.
+async fn a_database_migrated_from_the_first_schema_equals_a_fresh_one(db: Db) {
+    let fresh_db = TestDb::new(db).await;
+    open(&fresh_db).await.close().await;
+    let fresh = schema_of(db, &url_of(&fresh_db)).await;
+
+    let old_db = TestDb::new(db).await;
+    let backend = if db == Db::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let dir = old_db.dir.path().join("first-migration");
+    crate::migrations::migrations_up_to(backend, "0001_initial.sql", &dir);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url_of(&old_db))
+        .await
+        .expect("connect");
+    sqlx::migrate::Migrator::new(Path::new(&dir))
+        .await
+        .expect("first migration")
+        .run(&pool)
+        .await
+        .expect("first schema");
+    pool.close().await;
+    open(&old_db).await.close().await;
+    let migrated = schema_of(db, &url_of(&old_db)).await;
+
+    assert!(fresh.len() > 12, "the dump sees the schema: {fresh:?}");
+    assert_eq!(migrated, fresh);
+    fresh_db.cleanup().await;
+    old_db.cleanup().await;
+}
+
+crate::on_both_backends!(
+    a_batch_the_writers_size_keeps_order_and_acks_as_one,
+    purge_deletes_exactly_what_is_too_old,
+    concurrent_claims_never_share_a_prekey,
+    a_database_migrated_from_the_first_schema_equals_a_fresh_one,
+);
