@@ -9,6 +9,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # libsignal
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)                   # libopus build (opusic-sys)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)             # TURN in the call tests
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# initdb/pg_ctl: tests that stop and restart PostgreSQL run a throwaway cluster of their own
+# (server/tests/support/pg_cluster.rs), never the machine's shared server.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 # The Kotlin bindings' JVM tests (bindings/tests/kotlin_jvm.rs): a JDK, JNA, JUnit 5.
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/jna.jar ] || need_apt+=(libjna-java)

@@ -84,7 +84,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match &cli.command {
-            Command::Throughput(args) => report::print(&throughput::run(args).await?, cli.json),
+            Command::Throughput(args) => {
+                for round in throughput::run(args).await? {
+                    report::print(&round, cli.json)?;
+                }
+                Ok(())
+            }
             Command::Connections(args) => report::print(&connections::run(args).await?, cli.json),
             Command::Offline(args) => report::print(&offline::run(args).await?, cli.json),
             Command::E2e(args) => report::print(&e2e::run(args).await?, cli.json),

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::accounts::{enrol_many, Account};
-use crate::relay_process::{cpu_seconds, Database, RelayProcess};
+use crate::relay_process::{cpu_seconds, postgres_cpu_seconds, Database, RelayProcess};
 use crate::report::{latency_summary, LatencySummary};
 use crate::wire::{self, PayloadTemplate, Socket};
 
@@ -51,6 +51,10 @@ pub struct Args {
     /// Directory for the relay's SQLite data (default: the system temp dir, on disk here).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Measured runs against one relay process, each with fresh accounts (a relay that
+    /// slows as its tables grow shows it in the later rounds).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 /// What one run measured.
@@ -58,6 +62,8 @@ pub struct Args {
 pub struct Report {
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+    /// Which run against the same relay process (1 = the first).
+    pub round: usize,
     /// Pairs.
     pub pairs: usize,
     /// Offered rate (0 = unbounded).
@@ -72,6 +78,13 @@ pub struct Report {
     pub relay_cpu_cores: f64,
     /// Generator CPU, in cores, over the window.
     pub generator_cpu_cores: f64,
+    /// CPU of this machine's PostgreSQL processes, in cores, over the window (PostgreSQL
+    /// runs only).
+    pub database_cpu_cores: Option<f64>,
+    /// That CPU per delivered message, in microseconds (PostgreSQL runs only).
+    pub database_cpu_us_per_message: Option<f64>,
+    /// Relay CPU per delivered message, in microseconds.
+    pub relay_cpu_us_per_message: f64,
     /// Delivery latency: scheduled send → `encrypted_message` read by the receiver.
     pub latency: LatencySummary,
     /// Group commits per second at the relay over the window.
@@ -100,20 +113,32 @@ struct Counters {
     errors: AtomicU64,
 }
 
-/// Runs the benchmark.
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
+/// Runs the benchmark: `args.rounds` measured runs against one relay process.
+pub async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
     let database = Database::from_args(args.postgres.clone(), args.data_dir.clone());
-    let relay = RelayProcess::spawn(&database, args.pairs * 2 + 100).await?;
-    let result = measure(args, &relay, database.label()).await;
+    let rounds = args.rounds.max(1);
+    let relay = RelayProcess::spawn(&database, (args.pairs * 2 + 100) * rounds).await?;
+    let mut reports = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        match measure(args, &relay, database.label(), round).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                relay.stop().await?;
+                return Err(e);
+            }
+        }
+    }
     relay.stop().await?;
-    result
+    Ok(reports)
 }
 
 async fn measure(
     args: &Args,
     relay: &RelayProcess,
     database: &'static str,
+    round: usize,
 ) -> anyhow::Result<Report> {
+    let on_postgres = args.postgres.is_some();
     let accounts = enrol_many(relay, args.pairs * 2, 32).await?;
     let ws_url = relay.ws_url();
     let sockets: Vec<(Account, Socket)> = stream::iter(accounts)
@@ -160,12 +185,14 @@ async fn measure(
     let me = std::process::id();
     let commits0 = CommitStats::read(relay).await?;
     let (relay_cpu0, own_cpu0) = (relay.cpu_seconds()?, cpu_seconds(me)?);
+    let db_cpu0 = postgres_cpu_seconds();
     let started = Instant::now();
     counters.measuring.store(true, Ordering::Release);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     counters.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
     let (relay_cpu1, own_cpu1) = (relay.cpu_seconds()?, cpu_seconds(me)?);
+    let db_cpu1 = postgres_cpu_seconds();
     let commits = CommitStats::read(relay).await?.since(&commits0);
 
     // Stop sending, wait for everything in flight to arrive, then stop the receivers.
@@ -199,15 +226,22 @@ async fn measure(
             sent_total - delivered_total
         );
     }
+    let delivered_in_window = counters.delivered_in_window.load(Ordering::Acquire) as f64;
+    let per_message_us = |cpu_seconds: f64| cpu_seconds / delivered_in_window.max(1.0) * 1e6;
+    let database_cpu = on_postgres.then_some(db_cpu1 - db_cpu0);
     Ok(Report {
         database,
+        round,
         pairs: args.pairs,
         offered_per_sec: args.rate,
         window: args.window,
-        delivered_per_sec: counters.delivered_in_window.load(Ordering::Acquire) as f64 / elapsed,
+        delivered_per_sec: delivered_in_window / elapsed,
         sent_per_sec: counters.sent_in_window.load(Ordering::Acquire) as f64 / elapsed,
         relay_cpu_cores: (relay_cpu1 - relay_cpu0) / elapsed,
         generator_cpu_cores: (own_cpu1 - own_cpu0) / elapsed,
+        database_cpu_cores: database_cpu.map(|cpu| cpu / elapsed),
+        database_cpu_us_per_message: database_cpu.map(per_message_us),
+        relay_cpu_us_per_message: per_message_us(relay_cpu1 - relay_cpu0),
         latency: latency_summary(&latencies),
         commits_per_sec: commits.count / elapsed,
         mean_commit_ms: commits.seconds / commits.count.max(1.0) * 1e3,

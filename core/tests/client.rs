@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+#[path = "../../server/tests/support/pg_cluster.rs"]
+mod pg_cluster;
 
 use common::{relay, relay_binary, until, ChildRelay, Relay};
 use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
@@ -534,6 +536,87 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
     .await;
     alice.close().await;
     bob.close().await;
+}
+
+/// Issue 17, acceptance 2: the relay's PostgreSQL is stopped and started again in the
+/// middle of a 2,000-message exchange. Sends and deliveries fail while it is down (503,
+/// connections closed with "try again later"); the clients reconnect and resend, and every
+/// message arrives exactly once, in order. The relay keeps running throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restarted_mid_exchange_loses_and_duplicates_nothing() {
+    const COUNT: usize = 2000;
+    let cluster = tokio::task::spawn_blocking(pg_cluster::PgCluster::start)
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::relay_config(data.path());
+    config.database_url = Some(cluster.url(""));
+    let server = common::start_relay(config).await;
+    let url = server.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    alice.connect().await.unwrap();
+    bob.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    let mut bob_events = bob.events();
+    let mut alice_events = alice.events();
+    let bob_arrivals = collect_arrivals(&bob, COUNT);
+    let alice_arrivals = collect_arrivals(&alice, COUNT);
+    for i in 0..COUNT / 2 {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    let mut seen = 0;
+    until(&mut bob_events, Duration::from_secs(60), |event| {
+        if matches!(event, ClientEvent::MessageReceived(_)) {
+            seen += 1;
+        }
+        seen >= 200
+    })
+    .await;
+    tokio::task::block_in_place(|| cluster.stop());
+    // The outage reaches the clients: the relay closes their connections.
+    until(&mut alice_events, Duration::from_secs(60), |event| {
+        matches!(
+            event,
+            ClientEvent::ConnectionStateChanged(ConnectionState::Reconnecting { .. })
+        )
+    })
+    .await;
+    // Writes go on while it is down: the clients queue them.
+    for i in COUNT / 2..COUNT * 3 / 4 {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| cluster.start_again());
+    for i in COUNT * 3 / 4..COUNT {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    expect_exchange(
+        [(bob_arrivals, "a"), (alice_arrivals, "b")],
+        [(&bob, alice_id), (&alice, bob_id)],
+        COUNT,
+    )
+    .await;
+    // Every delivery was acknowledged and deleted; the relay never stopped serving.
+    let store = server.state().store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.pending_total().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mailboxes empty once the acks are written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = reqwest::get(format!("{url}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    alice.close().await;
+    bob.close().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,11 @@ pub async fn accept_message(
         return Err(err);
     }
     let held = state.inflight.hold(message.payload.len()).await;
-    let stored = state.writes.store_message(message, held).await;
+    // A REST send stands alone: no order to keep with other requests.
+    let stored = state
+        .writes
+        .store_message(message, crate::writer::SendStream::default(), held)
+        .await;
     server_id(&state.metrics, answer(stored).await)
 }
 

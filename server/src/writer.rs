@@ -6,6 +6,7 @@
 //! After a commit the writer hands new messages to their recipients' connections in storage
 //! order, so live delivery follows the same order as the stored backlog.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -25,10 +26,35 @@ const MAX_BATCH: usize = 4096;
 /// Their bytes are bounded by the in-flight budget as well.
 const MAX_QUEUED: usize = 2 * MAX_BATCH;
 
+/// The sends of one connection, in their order. Once one of them is refused because the
+/// database is unavailable, every later one is refused too: nothing of a stream is stored
+/// after a send that was not, so when its sender sends again from the first refused one,
+/// the recipient still gets them in the order they were sent.
+#[derive(Clone, Debug, Default)]
+pub struct SendStream(Arc<AtomicBool>);
+
+impl SendStream {
+    /// True once a send of this stream was refused for want of the database.
+    pub fn is_broken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn break_off(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The refusal of a send that follows a refused one of its stream.
+fn after_refusal() -> StoreError {
+    StoreError::Unavailable("an earlier send of this connection was refused".into())
+}
+
 enum Op {
-    /// A message, the in-flight bytes it holds until committed, and who waits for it.
+    /// A message, its stream, the in-flight bytes it holds until committed, and who waits
+    /// for it.
     Store(
         NewMessage,
+        SendStream,
         HeldBytes,
         oneshot::Sender<StoreResult<StoreOutcome>>,
     ),
@@ -73,16 +99,17 @@ impl WriteQueue {
         Self { ops }
     }
 
-    /// Queues a message, waiting while the queue is full; the answer comes once it is
-    /// durably stored (or refused). `held` is given back when the commit is done.
+    /// Queues a message of `stream`, waiting while the queue is full; the answer comes
+    /// once it is durably stored (or refused). `held` is given back when the commit is done.
     pub async fn store_message(
         &self,
         message: NewMessage,
+        stream: SendStream,
         held: HeldBytes,
     ) -> Pending<StoreOutcome> {
         let (reply, answer) = oneshot::channel();
         // If the writer is gone the reply sender is dropped and the answer says so.
-        let _ = self.ops.send(Op::Store(message, held, reply)).await;
+        let _ = self.ops.send(Op::Store(message, stream, held, reply)).await;
         answer
     }
 
@@ -127,13 +154,18 @@ impl Writer {
             ..WriteBatch::default()
         };
         let mut store_replies = Vec::new();
+        let mut streams = Vec::new();
         let mut ack_replies = Vec::new();
         // Given back (dropped) only once the batch is committed and answered.
         let mut held = Vec::new();
         for op in ops {
             match op {
-                Op::Store(message, bytes, reply) => {
+                Op::Store(_, stream, _, reply) if stream.is_broken() => {
+                    let _ = reply.send(Err(after_refusal()));
+                }
+                Op::Store(message, stream, bytes, reply) => {
                     batch.messages.push(message);
+                    streams.push(stream);
                     held.push(bytes);
                     store_replies.push(reply);
                 }
@@ -168,9 +200,14 @@ impl Writer {
             Err(e) => {
                 // Rolled back as a whole; one by one, a single bad write fails alone.
                 tracing::warn!(error = %e, writes = batch.messages.len() + batch.acks.len(), "group commit failed; writing one by one");
-                self.one_by_one(&batch).await
+                self.one_by_one(&batch, &streams).await
             }
         };
+        for (result, stream) in stored.iter().zip(&streams) {
+            if matches!(result, Err(StoreError::Unavailable(_))) {
+                stream.break_off();
+            }
+        }
         self.announce(&stored);
         for (reply, result) in store_replies.into_iter().zip(stored) {
             let _ = reply.send(result);
@@ -189,6 +226,7 @@ impl Writer {
     async fn one_by_one(
         &self,
         batch: &WriteBatch,
+        streams: &[SendStream],
     ) -> (Vec<StoreResult<StoreOutcome>>, Vec<StoreResult<bool>>) {
         let single = |messages: Vec<NewMessage>, acks: Vec<AckRequest>, touches: Vec<Uuid>| {
             Arc::new(WriteBatch {
@@ -200,13 +238,20 @@ impl Writer {
             })
         };
         let mut stored = Vec::with_capacity(batch.messages.len());
-        for message in &batch.messages {
+        for (message, stream) in batch.messages.iter().zip(streams) {
+            if stream.is_broken() {
+                stored.push(Err(after_refusal()));
+                continue;
+            }
             let result = self
                 .store
                 .write_batch(single(vec![message.clone()], vec![], vec![]))
                 .await
                 .and_then(|mut outcome| outcome.messages.pop().ok_or(StoreError::WriterStopped))
                 .and_then(|result| result);
+            if matches!(result, Err(StoreError::Unavailable(_))) {
+                stream.break_off();
+            }
             stored.push(result);
         }
         let mut acked = Vec::with_capacity(batch.acks.len());

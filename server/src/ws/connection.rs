@@ -27,6 +27,7 @@ use crate::messaging::{server_id, validate_message};
 use crate::state::AppState;
 use crate::store::{PendingMessage, StoreResult};
 use crate::writer::answer;
+use crate::writer::SendStream;
 
 /// A write that takes longer than this means the peer stopped reading: drop it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,6 +88,7 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         delivery: Delivery::new(DELIVERY_WINDOW, DELIVERY_PAGE),
         pending: FuturesOrdered::new(),
         inflight: ByteBudget::new(CONNECTION_INFLIGHT_BYTES),
+        sends: SendStream::default(),
     }
     .serve(&mut socket, registration)
     .await;
@@ -179,6 +181,8 @@ struct Connection<'a> {
     pending: FuturesOrdered<InProgress>,
     /// This connection's share of the in-flight byte budget.
     inflight: ByteBudget,
+    /// This connection's sends, in order (see `SendStream`).
+    sends: SendStream,
 }
 
 impl Connection<'_> {
@@ -358,7 +362,11 @@ impl Connection<'_> {
                     drop(payload);
                     self.pace(socket, message.payload.len(), signals).await?;
                     let held = admit(self.state, &self.inflight, frame_bytes, signals).await?;
-                    let stored = self.state.writes.store_message(message, held).await;
+                    let stored = self
+                        .state
+                        .writes
+                        .store_message(message, self.sends.clone(), held)
+                        .await;
                     let metrics = self.state.metrics.clone();
                     self.pending.push_back(Box::pin(async move {
                         Completed::Reply(match server_id(&metrics, answer(stored).await) {
@@ -436,6 +444,11 @@ impl Connection<'_> {
         }
         if wrote {
             flush(socket).await?;
+        }
+        if self.sends.is_broken() {
+            // A send was refused for want of the database, and every later one with it: the
+            // client sends them again, in order, once it has reconnected.
+            return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "database unavailable"));
         }
         Ok(())
     }

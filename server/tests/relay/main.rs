@@ -2,6 +2,8 @@
 //! on PostgreSQL, and talks to it over real HTTP and WebSocket connections.
 
 mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod abuse;
 mod accounts;
@@ -9,6 +11,7 @@ mod accounts_races;
 mod at_rest;
 mod auth_errors;
 mod crash;
+mod database;
 mod delivery;
 mod end_to_end;
 mod group_commit;

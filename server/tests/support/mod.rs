@@ -1,0 +1,3 @@
+//! Test helpers shared with other crates' tests.
+
+pub mod pg_cluster;
