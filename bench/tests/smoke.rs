@@ -7,6 +7,13 @@ use std::process::Command;
 use serde_json::Value;
 
 fn bench(args: &[&str]) -> Value {
+    let mut reports = bench_lines(args);
+    assert_eq!(reports.len(), 1, "one JSON line: {reports:?}");
+    reports.remove(0)
+}
+
+/// Every JSON line a run printed.
+fn bench_lines(args: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_privcomm-bench"))
         .arg("--json")
         .args(args)
@@ -18,7 +25,10 @@ fn bench(args: &[&str]) -> Value {
         "privcomm-bench {args:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
 }
 
 fn postgres_url() -> String {
@@ -73,9 +83,9 @@ fn throughput_smoke_on_sqlite_at_a_fixed_rate_and_unbounded() {
 }
 
 #[test]
-fn throughput_smoke_on_postgres() {
+fn throughput_smoke_on_postgres_in_two_rounds_of_one_relay() {
     let url = postgres_url();
-    let report = bench(&[
+    let reports = bench_lines(&[
         "throughput",
         "--pairs",
         "2",
@@ -85,11 +95,21 @@ fn throughput_smoke_on_postgres() {
         "1",
         "--warmup",
         "0.2",
+        "--rounds",
+        "2",
         "--postgres",
         &url,
     ]);
-    assert_full_path(&report);
-    assert_eq!(report["database"], "postgres");
+    assert_eq!(reports.len(), 2, "a report per round");
+    for (round, report) in reports.iter().enumerate() {
+        assert_full_path(report);
+        assert_eq!(report["database"], "postgres");
+        assert_eq!(report["round"], round + 1);
+        assert!(
+            report["database_cpu_cores"].as_f64().unwrap() > 0.0,
+            "PostgreSQL's CPU is measured: {report}"
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //!
 //! After a commit the writer hands new messages to their recipients' connections in storage
 //! order, so live delivery follows the same order as the stored backlog.
+//!
+//! A database that commits transactions in parallel (PostgreSQL) gets several writers, each
+//! with its own queue and connection; a recipient's messages, acks and mailbox row always go
+//! to the same one (chosen by the recipient's id), so their order, and the `seq` order a
+//! backlog read relies on, is kept per recipient, and no two writers lock the same rows.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,10 +67,11 @@ enum Op {
     Touch(Uuid),
 }
 
-/// Handle to the writer task; cheap to clone.
+/// Handle to the writer tasks; cheap to clone.
 #[derive(Clone)]
 pub struct WriteQueue {
-    ops: mpsc::Sender<Op>,
+    /// One queue per writer; a user's writes always take the same one.
+    shards: Arc<[mpsc::Sender<Op>]>,
 }
 
 /// The answer to a queued write, to be awaited later (writes are queued in call order).
@@ -77,7 +83,8 @@ pub async fn answer<T>(pending: Pending<T>) -> StoreResult<T> {
 }
 
 impl WriteQueue {
-    /// Starts the writer task. It ends when every handle is dropped.
+    /// Starts the store's number of writer tasks (`Store::parallel_writers`). They end
+    /// when every handle is dropped.
     pub fn start(
         store: Arc<dyn Store>,
         connections: Arc<ConnectionRegistry>,
@@ -85,18 +92,33 @@ impl WriteQueue {
         clock: Arc<dyn Clock>,
         quota: MailboxQuota,
     ) -> Self {
-        let (ops, queue) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(
-            Writer {
-                store,
-                connections,
-                metrics,
-                clock,
-                quota,
-            }
-            .run(queue),
-        );
-        Self { ops }
+        let writers = store.parallel_writers().max(1);
+        let shards: Vec<mpsc::Sender<Op>> = (0..writers)
+            .map(|_| {
+                let (ops, queue) = mpsc::channel(MAX_QUEUED);
+                tokio::spawn(
+                    Writer {
+                        store: store.clone(),
+                        connections: connections.clone(),
+                        metrics: metrics.clone(),
+                        clock: clock.clone(),
+                        quota,
+                    }
+                    .run(queue),
+                );
+                ops
+            })
+            .collect();
+        Self {
+            shards: shards.into(),
+        }
+    }
+
+    /// The queue of the writer that writes `user`'s messages, acks and mailbox.
+    fn queue_of(&self, user: Uuid) -> &mpsc::Sender<Op> {
+        // Ids are random (v4): their low bits spread users evenly.
+        let index = (user.as_u128() % self.shards.len() as u128) as usize;
+        &self.shards[index]
     }
 
     /// Queues a message of `stream`, waiting while the queue is full; the answer comes
@@ -109,7 +131,10 @@ impl WriteQueue {
     ) -> Pending<StoreOutcome> {
         let (reply, answer) = oneshot::channel();
         // If the writer is gone the reply sender is dropped and the answer says so.
-        let _ = self.ops.send(Op::Store(message, stream, held, reply)).await;
+        let _ = self
+            .queue_of(message.recipient)
+            .send(Op::Store(message, stream, held, reply))
+            .await;
         answer
     }
 
@@ -118,7 +143,7 @@ impl WriteQueue {
     pub async fn ack(&self, recipient: Uuid, id: Uuid) -> Pending<bool> {
         let (reply, answer) = oneshot::channel();
         let _ = self
-            .ops
+            .queue_of(recipient)
             .send(Op::Ack(AckRequest { recipient, id }, reply))
             .await;
         answer
@@ -127,7 +152,7 @@ impl WriteQueue {
     /// Records that `user` connected, with the next commit; nobody waits for it, and it is
     /// skipped when the queue is full (`last_seen` is not worth waiting for).
     pub fn touch(&self, user: Uuid) {
-        let _ = self.ops.try_send(Op::Touch(user));
+        let _ = self.queue_of(user).try_send(Op::Touch(user));
     }
 }
 

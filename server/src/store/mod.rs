@@ -523,6 +523,11 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<PendingMessage>>;
+    /// How many group commits may run at once (each on its own connection). A recipient's
+    /// writes always go to the same one (writer.rs).
+    fn parallel_writers(&self) -> usize {
+        1
+    }
     /// Applies a batch of writes in one transaction. An `Err` means nothing was written (the
     /// caller may retry the writes one by one); per-write refusals are in the outcome. A
     /// message is stored unless the same (sender, client id) was stored before or the

@@ -33,6 +33,8 @@ use tls::TlsUrl;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Group commits that may run at once.
+    writers: usize,
     /// Keys the de-duplication records of delivered messages.
     pepper: Arc<Pepper>,
 }
@@ -132,7 +134,15 @@ impl PgStore {
         migrate::run(&mut client).await?;
         at_rest::pepper_stored_rows(&mut client, &pepper).await?;
         drop(client);
-        Ok(Self { pool, pepper })
+        // PostgreSQL commits in parallel; a quarter of the pool leaves the rest to reads.
+        let writers = usize::try_from(settings.max_connections / 4)
+            .unwrap_or(1)
+            .clamp(1, 4);
+        Ok(Self {
+            pool,
+            writers,
+            pepper,
+        })
     }
 
     async fn client(&self) -> StoreResult<Object> {
@@ -771,6 +781,10 @@ impl Store for PgStore {
             )
             .await?;
         rows.iter().map(pending_from_row).collect()
+    }
+
+    fn parallel_writers(&self) -> usize {
+        self.writers
     }
 
     async fn write_batch(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
