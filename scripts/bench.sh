@@ -11,8 +11,6 @@ cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
 OUT="${OUT:-target/bench-results.jsonl}"
 PG="${PRIVCOMM_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
-# The same server over its Unix socket (sqlx's TCP connections lack TCP_NODELAY).
-PG_SOCKET="${PRIVCOMM_BENCH_POSTGRES_SOCKET_URL:-postgres://postgres@localhost/test?host=/var/run/postgresql}"
 ONLY="${1:-all}"
 
 cargo build --release --locked -p privcomm-bench
@@ -31,7 +29,8 @@ want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 if want throughput; then
   for rate in 5000 10000 0; do run throughput --rate "$rate"; done
   for rate in 5000 10000 0; do run throughput --rate "$rate" --postgres "$PG"; done
-  for rate in 5000 10000 0; do run throughput --rate "$rate" --postgres "$PG_SOCKET"; done
+  # Three 30 s runs against one relay process: does it slow as its tables grow?
+  run throughput --rate 0 --duration 30 --rounds 3 --postgres "$PG"
   # The same on tmpfs: what the relay costs apart from waiting for the disk.
   for rate in 5000 10000 0; do run throughput --rate "$rate" --data-dir /dev/shm; done
 fi
