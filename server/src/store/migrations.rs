@@ -1,15 +1,10 @@
-//! The schema migrations, compiled into the binary (`migrations/<backend>/NNNN_name.sql`).
+//! The schema migrations, compiled into the binary (`migrations/<backend>/NNNN_name.sql`),
+//! and run by each backend's runner (`sqlite/migrate.rs`, `postgres/migrate.rs`).
 //!
-//! Built by hand rather than with `sqlx::migrate!`: that macro pulls a second, host-side
-//! build of sqlx, both database drivers, SQLite and rustls into every build, for what is
-//! a list of files. The version, description and checksum are the ones sqlx derives from
-//! the file name and contents, so databases migrated before keep validating.
-
-use std::borrow::Cow;
-use std::sync::LazyLock;
-
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::SqlStr;
+//! Relays before issue 17 ran them with sqlx, which keeps a ledger, `_sqlx_migrations`, of
+//! each applied version with its description (the file name's words) and the SHA-384 of
+//! its SQL. The runners keep that ledger as sqlx did, so databases migrated before keep
+//! validating.
 
 /// One migration: its version, sqlx's description (the file name's words) and its SQL.
 pub(crate) struct Source {
@@ -54,31 +49,6 @@ migrations!(
     (3, "0003_accounts.sql", "accounts"),
 );
 
-static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE));
-
-/// sqlx's migrator over the SQLite migrations (PostgreSQL has its own runner,
-/// `postgres/migrate.rs`, keeping the same ledger).
-pub(super) fn sqlite_migrator() -> &'static Migrator {
-    &SQLITE_MIGRATOR
-}
-
-fn migrator(sources: &'static [Source]) -> Migrator {
-    let migrations = sources
-        .iter()
-        .map(|source| {
-            Migration::new(
-                source.version,
-                Cow::Borrowed(source.description),
-                MigrationType::Simple,
-                SqlStr::from_static(source.sql),
-                // What sqlx reads from a file that starts with this marker.
-                source.sql.starts_with("-- no-transaction"),
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,18 +78,6 @@ mod tests {
             assert_eq!(source.description, description);
             assert_eq!(hex(&source.checksum()), checksum, "version {version}");
             assert!(!source.sql.starts_with("-- no-transaction"));
-        }
-    }
-
-    #[test]
-    fn the_sqlite_migrator_records_the_same_checksums() {
-        for source in SQLITE {
-            let migration = sqlite_migrator()
-                .iter()
-                .find(|m| m.version == source.version)
-                .expect("migration present");
-            assert_eq!(&source.checksum()[..], &migration.checksum[..]);
-            assert_eq!(source.description, migration.description);
         }
     }
 

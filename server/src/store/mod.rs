@@ -4,13 +4,11 @@
 //! by its group-commit thread) and `PgStore` (PostgreSQL through tokio-postgres). `open`
 //! picks the one a database URL names.
 
-mod at_rest;
 mod convert;
 mod mailbox;
 mod migrations;
 mod postgres;
 mod sqlite;
-mod sqlite_writer;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

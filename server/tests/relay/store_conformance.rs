@@ -309,6 +309,65 @@ async fn concurrent_claims_never_share_a_prekey(db: Db) {
     test_db.cleanup().await;
 }
 
+/// A taken phone key or nonce is a `Conflict` on every backend (registration answers
+/// `already_registered` from it), and the failed write leaves nothing behind.
+async fn taken_keys_are_conflicts(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    add_user(store.as_ref(), 4, 2).await;
+    let pepper = pepper();
+    let phone_key = pepper.phone_key(&PhoneHash::parse(&"04".repeat(32)).expect("hash"));
+    let proof = CodeProof {
+        session_key: "second-session".into(),
+        phone_key: phone_key.clone(),
+        code_hash: [9; 32],
+    };
+    store
+        .put_verification(&proof, 0, i64::MAX)
+        .await
+        .expect("code");
+    let signed = StoredSignedPreKey {
+        key_id: 1,
+        public_key: vec![5; 33],
+        signature: vec![6; 64],
+    };
+    let again = NewUser {
+        id: Uuid::new_v4(),
+        phone_key: phone_key.clone(),
+        registration_id: 77,
+        identity_key: vec![1; 33],
+        signed_prekey: signed.clone(),
+        kyber_prekey: signed,
+        one_time_prekeys: vec![StoredPreKey {
+            key_id: 1,
+            public_key: vec![1],
+        }],
+    };
+    assert!(matches!(
+        store.create_user(&again, 2_000, &proof).await,
+        Err(privcomm_server::store::StoreError::Conflict)
+    ));
+    assert!(store.user_by_id(again.id).await.expect("read").is_none());
+    // The code was not used up by the refused registration.
+    assert_eq!(
+        store
+            .check_verification(&proof, 3_000, 3)
+            .await
+            .expect("check"),
+        privcomm_server::store::CodeCheck::Valid
+    );
+    store
+        .insert_nonce(&[3; 32], &phone_key, 9_000)
+        .await
+        .expect("nonce");
+    assert!(matches!(
+        store.insert_nonce(&[3; 32], &phone_key, 9_000).await,
+        Err(privcomm_server::store::StoreError::Conflict)
+    ));
+    store.close().await;
+    test_db.cleanup().await;
+}
+
 /// The schema a database has: its tables, columns, indexes and constraints, as text that
 /// does not depend on the schema's name.
 async fn schema_of(db: Db, url: &str) -> Vec<String> {
@@ -387,5 +446,6 @@ crate::on_both_backends!(
     a_batch_the_writers_size_keeps_order_and_acks_as_one,
     purge_deletes_exactly_what_is_too_old,
     concurrent_claims_never_share_a_prekey,
+    taken_keys_are_conflicts,
     a_database_migrated_from_the_first_schema_equals_a_fresh_one,
 );

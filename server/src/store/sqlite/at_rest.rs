@@ -1,0 +1,105 @@
+//! The data step of migration 0003 on SQLite: rows written before the pepper existed are
+//! rewritten in their peppered form, once, and the database remembers which pepper wrote
+//! it.
+//!
+//! SQL alone cannot compute an HMAC with a key it does not hold, so this runs in the relay
+//! right after the schema migrations, in one transaction: phone hashes (users and pending
+//! auth nonces) become phone keys, de-duplication records of delivered messages become
+//! keyed hashes and the table that held sender and client ids in the clear is dropped, and
+//! `last_seen` is rounded down to the day. A database already converted only has its pepper
+//! checked: opening it with another pepper would make every stored number unfindable.
+//! (`postgres/at_rest.rs` does the same on PostgreSQL.)
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::super::convert::uuid_from;
+use super::super::{StoreError, StoreResult, DAY_MS};
+use crate::pepper::Pepper;
+
+/// A row of the old `delivered_messages`: sender, client id, server id, delivered at.
+type DeliveredRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
+/// `relay_meta` row naming the pepper the stored keys were made with.
+const FINGERPRINT: &str = "pepper_fingerprint";
+
+/// Converts what an older relay stored, or checks the pepper of a converted database.
+pub(super) fn pepper_stored_rows(conn: &mut Connection, pepper: &Pepper) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM relay_meta WHERE name = ?1",
+            params![FINGERPRINT],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match stored {
+        Some(fingerprint) if fingerprint == pepper.fingerprint() => return Ok(()),
+        Some(_) => {
+            return Err(StoreError::Setup(
+                "this database was written with another phone pepper: start the relay with the \
+                 pepper it was created with (PRIVCOMM_PHONE_PEPPER or <data dir>/phone_pepper); \
+                 every relay of one database must share it"
+                    .into(),
+            ))
+        }
+        None => {}
+    }
+
+    let mut users = 0u64;
+    for (table, key_column) in [("users", "id"), ("auth_nonces", "nonce")] {
+        // Only the fixed table and column names above are formatted in; all data is bound.
+        let rows: Vec<(Vec<u8>, String)> = {
+            let mut select = tx.prepare(&format!("SELECT {key_column}, phone_key FROM {table}"))?;
+            let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut update = tx.prepare(&format!(
+            "UPDATE {table} SET phone_key = ?2 WHERE {key_column} = ?1"
+        ))?;
+        for (key, hash) in &rows {
+            update.execute(params![key, pepper.phone_key_of(hash).as_str()])?;
+        }
+        if table == "users" {
+            users = rows.len() as u64;
+        }
+    }
+
+    let delivered: Vec<DeliveredRow> = {
+        let mut select = tx.prepare(
+            "SELECT sender_id, client_id, server_id, delivered_at FROM delivered_messages",
+        )?;
+        let rows = select.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
+             VALUES (?1, ?2, ?3) ON CONFLICT (dedup_key) DO NOTHING",
+        )?;
+        for (sender, client_id, server_id, delivered_at) in &delivered {
+            let key = pepper.delivery_key(uuid_from(sender)?, uuid_from(client_id)?);
+            insert.execute(params![&key[..], server_id, delivered_at])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE delivered_messages")?;
+    tx.execute(
+        "UPDATE users SET last_seen = last_seen - (last_seen % ?1)",
+        params![DAY_MS],
+    )?;
+    tx.execute(
+        "INSERT INTO relay_meta (name, value) VALUES (?1, ?2)",
+        params![FINGERPRINT, pepper.fingerprint()],
+    )?;
+    tx.commit()?;
+    if users > 0 || !delivered.is_empty() {
+        // secure_delete zeroes the replaced rows' cells; the WAL copies go at the checkpoint.
+        tracing::info!(
+            users,
+            records = delivered.len(),
+            "stored phone hashes and delivery records peppered"
+        );
+    }
+    Ok(())
+}
