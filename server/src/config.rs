@@ -33,9 +33,10 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Most database connections open at once. On PostgreSQL the relay's group commits use
-    /// one, so the rest serve logins, key fetches and backlog reads; several instances of
-    /// one database each open this many (mind the server's `max_connections`).
+    /// Database connections for reads, logins and key updates. On PostgreSQL the group
+    /// commits have their own besides (a quarter of this many, 1 to 4); on SQLite this many
+    /// read-only connections, and one more writes. Several instances of one database each
+    /// open them all (mind the server's `max_connections`).
     #[arg(long, env = "PRIVCOMM_DATABASE_POOL", default_value_t = 8)]
     pub database_pool: u32,
 

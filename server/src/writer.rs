@@ -54,6 +54,11 @@ fn after_refusal() -> StoreError {
     StoreError::Unavailable("an earlier send of this connection was refused".into())
 }
 
+/// The refusal of a write not tried because the database went away during its commit.
+fn database_gone() -> StoreError {
+    StoreError::Unavailable("the database became unavailable during this commit".into())
+}
+
 enum Op {
     /// A message, its stream, the in-flight bytes it holds until committed, and who waits
     /// for it.
@@ -228,9 +233,12 @@ impl Writer {
                 self.one_by_one(&batch, &streams).await
             }
         };
-        for (result, stream) in stored.iter().zip(&streams) {
+        for ((result, stream), message) in stored.iter().zip(&streams).zip(&batch.messages) {
             if matches!(result, Err(StoreError::Unavailable(_))) {
                 stream.break_off();
+                // The connection may have failed during COMMIT, after the commit: if the
+                // message was stored, its recipient reads it from storage.
+                self.connections.rescan(message.recipient);
             }
         }
         self.announce(&stored);
@@ -263,9 +271,15 @@ impl Writer {
             })
         };
         let mut stored = Vec::with_capacity(batch.messages.len());
+        let mut unavailable = false;
         for (message, stream) in batch.messages.iter().zip(streams) {
             if stream.is_broken() {
                 stored.push(Err(after_refusal()));
+                continue;
+            }
+            if unavailable {
+                // Once the database is gone, the rest would each wait for it in turn.
+                stored.push(Err(database_gone()));
                 continue;
             }
             let result = self
@@ -276,19 +290,25 @@ impl Writer {
                 .and_then(|result| result);
             if matches!(result, Err(StoreError::Unavailable(_))) {
                 stream.break_off();
+                unavailable = true;
             }
             stored.push(result);
         }
         let mut acked = Vec::with_capacity(batch.acks.len());
         for ack in &batch.acks {
+            if unavailable {
+                acked.push(Err(database_gone()));
+                continue;
+            }
             let result = self
                 .store
                 .write_batch(single(vec![], vec![*ack], vec![]))
                 .await
                 .and_then(|mut outcome| outcome.acks.pop().ok_or(StoreError::WriterStopped));
+            unavailable |= matches!(result, Err(StoreError::Unavailable(_)));
             acked.push(result);
         }
-        if !batch.touches.is_empty() {
+        if !batch.touches.is_empty() && !unavailable {
             if let Err(e) = self
                 .store
                 .write_batch(single(vec![], vec![], batch.touches.clone()))

@@ -362,11 +362,13 @@ impl Connection<'_> {
                     drop(payload);
                     self.pace(socket, message.payload.len(), signals).await?;
                     let held = admit(self.state, &self.inflight, frame_bytes, signals).await?;
-                    let stored = self
+                    // Waiting for room in the writer's queue must not outlast a shutdown
+                    // or the connection being replaced.
+                    let queued = self
                         .state
                         .writes
-                        .store_message(message, self.sends.clone(), held)
-                        .await;
+                        .store_message(message, self.sends.clone(), held);
+                    let stored = or_end(self.state, queued, signals).await?;
                     let metrics = self.state.metrics.clone();
                     self.pending.push_back(Box::pin(async move {
                         Completed::Reply(match server_id(&metrics, answer(stored).await) {

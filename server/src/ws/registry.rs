@@ -146,6 +146,16 @@ impl ConnectionRegistry {
         }
     }
 
+    /// Tells `user`'s connection, if online, to read its mailbox from storage again (a
+    /// write whose outcome is unknown may have stored messages for it).
+    pub fn rescan(&self, user: Uuid) {
+        let signals = self.lock().get(&user).map(|e| e.signals.clone());
+        if let Some(signals) = signals {
+            signals.push_dropped.store(true, Ordering::Release);
+            signals.wake.notify_one();
+        }
+    }
+
     /// Hands a newly stored message to its recipient's connection, if online. Never blocks:
     /// when the connection is behind, it is told to re-read storage instead.
     pub fn push(&self, message: Arc<PendingMessage>) {

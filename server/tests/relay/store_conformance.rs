@@ -189,6 +189,53 @@ async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
     test_db.cleanup().await;
 }
 
+/// A resend that meets the ack of the message it repeats in one batch is a duplicate
+/// (found in review: PostgreSQL applied the ack first and stored the resend again).
+async fn a_resend_beside_its_ack_is_a_duplicate(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    let alice = add_user(store.as_ref(), 1, 0).await;
+    let bob = add_user(store.as_ref(), 2, 0).await;
+    let first = message(alice, bob, 10, b"once".to_vec());
+    store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![first.clone()],
+            now: 10,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("stored");
+    let resend = NewMessage {
+        id: Uuid::new_v4(),
+        ..first.clone()
+    };
+    let outcome = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![resend],
+            acks: vec![AckRequest {
+                recipient: bob,
+                id: first.id,
+            }],
+            now: 20,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("batch");
+    assert!(
+        matches!(outcome.messages[0], Ok(StoreOutcome::Duplicate { server_id }) if server_id == first.id),
+        "{:?}",
+        outcome.messages[0]
+    );
+    assert_eq!(outcome.acks, [true]);
+    assert_eq!(store.pending_total().await.expect("total"), 0);
+    assert_eq!(
+        store.mailbox_usage(bob).await.expect("usage"),
+        MailboxUsage::default()
+    );
+    store.close().await;
+    test_db.cleanup().await;
+}
+
 /// Purge deletes what each cut-off says and nothing else, and keeps mailbox counts true.
 async fn purge_deletes_exactly_what_is_too_old(db: Db) {
     let test_db = TestDb::new(db).await;
@@ -444,6 +491,7 @@ async fn a_database_migrated_from_the_first_schema_equals_a_fresh_one(db: Db) {
 
 crate::on_both_backends!(
     a_batch_the_writers_size_keeps_order_and_acks_as_one,
+    a_resend_beside_its_ack_is_a_duplicate,
     purge_deletes_exactly_what_is_too_old,
     concurrent_claims_never_share_a_prekey,
     taken_keys_are_conflicts,

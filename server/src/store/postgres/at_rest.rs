@@ -18,6 +18,8 @@ const CONVERSION_LOCK: i64 = 0x7072_6976_636f_6d6d;
 /// Converts what an older relay stored, or checks the pepper of a converted database.
 pub(super) async fn pepper_stored_rows(client: &mut Object, pepper: &Pepper) -> StoreResult<()> {
     let tx = client.transaction().await?;
+    // Rewriting every user may take longer than a request may.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CONVERSION_LOCK])
         .await?;
     let stored = tx
@@ -62,9 +64,11 @@ pub(super) async fn pepper_stored_rows(client: &mut Object, pepper: &Pepper) -> 
         );
         // PostgreSQL keeps the rows an UPDATE replaced until vacuum reuses their space:
         // rewrite the tables so the plain phone hashes leave the data files.
-        client
-            .batch_execute("VACUUM FULL users, auth_nonces")
-            .await?;
+        // VACUUM may not share a query string with other statements.
+        client.batch_execute("SET statement_timeout = 0").await?;
+        let vacuumed = client.batch_execute("VACUUM FULL users, auth_nonces").await;
+        client.batch_execute("RESET statement_timeout").await?;
+        vacuumed?;
         tracing::warn!(
             "the plain phone hashes are gone from the tables; the WAL archives and backups \
              from before this upgrade still hold them: expire them"

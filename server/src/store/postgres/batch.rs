@@ -129,13 +129,20 @@ pub(super) async fn apply(
         first_acks.extend(batch.acks.iter().filter(|a| seen.insert(a.id)).copied());
     }
 
-    // Round trip 1: what the mailboxes hold, the acks, last_seen — independent statements.
+    // Round trip 1: last_seen, what the mailboxes hold, the acks — independent statements.
+    // `users` rows first, as registration locks them before pending rows.
     let mut mailboxes = MailboxLedger::default();
-    let (loaded, deleted, ()) = tokio::try_join!(
+    let ((), loaded, deleted) = tokio::try_join!(
+        touch(tx, &batch.touches, batch.now),
         load_mailboxes(tx, &recipients),
         delete_acked(tx, &first_acks),
-        touch(tx, &batch.touches, batch.now),
     )?;
+    // A resend of a message this batch acknowledges: its pending row is gone and its
+    // delivery record not yet written, so it is answered here, as stored before.
+    let acked_now: HashMap<(Uuid, Uuid), Uuid> = deleted
+        .iter()
+        .map(|row| ((row.sender, row.client_id), row.id))
+        .collect();
     for (recipient, usage) in loaded {
         mailboxes.load(recipient, usage);
     }
@@ -154,6 +161,7 @@ pub(super) async fn apply(
         .unique
         .iter()
         .copied()
+        .filter(|&i| !acked_now.contains_key(&(messages[i].sender, messages[i].client_id)))
         .filter(|&i| {
             let m = &messages[i];
             let size = u64::try_from(m.payload.len()).unwrap_or(u64::MAX);
@@ -193,6 +201,7 @@ pub(super) async fn apply(
         .iter()
         .copied()
         .filter(|&i| !seq_of.contains_key(&messages[i].id))
+        .filter(|&i| !acked_now.contains_key(&(messages[i].sender, messages[i].client_id)))
         .collect();
     let ((), refusals) = tokio::try_join!(
         apply_deltas(tx, mailboxes.changes()),
@@ -203,9 +212,10 @@ pub(super) async fn apply(
         (0..messages.len()).map(|_| None).collect();
     for &index in &resends.unique {
         let m = &messages[index];
-        let outcome = match seq_of.get(&m.id) {
-            Some(&seq) => Ok(StoreOutcome::Stored(m.stored_as(seq))),
-            None => match refusals.get(&index) {
+        let outcome = match (seq_of.get(&m.id), acked_now.get(&(m.sender, m.client_id))) {
+            (Some(&seq), _) => Ok(StoreOutcome::Stored(m.stored_as(seq))),
+            (None, Some(&server_id)) => Ok(StoreOutcome::Duplicate { server_id }),
+            (None, None) => match refusals.get(&index) {
                 Some(Refusal::StoredBefore(server_id)) => Ok(StoreOutcome::Duplicate {
                     server_id: *server_id,
                 }),

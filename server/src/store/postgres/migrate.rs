@@ -30,6 +30,10 @@ pub(super) async fn run(client: &mut Object) -> StoreResult<()> {
 pub(crate) async fn run_sources(client: &mut Object, sources: &[Source]) -> StoreResult<()> {
     let failed = |e: tokio_postgres::Error| StoreError::Setup(format!("migration failed: {e}"));
     let tx = client.transaction().await.map_err(failed)?;
+    // A migration of large tables may take longer than a request may.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(failed)?;

@@ -32,7 +32,11 @@ use tls::TlsUrl;
 /// The relay store on PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
+    /// Reads and the rarer writes (accounts, keys, nonces).
     pool: Pool,
+    /// The group commits' own connections, one per writer: reads, however many, never
+    /// leave a commit waiting for a connection.
+    commits: Pool,
     /// Group commits that may run at once.
     writers: usize,
     /// Keys the de-duplication records of delivered messages.
@@ -59,14 +63,42 @@ impl From<tokio_postgres::Error> for StoreError {
                 Self::Unavailable(Box::new(err))
             }
             Some(_) => Self::Database(Box::new(err)),
-            // No SQLSTATE: the connection itself failed (closed, reset, TLS, timeout).
-            None if err.is_closed() || err.as_db_error().is_none() => {
-                Self::Unavailable(Box::new(err))
-            }
+            // No SQLSTATE: the connection itself failed (closed, reset, TLS, timeout), or
+            // the relay misread a row (a bug, not an outage).
+            None if err.is_closed() || from_io(&err) => Self::Unavailable(Box::new(err)),
             None => Self::Database(Box::new(err)),
         }
     }
 }
+
+/// True if an I/O error (socket, TLS, connect timeout) is among `err`'s causes.
+fn from_io(err: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// True if `err` is PostgreSQL giving up a transaction that a retry can complete
+/// (deadlock detected, serialization failure).
+fn worth_retrying(err: &StoreError) -> bool {
+    let StoreError::Database(source) = err else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+/// Times a group commit is tried when PostgreSQL gives it up for a deadlock.
+const COMMIT_TRIES: usize = 3;
 
 impl From<PoolError> for StoreError {
     fn from(err: PoolError) -> Self {
@@ -99,6 +131,10 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("privcomm-relay");
         }
+        // A peer that vanished (a half-open connection after a failover) is noticed in
+        // about half a minute, not the kernel's two hours.
+        config.keepalives_idle(std::time::Duration::from_secs(15));
+        config.tcp_user_timeout(std::time::Duration::from_secs(30));
         // Custom plans always: a plan cached while the tables were small (a sequential scan
         // of a then-empty table) would otherwise stay in use as they grow, and the relay
         // cannot count on autovacuum's statistics to invalidate it.
@@ -109,21 +145,29 @@ impl PgStore {
         );
         config.options(options.trim());
         let tls = MakeRustlsConnect::new(tls_url.client_config()?);
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(usize::try_from(settings.max_connections.max(1)).unwrap_or(1))
-            .wait_timeout(Some(settings.acquire_timeout))
-            .create_timeout(Some(settings.acquire_timeout))
-            .recycle_timeout(Some(settings.acquire_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Setup(format!("database pool: {e}")))?;
+        let build = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .wait_timeout(Some(settings.acquire_timeout))
+                .create_timeout(Some(settings.acquire_timeout))
+                .recycle_timeout(Some(settings.acquire_timeout))
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|e| StoreError::Setup(format!("database pool: {e}")))
+        };
+        let pool = build(usize::try_from(settings.max_connections).unwrap_or(1))?;
+        // PostgreSQL commits in parallel; a quarter of the pool's size, 1 to 4.
+        let writers = usize::try_from(settings.max_connections / 4)
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let commits = build(writers)?;
         let mut client = pool.get().await.map_err(|e| {
             StoreError::Setup(format!(
                 "connecting to the database (sslmode={}): {}",
@@ -134,12 +178,9 @@ impl PgStore {
         migrate::run(&mut client).await?;
         at_rest::pepper_stored_rows(&mut client, &pepper).await?;
         drop(client);
-        // PostgreSQL commits in parallel; a quarter of the pool leaves the rest to reads.
-        let writers = usize::try_from(settings.max_connections / 4)
-            .unwrap_or(1)
-            .clamp(1, 4);
         Ok(Self {
             pool,
+            commits,
             writers,
             pepper,
         })
@@ -147,6 +188,16 @@ impl PgStore {
 
     async fn client(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// One attempt at a group commit, on a connection of the writers' own.
+    async fn commit_once(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
+        let mut client = self.commits.get().await?;
+        let tx = client.transaction().await?;
+        // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
+        let outcome = batch::apply(&tx, batch, &self.pepper).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 }
 
@@ -279,6 +330,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close();
+        self.commits.close();
     }
 
     async fn scrub(&self) -> StoreResult<()> {
@@ -788,12 +840,16 @@ impl Store for PgStore {
     }
 
     async fn write_batch(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteBatchOutcome> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
-        let outcome = batch::apply(&tx, &batch, &self.pepper).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.commit_once(&batch).await {
+                Err(e) if tries < COMMIT_TRIES && worth_retrying(&e) => {
+                    tracing::debug!(error = %e, "group commit given up by PostgreSQL; retried");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn pending_total(&self) -> StoreResult<u64> {

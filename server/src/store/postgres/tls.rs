@@ -128,6 +128,14 @@ impl TlsUrl {
                 .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
                 .with_no_client_auth());
         }
+        if self.mode == TlsMode::VerifyCa && self.root_cert.is_none() {
+            // Any certificate a public CA issued, for any name, would pass.
+            return Err(StoreError::Setup(
+                "sslmode=verify-ca needs sslrootcert (the CA that signed the database's \
+                 certificate); or use verify-full"
+                    .into(),
+            ));
+        }
         let roots = Arc::new(self.roots()?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
@@ -315,5 +323,20 @@ mod tests {
             TlsUrl::split("postgres://db/x?sslmode=sometimes"),
             Err(StoreError::Setup(_))
         ));
+    }
+
+    /// verify-ca checks no host name: with the web's roots, any publicly issued
+    /// certificate would pass, so it needs the database's own CA.
+    #[test]
+    fn verify_ca_needs_its_ca() {
+        let without = TlsUrl::split("postgres://db/x?sslmode=verify-ca").expect("valid");
+        assert!(matches!(
+            without.client_config(),
+            Err(StoreError::Setup(message)) if message.contains("sslrootcert")
+        ));
+        let full = TlsUrl::split("postgres://db/x?sslmode=verify-full").expect("valid");
+        assert!(full.client_config().is_ok());
+        let require = TlsUrl::split("postgres://db/x?sslmode=require").expect("valid");
+        assert!(require.client_config().is_ok());
     }
 }

@@ -39,6 +39,7 @@ impl Readers {
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         let idle = self.idle.clone();
+        let permits = self.permits.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = idle
@@ -46,10 +47,15 @@ impl Readers {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop()
                 .ok_or(StoreError::WriterStopped)?;
-            let result = read(&conn);
-            idle.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            // A panicking read must not take its connection with it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&conn)))
+                .unwrap_or_else(|_| Err(StoreError::Database("a database read panicked".into())));
+            // After `close`, the connection is closed here instead of going back.
+            if !permits.is_closed() {
+                idle.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+            }
             result
         })
         .await

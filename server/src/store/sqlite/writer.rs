@@ -78,10 +78,26 @@ impl SqliteWriter {
                 while let Ok(job) = queue.recv() {
                     match job {
                         Job::Write { batch, reply } => {
-                            let result = super::batch::apply(&mut conn, &batch, &pepper);
-                            let _ = reply.send(result.map_err(StoreError::from));
+                            // A panic fails this batch, not the thread every later write
+                            // needs (an open transaction rolls back as it unwinds).
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    super::batch::apply(&mut conn, &batch, &pepper)
+                                }));
+                            let _ = reply.send(match result {
+                                Ok(result) => result.map_err(StoreError::from),
+                                Err(_) => {
+                                    Err(StoreError::Database("a group commit panicked".into()))
+                                }
+                            });
                         }
-                        Job::Run(work) => work(&mut conn),
+                        Job::Run(work) => {
+                            // The job's answer is dropped with it: its caller sees the
+                            // writer as stopped for this one call only.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                work(&mut conn)
+                            }));
+                        }
                         Job::Checkpoint { reply } => {
                             let done = checkpoint(&conn, MAINTENANCE_CHECKPOINT_WAIT);
                             let _ = reply.send(done.map_err(StoreError::from));
