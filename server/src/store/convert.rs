@@ -19,6 +19,26 @@ pub(super) fn count_from(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// Whether a database whose `relay_meta` names pepper fingerprint `stored` still needs
+/// its rows peppered (`Ok(true)`: never converted), is already in `pepper`'s form
+/// (`Ok(false)`), or was written with another pepper (an error: opening it would make
+/// every stored number unfindable).
+pub(super) fn needs_peppering(
+    stored: Option<&str>,
+    pepper: &crate::pepper::Pepper,
+) -> StoreResult<bool> {
+    match stored {
+        None => Ok(true),
+        Some(fingerprint) if fingerprint == pepper.fingerprint() => Ok(false),
+        Some(_) => Err(StoreError::Setup(
+            "this database was written with another phone pepper: start the relay with the \
+             pepper it was created with (PRIVCOMM_PHONE_PEPPER or <data dir>/phone_pepper); \
+             every relay of one database must share it"
+                .into(),
+        )),
+    }
+}
+
 /// Equal byte strings, compared without an early exit.
 pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

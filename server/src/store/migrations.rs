@@ -24,6 +24,32 @@ impl Source {
     }
 }
 
+/// Checks one ledger row (`version`, `checksum`, `success`) against the migrations this
+/// relay knows: each applied migration must be one of them, unchanged and complete.
+pub(crate) fn check_applied(
+    sources: &[Source],
+    version: i64,
+    checksum: &[u8],
+    success: bool,
+) -> super::StoreResult<()> {
+    use super::StoreError;
+    if !success {
+        return Err(StoreError::Setup(format!(
+            "migration {version} was left half-applied; repair the database by hand"
+        )));
+    }
+    match sources.iter().find(|s| s.version == version) {
+        Some(source) if source.checksum()[..] == *checksum => Ok(()),
+        Some(_) => Err(StoreError::Setup(format!(
+            "migration {version} applied to this database differs from this relay's"
+        ))),
+        None => Err(StoreError::Setup(format!(
+            "the database has migration {version}, which this relay does not know: it was \
+             written by a newer relay"
+        ))),
+    }
+}
+
 /// Every migration, oldest first, as `(version, file in migrations/<backend>/, sqlx's
 /// description)`; each exists for both backends. Applied ones never change (their
 /// checksums are stored in `_sqlx_migrations`); a schema change is a new pair of files and

@@ -5,7 +5,7 @@
 use deadpool_postgres::{Object, Transaction};
 
 use super::super::convert::uuid_from;
-use super::super::{StoreError, StoreResult, DAY_MS};
+use super::super::{StoreResult, DAY_MS};
 use crate::pepper::Pepper;
 
 /// `relay_meta` row naming the pepper the stored keys were made with.
@@ -28,17 +28,12 @@ pub(super) async fn pepper_stored_rows(client: &mut Object, pepper: &Pepper) -> 
             &[&FINGERPRINT],
         )
         .await?;
-    match stored {
-        Some(row) if row.try_get::<_, &str>(0)? == pepper.fingerprint() => return Ok(()),
-        Some(_) => {
-            return Err(StoreError::Setup(
-                "this database was written with another phone pepper: start the relay with the \
-                 pepper it was created with (PRIVCOMM_PHONE_PEPPER or <data dir>/phone_pepper); \
-                 every relay of one database must share it"
-                    .into(),
-            ))
-        }
-        None => {}
+    let stored: Option<&str> = match &stored {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
+    if !super::super::convert::needs_peppering(stored, pepper)? {
+        return Ok(());
     }
 
     let users = rewrite_phone_keys(&tx, "users", "id", pepper).await?;

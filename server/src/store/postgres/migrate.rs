@@ -50,25 +50,7 @@ pub(crate) async fn run_sources(client: &mut Object, sources: &[Source]) -> Stor
         let version: i64 = row.try_get(0).map_err(failed)?;
         let checksum: Vec<u8> = row.try_get(1).map_err(failed)?;
         let success: bool = row.try_get(2).map_err(failed)?;
-        if !success {
-            return Err(StoreError::Setup(format!(
-                "migration {version} was left half-applied; repair the database by hand"
-            )));
-        }
-        match sources.iter().find(|s| s.version == version) {
-            Some(source) if source.checksum()[..] == checksum[..] => {}
-            Some(_) => {
-                return Err(StoreError::Setup(format!(
-                    "migration {version} applied to this database differs from this relay's"
-                )))
-            }
-            None => {
-                return Err(StoreError::Setup(format!(
-                    "the database has migration {version}, which this relay does not know: it \
-                     was written by a newer relay"
-                )))
-            }
-        }
+        migrations::check_applied(sources, version, &checksum, success)?;
         known.insert(version, ());
     }
     for source in sources.iter().filter(|s| !known.contains_key(&s.version)) {

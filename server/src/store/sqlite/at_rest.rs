@@ -13,7 +13,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::super::convert::uuid_from;
-use super::super::{StoreError, StoreResult, DAY_MS};
+use super::super::{StoreResult, DAY_MS};
 use crate::pepper::Pepper;
 
 /// A row of the old `delivered_messages`: sender, client id, server id, delivered at.
@@ -32,17 +32,8 @@ pub(super) fn pepper_stored_rows(conn: &mut Connection, pepper: &Pepper) -> Stor
             |row| row.get(0),
         )
         .optional()?;
-    match stored {
-        Some(fingerprint) if fingerprint == pepper.fingerprint() => return Ok(()),
-        Some(_) => {
-            return Err(StoreError::Setup(
-                "this database was written with another phone pepper: start the relay with the \
-                 pepper it was created with (PRIVCOMM_PHONE_PEPPER or <data dir>/phone_pepper); \
-                 every relay of one database must share it"
-                    .into(),
-            ))
-        }
-        None => {}
+    if !super::super::convert::needs_peppering(stored.as_deref(), pepper)? {
+        return Ok(());
     }
 
     let mut users = 0u64;

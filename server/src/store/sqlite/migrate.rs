@@ -35,25 +35,7 @@ fn run_sources(conn: &mut Connection, sources: &[Source]) -> StoreResult<()> {
         rows.collect::<Result<_, _>>().map_err(failed)?
     };
     for (version, checksum, success) in &applied {
-        if !success {
-            return Err(StoreError::Setup(format!(
-                "migration {version} was left half-applied; repair the database by hand"
-            )));
-        }
-        match sources.iter().find(|s| s.version == *version) {
-            Some(source) if source.checksum()[..] == checksum[..] => {}
-            Some(_) => {
-                return Err(StoreError::Setup(format!(
-                    "migration {version} applied to this database differs from this relay's"
-                )))
-            }
-            None => {
-                return Err(StoreError::Setup(format!(
-                    "the database has migration {version}, which this relay does not know: it \
-                     was written by a newer relay"
-                )))
-            }
-        }
+        migrations::check_applied(sources, *version, checksum, *success)?;
     }
     for source in sources
         .iter()
