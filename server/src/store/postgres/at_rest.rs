@@ -141,8 +141,7 @@ async fn convert_delivery_records(tx: &Transaction<'_>, pepper: &Pepper) -> Stor
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         tx.execute(
             "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
-             SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[])
-             ON CONFLICT (dedup_key) DO NOTHING",
+             SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[])",
             &[&key_refs, &server_ids, &delivered_at],
         )
         .await?;
