@@ -65,8 +65,16 @@ pub const MAX_STORED_ONE_TIME_PREKEYS: u64 = 1000;
 pub const MESSAGE_RETENTION_DAYS: u64 = 30;
 /// Days a claimed one-time prekey is kept before it is deleted.
 pub const USED_PREKEY_RETENTION_DAYS: u64 = 7;
-/// Days the relay remembers a delivered message's (sender, client id) to drop resends.
-pub const DELIVERED_ID_RETENTION_DAYS: u64 = 7;
+/// How many of a sender's latest stored messages the relay remembers by (sender, client
+/// id), delivered or not: a resend of one of them answers its first server id instead of
+/// being stored again (a pending message is recognised however old). A client must not let
+/// this many of its messages be stored between a message's store and its resend; the core
+/// keeps at most 64 in flight, so that takes more than a dozen dropped connections in a
+/// row (and the recipient's device still drops a duplicate by its message id).
+pub const RESEND_WINDOW: u32 = 1024;
+/// Days the relay remembers a stored message's (sender, client id) at most, within
+/// `RESEND_WINDOW`.
+pub const SEND_RECORD_RETENTION_DAYS: u64 = 7;
 
 /// Default cap on concurrent WebSocket connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;

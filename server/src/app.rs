@@ -343,6 +343,10 @@ impl RelayServer {
             state.clone(),
             Duration::from_secs(state.config.maintenance_interval_secs),
         ));
+        tokio::spawn(maintenance::scrub_periodically(
+            state.clone(),
+            maintenance::SCRUB_INTERVAL,
+        ));
         let open_file_limit = crate::serve::open_file_limit();
         let settings = ServeSettings {
             limits: ConnectionLimits::new(

@@ -1,10 +1,10 @@
-//! Retention: deletes old messages, used prekeys, expired nonces and old delivery records,
+//! Retention: deletes old messages, used prekeys, expired nonces and old send records,
 //! then scrubs the copies of deleted rows a database keeps beside its tables.
 
 use std::time::Duration;
 
 use privcomm_protocol::limits::{
-    DELIVERED_ID_RETENTION_DAYS, MESSAGE_RETENTION_DAYS, USED_PREKEY_RETENTION_DAYS,
+    MESSAGE_RETENTION_DAYS, SEND_RECORD_RETENTION_DAYS, USED_PREKEY_RETENTION_DAYS,
 };
 
 use crate::state::AppState;
@@ -24,7 +24,7 @@ pub fn cutoffs(now: i64) -> PurgeCutoffs {
         now,
         messages_before: now.saturating_sub(days_ms(MESSAGE_RETENTION_DAYS)),
         used_prekeys_before: now.saturating_sub(days_ms(USED_PREKEY_RETENTION_DAYS)),
-        delivered_before: now.saturating_sub(days_ms(DELIVERED_ID_RETENTION_DAYS)),
+        sends_before: now.saturating_sub(days_ms(SEND_RECORD_RETENTION_DAYS)),
     }
 }
 
@@ -39,12 +39,34 @@ pub async fn run_once(state: &AppState) -> StoreResult<PurgeReport> {
             messages = report.messages,
             used_prekeys = report.used_prekeys,
             nonces = report.nonces,
-            delivered = report.delivered,
+            send_records = report.send_records,
             verifications = report.verifications,
             "maintenance purged expired rows"
         );
     }
     Ok(report)
+}
+
+/// How often the store's scrub runs between maintenance passes. Every message leaves dead
+/// rows on PostgreSQL (window rows pushed out, mailbox counts, delivered messages) whose
+/// index entries slow the next writes until vacuumed, and autovacuum may be off: at tens of
+/// thousands of messages a second the default maintenance interval lets them pile up
+/// (docs/BENCHMARKS.md). On SQLite a scrub is a WAL checkpoint.
+pub const SCRUB_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs the store's scrub every `interval` until shutdown.
+pub async fn scrub_periodically(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                if let Err(e) = state.store.scrub().await {
+                    tracing::warn!(error = %e, "scrub failed; will retry");
+                }
+            }
+        }
+    }
 }
 
 /// Runs `run_once` every `interval` until shutdown.

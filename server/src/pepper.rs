@@ -1,12 +1,12 @@
 //! The pepper: a secret kept outside the database that keys what the relay stores about
-//! phone numbers and delivered messages, so a copy of the database alone gives away neither.
+//! phone numbers and the messages it stored, so a copy of the database alone gives away neither.
 //!
 //! A phone hash is an unsalted SHA-256 of a phone number, and phone numbers are few enough
 //! to try them all: from a stolen database, every number could be recovered in minutes. The
 //! relay therefore stores `HMAC(pepper, phone_hash)` instead, which cannot be tested
-//! against guesses without the pepper. Likewise the de-duplication record of a delivered
-//! message is `HMAC(pepper, sender ‖ client id)`, enough to recognise a resend and no longer
-//! saying who sent what. Every relay instance on one database must share the pepper; the
+//! against guesses without the pepper. Likewise the de-duplication record of a stored
+//! message is `HMAC(pepper, sender ‖ client id)` in a row keyed by `HMAC(pepper, sender ‖
+//! position)`, enough to recognise a resend and no longer saying who sent what. Every relay instance on one database must share the pepper; the
 //! store refuses to open with a different one (`fingerprint`).
 
 use std::path::Path;
@@ -24,6 +24,8 @@ const PEPPER_FILE: &str = "phone_pepper";
 /// Domain separation: the same pepper keys three unrelated things.
 const PHONE_KEY_CONTEXT: &[u8] = b"privcomm-phone-key-v1\0";
 const DELIVERY_KEY_CONTEXT: &[u8] = b"privcomm-delivery-key-v1\0";
+const SEND_COUNTER_CONTEXT: &[u8] = b"privcomm-send-counter-v1\0";
+const SEND_SLOT_CONTEXT: &[u8] = b"privcomm-send-slot-v1\0";
 const FINGERPRINT_CONTEXT: &[u8] = b"privcomm-pepper-fingerprint-v1\0";
 const CODE_CONTEXT: &[u8] = b"privcomm-verification-code-v1\0";
 const LOCK_CONTEXT: &[u8] = b"privcomm-registration-lock-v1\0";
@@ -45,7 +47,8 @@ impl PhoneKey {
     }
 }
 
-/// What the relay stores to recognise a resend of a delivered message.
+/// A keyed hash the relay stores in place of ids: a message's (sender, client id), a
+/// sender's counter, a slot of a sender's window.
 pub type DeliveryKey = [u8; DELIVERY_KEY_LEN];
 
 /// The relay's pepper.
@@ -106,13 +109,26 @@ impl Pepper {
 
     /// The de-duplication key of the message `sender` sent with `client_id`.
     pub fn delivery_key(&self, sender: Uuid, client_id: Uuid) -> DeliveryKey {
-        let full = self.keyed(
+        truncated(self.keyed(
             DELIVERY_KEY_CONTEXT,
             &[sender.as_bytes(), client_id.as_bytes()],
-        );
-        let mut key = [0u8; DELIVERY_KEY_LEN];
-        key.copy_from_slice(&full[..DELIVERY_KEY_LEN]);
-        key
+        ))
+    }
+
+    /// The key of `sender`'s count of stored messages (`send_counters`): unlinkable to the
+    /// sender, and to the sender's remembered messages, without the pepper.
+    pub fn send_counter_key(&self, sender: Uuid) -> DeliveryKey {
+        truncated(self.keyed(SEND_COUNTER_CONTEXT, &[sender.as_bytes()]))
+    }
+
+    /// The key of `sender`'s `position`-th stored message in its window of remembered
+    /// messages (`recent_sends`): unlinkable to the sender's other positions without the
+    /// pepper, and never reused, so copies of the database do not group a sender's messages.
+    pub fn send_slot_key(&self, sender: Uuid, position: u64) -> DeliveryKey {
+        truncated(self.keyed(
+            SEND_SLOT_CONTEXT,
+            &[sender.as_bytes(), &position.to_be_bytes()],
+        ))
     }
 
     /// What the relay stores of a verification code sent for `phone_key`: a keyed hash,
@@ -142,6 +158,14 @@ impl Pepper {
     pub fn fingerprint(&self) -> String {
         hex::encode(&self.keyed(FINGERPRINT_CONTEXT, &[])[..8])
     }
+}
+
+/// The first `DELIVERY_KEY_LEN` bytes of a keyed hash: 128 bits are plenty to tell
+/// stored rows apart, and half the index.
+fn truncated(full: [u8; 32]) -> DeliveryKey {
+    let mut key = [0u8; DELIVERY_KEY_LEN];
+    key.copy_from_slice(&full[..DELIVERY_KEY_LEN]);
+    key
 }
 
 #[cfg(test)]

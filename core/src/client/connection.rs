@@ -35,6 +35,13 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 const UPKEEP_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
 /// Outbox entries written to the socket before waiting for `sent`.
 const MAX_IN_FLIGHT: usize = 64;
+// Between a message's store and its resend, each connection stores at most its sends in
+// flight (older refused ones retried first, newer ones after); the relay remembers a
+// sender's last RESEND_WINDOW, so a resend is recognised across many dropped connections.
+const _: () = assert!(
+    16 * MAX_IN_FLIGHT <= privcomm_protocol::limits::RESEND_WINDOW as usize,
+    "the relay's resend window must cover many connections' sends in flight"
+);
 /// Below this many one-time prekeys at the relay, upload more.
 const PREKEY_LOW_WATER: u64 = 25;
 /// Top the relay's one-time prekeys up to this many.

@@ -9,6 +9,11 @@ pub(super) fn uuid_from(bytes: &[u8]) -> StoreResult<Uuid> {
     Uuid::from_slice(bytes).map_err(|e| StoreError::Database(Box::new(e)))
 }
 
+/// A 16-byte keyed-hash column as a `DeliveryKey`.
+pub(super) fn key_from(bytes: &[u8]) -> StoreResult<crate::pepper::DeliveryKey> {
+    crate::pepper::DeliveryKey::try_from(bytes).map_err(|e| StoreError::Database(Box::new(e)))
+}
+
 /// A BIGINT column that holds a u32 (registration ids, key ids, counters).
 pub(super) fn u32_from(value: i64) -> StoreResult<u32> {
     u32::try_from(value).map_err(|e| StoreError::Database(Box::new(e)))

@@ -73,6 +73,7 @@ migrations!(
     (1, "0001_initial.sql", "initial"),
     (2, "0002_mailboxes.sql", "mailboxes"),
     (3, "0003_accounts.sql", "accounts"),
+    (4, "0004_send_window.sql", "send window"),
 );
 
 #[cfg(test)]
@@ -88,13 +89,15 @@ mod tests {
     /// migration would make every existing relay refuse to start.
     #[test]
     fn applied_migrations_keep_their_checksums() {
-        let pinned: [(&[Source], i64, &str, &str); 6] = [
+        let pinned: [(&[Source], i64, &str, &str); 8] = [
             (SQLITE, 1, "initial", SQLITE_1),
             (SQLITE, 2, "mailboxes", SQLITE_2),
             (SQLITE, 3, "accounts", SQLITE_3),
+            (SQLITE, 4, "send window", SQLITE_4),
             (POSTGRES, 1, "initial", POSTGRES_1),
             (POSTGRES, 2, "mailboxes", POSTGRES_2),
             (POSTGRES, 3, "accounts", POSTGRES_3),
+            (POSTGRES, 4, "send window", POSTGRES_4),
         ];
         for (sources, version, description, checksum) in pinned {
             let source = sources
@@ -121,10 +124,14 @@ mod tests {
         "40a741d616a245fce4eade3d58699ea56601770005cdf53afa645bf887d5d72a5306a93e0f31249a8f8c8f61827d3d96";
     const SQLITE_3: &str =
         "cb10854718d6c1a196003c39743d256177d0d387fc52c8dc5573feb7c10bd163db0ae2b4852b2695cf8fa223de79f79a";
+    const SQLITE_4: &str =
+        "02a7f37fdde06d20b9097003973974a1698f88a8e7d994168af96c31d84cc99eb1c9e33b20fc344127aa3fd2ac8e527a";
     const POSTGRES_1: &str =
         "f7cb7b7ddbf9d7b3e712afb349cf8d9aeb031d624fe669a66d6d75313598360e510d17dff1c34d52243f033f8a2909d9";
     const POSTGRES_2: &str =
         "962c07dcc4e82f5480c75483896ac5591ef0f3cb02862f47048605ec70d06668274c9f097427e67324121b1f26037ea6";
     const POSTGRES_3: &str =
         "1d6fe4a2c0466497b7fe19e09f3dbfd010e8677e71dc232287dbf843027e0b50595c3ed3ab25916321419d469073712f";
+    const POSTGRES_4: &str =
+        "894bea18990358787e29e67bb34823fde57f9b499aa889c80ae7b0665db9b2384e0b43cf3e2145953a074fa5888a06cd";
 }

@@ -8,6 +8,7 @@ mod convert;
 mod mailbox;
 mod migrations;
 mod postgres;
+mod send_window;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -389,8 +390,8 @@ pub struct PurgeCutoffs {
     pub messages_before: i64,
     /// One-time prekeys claimed before this are deleted.
     pub used_prekeys_before: i64,
-    /// De-duplication records of delivered messages older than this are deleted.
-    pub delivered_before: i64,
+    /// De-duplication records of messages stored before this (to the day) are deleted.
+    pub sends_before: i64,
 }
 
 /// Rows removed by one `purge`.
@@ -402,8 +403,8 @@ pub struct PurgeReport {
     pub used_prekeys: u64,
     /// Expired nonces deleted.
     pub nonces: u64,
-    /// Old delivery records deleted.
-    pub delivered: u64,
+    /// Old de-duplication records (`recent_sends` rows) deleted.
+    pub send_records: u64,
     /// Expired verification codes deleted.
     pub verifications: u64,
 }

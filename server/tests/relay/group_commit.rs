@@ -119,13 +119,14 @@ async fn batch_answers_each_write_like_single_writes(db: Db) {
         "only Bob's acks deleted"
     );
 
-    // An acked message sent again is answered with its first server id, not stored again.
+    // An acked message sent again is answered with its first server id, not stored again
+    // (the last acked one: Alice's window holds her last 256 of 301).
     let again = NewMessage {
         id: Uuid::new_v4(),
         ..message(alice.id(), bob.id(), Uuid::nil(), "x")
     };
     let acked_client_id = {
-        let first = &messages[0];
+        let first = &messages[199];
         NewMessage {
             client_id: first.client_id,
             ..again
@@ -142,7 +143,7 @@ async fn batch_answers_each_write_like_single_writes(db: Db) {
     assert_eq!(
         outcome.messages[0].as_ref().ok(),
         Some(&StoreOutcome::Duplicate {
-            server_id: pending[0].id
+            server_id: pending[199].id
         })
     );
     assert_eq!(store.pending_total().await.expect("count"), 101);
@@ -250,7 +251,7 @@ async fn mailbox_quota_counts_messages_and_bytes(db: Db) {
             now: 0,
             messages_before: i64::MAX,
             used_prekeys_before: 0,
-            delivered_before: 0,
+            sends_before: 0,
         })
         .await
         .expect("purge");

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use privcomm_protocol::limits::RESEND_WINDOW;
 use privcomm_protocol::PhoneHash;
 use privcomm_server::pepper::Pepper;
 use privcomm_server::store::{
-    AckRequest, CodeProof, MailboxUsage, NewMessage, NewUser, PurgeCutoffs, Store, StoreOutcome,
-    StoreSettings, StoredPreKey, StoredSignedPreKey, WriteBatch,
+    AckRequest, CodeProof, LockChange, MailboxUsage, NewMessage, NewUser, PurgeCutoffs, Store,
+    StoreError, StoreOutcome, StoreSettings, StoredPreKey, StoredSignedPreKey, WriteBatch,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -38,13 +39,19 @@ async fn open(db: &TestDb) -> Arc<dyn Store> {
         .expect("store opens")
 }
 
-/// Registers a user with `prekeys` one-time prekeys, as the registration route does.
-async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
+/// User `n`'s registration (registration id `registration_id`) and the proof of its
+/// number, with a code put in storage as the code route does.
+async fn registration(
+    store: &dyn Store,
+    n: u8,
+    registration_id: u32,
+    prekeys: u32,
+) -> (NewUser, CodeProof) {
     let pepper = pepper();
     let hash = PhoneHash::parse(&format!("{n:02x}").repeat(32)).expect("hash");
     let phone_key = pepper.phone_key(&hash);
     let proof = CodeProof {
-        session_key: format!("session-{n}"),
+        session_key: format!("session-{n}-{registration_id}"),
         phone_key: phone_key.clone(),
         code_hash: [n; 32],
     };
@@ -60,7 +67,7 @@ async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
     let user = NewUser {
         id: Uuid::new_v4(),
         phone_key,
-        registration_id: u32::from(n) + 1,
+        registration_id,
         identity_key: vec![n; 33],
         signed_prekey: signed.clone(),
         kyber_prekey: signed,
@@ -71,6 +78,13 @@ async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
             })
             .collect(),
     };
+    (user, proof)
+}
+
+/// Registers user `n` (registration id n + 1) with `prekeys` one-time prekeys, as the
+/// registration route does.
+async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
+    let (user, proof) = registration(store, n, u32::from(n) + 1, prekeys).await;
     store.create_user(&user, 1_000, &proof).await.expect("user");
     user.id
 }
@@ -168,10 +182,12 @@ async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
         MailboxUsage::default()
     );
 
-    // A resend of a delivered message answers with its first server id.
+    // A resend of a delivered message still in its sender's window answers with its
+    // first server id.
+    let latest = WRITER_BATCH - 7;
     let resend = NewMessage {
         id: Uuid::new_v4(),
-        ..messages[7].clone()
+        ..messages[latest].clone()
     };
     let again = store
         .write_batch(Arc::new(WriteBatch {
@@ -183,7 +199,7 @@ async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
         .expect("resend");
     assert!(matches!(
         again.messages[0],
-        Ok(StoreOutcome::Duplicate { server_id }) if server_id == messages[7].id
+        Ok(StoreOutcome::Duplicate { server_id }) if server_id == messages[latest].id
     ));
     store.close().await;
     test_db.cleanup().await;
@@ -293,14 +309,17 @@ async fn purge_deletes_exactly_what_is_too_old(db: Db) {
             now: 2_000,
             messages_before: 1_000,
             used_prekeys_before: 1_000,
-            delivered_before: 300,
+            sends_before: 300,
         })
         .await
         .expect("purge");
     assert_eq!(report.messages, 3, "the three old messages");
     assert_eq!(report.used_prekeys, 1, "the prekey claimed at 150");
     assert_eq!(report.nonces, 1, "the nonce expired at 1000");
-    assert_eq!(report.delivered, 1, "the record of the delivery at 200");
+    assert_eq!(
+        report.send_records, 6,
+        "the records of the six messages stored on day 0"
+    );
     let left = store.pending_messages(bob, 0, 10).await.expect("left");
     assert_eq!(
         left.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -415,6 +434,195 @@ async fn taken_keys_are_conflicts(db: Db) {
     test_db.cleanup().await;
 }
 
+/// A message stored for a device that registered again since was dropped with that
+/// device's mailbox: its resend, still for the old registration, is refused as stale (the
+/// sender renews its session), not answered as sent, though it is in the sender's window.
+async fn a_resend_for_a_device_registered_again_is_stale(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let store = open(&test_db).await;
+    let alice = add_user(store.as_ref(), 1, 0).await;
+    let bob = add_user(store.as_ref(), 2, 0).await;
+    let first = NewMessage {
+        recipient_registration_id: Some(3),
+        ..message(alice, bob, 10, b"for the old phone".to_vec())
+    };
+    let stored = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![first.clone()],
+            now: 10,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("stored");
+    assert!(matches!(stored.messages[0], Ok(StoreOutcome::Stored(_))));
+    let (new_phone, proof) = registration(store.as_ref(), 2, 77, 0).await;
+    store
+        .replace_identity(bob, &new_phone, 20, LockChange::Clear, &proof)
+        .await
+        .expect("registered again");
+    assert_eq!(store.pending_total().await.expect("total"), 0);
+
+    let resend = NewMessage {
+        id: Uuid::new_v4(),
+        ..first.clone()
+    };
+    let answer = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![resend],
+            now: 30,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("batch");
+    assert!(
+        matches!(answer.messages[0], Err(StoreError::StaleRecipient)),
+        "{:?}",
+        answer.messages[0]
+    );
+    assert_eq!(store.pending_total().await.expect("total"), 0);
+    store.close().await;
+    test_db.cleanup().await;
+}
+
+/// Rows of `table` (a fixed name).
+async fn rows_of(url: &str, table: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("connect");
+    // Only the fixed table names of this file are formatted in.
+    let count: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+        .get(0);
+    pool.close().await;
+    count
+}
+
+/// The de-duplication record is bounded: however many messages a sender stores, the relay
+/// keeps one counter and `RESEND_WINDOW` slots for it. A resend of one of the sender's last
+/// `RESEND_WINDOW` messages is a duplicate after delivery; one older than that is stored
+/// again (the recipient's device drops it by its message id). Retention empties it.
+async fn a_senders_window_bounds_what_is_remembered(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let url = url_of(&test_db);
+    let store = open(&test_db).await;
+    let alice = add_user(store.as_ref(), 1, 0).await;
+    let bob = add_user(store.as_ref(), 2, 0).await;
+    let carol = add_user(store.as_ref(), 3, 0).await;
+    let window = RESEND_WINDOW as usize;
+    let total = 2 * window + 10;
+    let messages: Vec<NewMessage> = (0..total)
+        .map(|i| message(alice, bob, 10, (i as u32).to_be_bytes().to_vec()))
+        .collect();
+    // In batches of different sizes (one larger than the window), so the counter carries
+    // the position from one batch to the next.
+    for chunk in [
+        &messages[..100],
+        &messages[100..window + 110],
+        &messages[window + 110..],
+    ] {
+        let outcome = store
+            .write_batch(Arc::new(WriteBatch {
+                messages: chunk.to_vec(),
+                now: 10,
+                ..WriteBatch::default()
+            }))
+            .await
+            .expect("stored");
+        assert!(outcome
+            .messages
+            .iter()
+            .all(|r| matches!(r, Ok(StoreOutcome::Stored(_)))));
+    }
+    // Carol sends one: her window is her own.
+    let carols = message(carol, bob, 10, b"carol".to_vec());
+    store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![carols.clone()],
+            now: 10,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("stored");
+    let acks: Vec<AckRequest> = messages
+        .iter()
+        .chain(std::iter::once(&carols))
+        .map(|m| AckRequest {
+            recipient: bob,
+            id: m.id,
+        })
+        .collect();
+    store
+        .write_batch(Arc::new(WriteBatch {
+            acks,
+            now: 20,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("acked");
+    assert_eq!(store.pending_total().await.expect("total"), 0);
+    assert_eq!(
+        rows_of(&url, "recent_sends").await,
+        (window + 1) as i64,
+        "a window for alice, one slot for carol"
+    );
+    assert_eq!(rows_of(&url, "send_counters").await, 2);
+
+    let resend = |m: &NewMessage| NewMessage {
+        id: Uuid::new_v4(),
+        ..m.clone()
+    };
+    let oldest_kept = total - window;
+    let answers = store
+        .write_batch(Arc::new(WriteBatch {
+            messages: vec![
+                resend(&messages[total - 1]),
+                resend(&messages[oldest_kept]),
+                resend(&carols),
+                resend(&messages[oldest_kept - 1]),
+            ],
+            now: 30,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("resends");
+    for (answer, first) in
+        answers.messages[..3]
+            .iter()
+            .zip([&messages[total - 1], &messages[oldest_kept], &carols])
+    {
+        assert!(
+            matches!(answer, Ok(StoreOutcome::Duplicate { server_id }) if *server_id == first.id),
+            "{answer:?}"
+        );
+    }
+    assert!(
+        matches!(answers.messages[3], Ok(StoreOutcome::Stored(_))),
+        "out of the window: stored again, {:?}",
+        answers.messages[3]
+    );
+    assert_eq!(
+        rows_of(&url, "recent_sends").await,
+        (window + 1) as i64,
+        "the new one pushed the oldest out"
+    );
+
+    let report = store
+        .purge(PurgeCutoffs {
+            now: 40,
+            messages_before: 0,
+            used_prekeys_before: 0,
+            sends_before: i64::MAX,
+        })
+        .await
+        .expect("purge");
+    assert_eq!(report.send_records, (window + 1) as u64);
+    assert_eq!(rows_of(&url, "recent_sends").await, 0);
+    assert_eq!(rows_of(&url, "send_counters").await, 0);
+    store.close().await;
+    test_db.cleanup().await;
+}
+
 /// The schema a database has: its tables, columns, indexes and constraints, as text that
 /// does not depend on the schema's name.
 async fn schema_of(db: Db, url: &str) -> Vec<String> {
@@ -495,5 +703,7 @@ crate::on_both_backends!(
     purge_deletes_exactly_what_is_too_old,
     concurrent_claims_never_share_a_prekey,
     taken_keys_are_conflicts,
+    a_senders_window_bounds_what_is_remembered,
+    a_resend_for_a_device_registered_again_is_stale,
     a_database_migrated_from_the_first_schema_equals_a_fresh_one,
 );

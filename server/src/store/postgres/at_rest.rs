@@ -5,7 +5,8 @@
 use deadpool_postgres::{Object, Transaction};
 
 use super::super::convert::uuid_from;
-use super::super::{StoreResult, DAY_MS};
+use super::super::send_window::Sent;
+use super::super::{day_of, StoreResult, DAY_MS};
 use crate::pepper::Pepper;
 
 /// `relay_meta` row naming the pepper the stored keys were made with.
@@ -55,7 +56,7 @@ pub(super) async fn pepper_stored_rows(client: &mut Object, pepper: &Pepper) -> 
         tracing::info!(
             users,
             records,
-            "stored phone hashes and delivery records peppered"
+            "stored phone hashes peppered, delivered messages put in their senders' windows"
         );
         // PostgreSQL keeps the rows an UPDATE replaced until vacuum reuses their space:
         // rewrite the tables so the plain phone hashes leave the data files.
@@ -110,41 +111,46 @@ async fn rewrite_phone_keys(
     }
 }
 
-/// Copies `delivered_messages` into `delivery_records` under keyed hashes. Returns the
-/// records copied.
+/// Puts each row of `delivered_messages` in its sender's window under keyed hashes
+/// (`store/send_window.rs`), each sender's oldest first, so the window keeps the latest.
+/// Returns the rows read.
 async fn convert_delivery_records(tx: &Transaction<'_>, pepper: &Pepper) -> StoreResult<u64> {
-    let mut after: (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    // The pages below follow this order; without an index each would sort the whole table.
+    // The table is dropped after, index and all.
+    tx.batch_execute(
+        "CREATE INDEX delivered_messages_by_sender
+             ON delivered_messages (sender_id, delivered_at, client_id)",
+    )
+    .await?;
+    let mut after: (Vec<u8>, i64, Vec<u8>) = (Vec::new(), i64::MIN, Vec::new());
     let mut copied = 0u64;
     loop {
         let rows = tx
             .query(
                 "SELECT sender_id, client_id, server_id, delivered_at FROM delivered_messages
-                 WHERE sender_id > $1 OR (sender_id = $1 AND client_id > $2)
-                 ORDER BY sender_id, client_id LIMIT $3",
-                &[&after.0, &after.1, &PAGE],
+                 WHERE (sender_id, delivered_at, client_id) > ($1, $2, $3)
+                 ORDER BY sender_id, delivered_at, client_id LIMIT $4",
+                &[&after.0, &after.1, &after.2, &PAGE],
             )
             .await?;
         if rows.is_empty() {
             return Ok(copied);
         }
-        let mut keys = Vec::with_capacity(rows.len());
-        let mut server_ids: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
-        let mut delivered_at: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
         for row in &rows {
             let sender: Vec<u8> = row.try_get("sender_id")?;
             let client_id: Vec<u8> = row.try_get("client_id")?;
-            keys.push(pepper.delivery_key(uuid_from(&sender)?, uuid_from(&client_id)?));
-            server_ids.push(row.try_get("server_id")?);
-            delivered_at.push(row.try_get("delivered_at")?);
-            after = (sender, client_id);
+            let server_id: &[u8] = row.try_get("server_id")?;
+            let delivered_at: i64 = row.try_get("delivered_at")?;
+            sent.push(Sent {
+                sender: uuid_from(&sender)?,
+                client_id: uuid_from(&client_id)?,
+                server_id: uuid_from(server_id)?,
+                day: day_of(delivered_at),
+            });
+            after = (sender, delivered_at, client_id);
         }
-        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-        tx.execute(
-            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
-             SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BIGINT[])",
-            &[&key_refs, &server_ids, &delivered_at],
-        )
-        .await?;
-        copied = copied.saturating_add(keys.len() as u64);
+        super::batch::remember(tx, &sent, pepper).await?;
+        copied = copied.saturating_add(sent.len() as u64);
     }
 }

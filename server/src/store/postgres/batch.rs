@@ -1,6 +1,6 @@
 //! A group commit on PostgreSQL: every write of a batch is in one of a few statements that
 //! bind whole columns as arrays (`unnest`), and statements that do not depend on each other
-//! are sent together on the connection (pipelined), so a batch of any size costs about four
+//! are sent together on the connection (pipelined), so a batch of any size costs about five
 //! round trips. Each statement's shape is fixed, whatever the batch size: one prepared
 //! statement each, and with custom plans (see `connect`) the planner sees the real sizes.
 
@@ -9,8 +9,9 @@ use std::collections::{HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
-use super::super::convert::uuid_from;
+use super::super::convert::{key_from, uuid_from};
 use super::super::mailbox::MailboxLedger;
+use super::super::send_window::{self, CounterBump, Sent, SlotWrite};
 use super::super::{
     day_of, AckRequest, MailboxUsage, NewMessage, StoreError, StoreOutcome, StoreResult,
     WriteBatch, WriteBatchOutcome,
@@ -18,8 +19,8 @@ use super::super::{
 use crate::pepper::{DeliveryKey, Pepper};
 
 /// Stores the admitted messages in arrival order (`ord`), skipping those whose recipient is
-/// unknown or registered again, or whose (sender, client id) was delivered before; those
-/// still pending hit the unique constraint and are skipped too.
+/// unknown or registered again, or whose (sender, client id) is in its sender's window of
+/// recent messages; those still pending hit the unique constraint and are skipped too.
 const INSERT_MESSAGES: &str = "
     INSERT INTO pending_messages
         (id, recipient_id, sender_id, client_id, payload, created_at, size)
@@ -31,20 +32,27 @@ const INSERT_MESSAGES: &str = "
               registration_id, ord)
     WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = v.recipient_id
                   AND (v.registration_id IS NULL OR u.registration_id = v.registration_id))
-      AND NOT EXISTS (SELECT 1 FROM delivery_records d WHERE d.dedup_key = v.dedup_key)
+      AND NOT EXISTS (SELECT 1 FROM recent_sends r WHERE r.dedup_key = v.dedup_key)
     ORDER BY v.ord
     ON CONFLICT (sender_id, client_id) DO NOTHING
     RETURNING seq, id";
 
 /// Why messages were not stored: the server id they were stored under before, if any, and
-/// whether their recipient exists.
+/// whether their recipient exists. A match in the sender's window counts only for the
+/// recipient's current registration: a message stored for a device that registered again
+/// since was dropped with that device's mailbox, and is refused as stale, not as sent.
 const REFUSALS: &str = "
-    SELECT v.ord, COALESCE(p.id, d.server_id) AS existing,
-           EXISTS (SELECT 1 FROM users u WHERE u.id = v.recipient_id) AS registered
-    FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BYTEA[], $4::BYTEA[]) WITH ORDINALITY
-         AS v(sender_id, client_id, dedup_key, recipient_id, ord)
+    SELECT v.ord,
+           COALESCE(p.id, CASE WHEN v.registration_id IS NULL
+                                 OR u.registration_id = v.registration_id
+                               THEN r.server_id END) AS existing,
+           u.id IS NOT NULL AS registered
+    FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BYTEA[], $4::BYTEA[], $5::BIGINT[])
+         WITH ORDINALITY
+         AS v(sender_id, client_id, dedup_key, recipient_id, registration_id, ord)
+    LEFT JOIN users u ON u.id = v.recipient_id
     LEFT JOIN pending_messages p ON p.sender_id = v.sender_id AND p.client_id = v.client_id
-    LEFT JOIN delivery_records d ON d.dedup_key = v.dedup_key";
+    LEFT JOIN recent_sends r ON r.dedup_key = v.dedup_key";
 
 /// Deletes acknowledged messages, each only if it is its acknowledger's.
 const DELETE_ACKED: &str = "
@@ -53,13 +61,30 @@ const DELETE_ACKED: &str = "
     WHERE p.id = a.id AND p.recipient_id = a.recipient_id
     RETURNING p.id, p.sender_id, p.client_id, p.recipient_id, p.size";
 
-/// Remembers delivered messages for de-duplication. Each key is recorded once: a message
-/// is pending under its (sender, client id) at most once, and one delivered before is never
-/// stored again, so no unique index is kept (see migration 0003: a hash index finds keys).
-const RECORD_DELIVERED: &str = "
-    INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
-    SELECT r.dedup_key, r.server_id, $3
-    FROM unnest($1::BYTEA[], $2::BYTEA[]) AS r(dedup_key, server_id)";
+/// Counts the messages each sender stored, returning each new total. Keys come sorted
+/// (`send_window::bumps`), and rows are locked in that order.
+const BUMP_COUNTERS: &str = "
+    INSERT INTO send_counters (counter_key, sent, last_day)
+    SELECT b.counter_key, b.sent, b.last_day
+    FROM unnest($1::BYTEA[], $2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY
+         AS b(counter_key, sent, last_day, ord)
+    ORDER BY b.ord
+    ON CONFLICT (counter_key) DO UPDATE SET
+        sent = send_counters.sent + excluded.sent,
+        last_day = GREATEST(send_counters.last_day, excluded.last_day)
+    RETURNING counter_key, sent";
+
+/// Writes rows of the senders' windows and deletes those they push out of them (never
+/// the same keys: `send_window::slot_writes`). A key is rewritten only if a purged counter
+/// started its sender again while an old row stayed.
+const FILL_SLOTS: &str = "
+    WITH evicted AS (DELETE FROM recent_sends WHERE slot_key = ANY($5::BYTEA[]))
+    INSERT INTO recent_sends (slot_key, dedup_key, server_id, stored_on)
+    SELECT * FROM unnest($1::BYTEA[], $2::BYTEA[], $3::BYTEA[], $4::BIGINT[])
+    ON CONFLICT (slot_key) DO UPDATE SET
+        dedup_key = excluded.dedup_key,
+        server_id = excluded.server_id,
+        stored_on = excluded.stored_on";
 
 /// What the mailboxes of the batch's recipients hold.
 const LOAD_MAILBOXES: &str =
@@ -138,8 +163,8 @@ pub(super) async fn apply(
         load_mailboxes(tx, &recipients),
         delete_acked(tx, &first_acks),
     )?;
-    // A resend of a message this batch acknowledges: its pending row is gone and its
-    // delivery record not yet written, so it is answered here, as stored before.
+    // A resend of a message this batch acknowledges: its pending row is gone (and it may
+    // have left its sender's window), so it is answered here, as stored before.
     let acked_now: HashMap<(Uuid, Uuid), Uuid> = deleted
         .iter()
         .map(|row| ((row.sender, row.client_id), row.id))
@@ -176,27 +201,32 @@ pub(super) async fn apply(
         })
         .collect();
 
-    let mut delivered: Vec<(DeliveryKey, Uuid)> = Vec::with_capacity(deleted.len());
     let mut deleted_ids: HashSet<Uuid> = HashSet::with_capacity(deleted.len());
     for row in &deleted {
         mailboxes.removed(row.recipient, row.size);
-        delivered.push((pepper.delivery_key(row.sender, row.client_id), row.id));
         deleted_ids.insert(row.id);
     }
 
-    // Round trip 2: the new messages and the delivery records of the acked ones.
-    let (seq_of, ()) = tokio::try_join!(
-        insert_messages(tx, messages, &admitted, pepper),
-        record_delivered(tx, &delivered, batch.now),
-    )?;
+    // Round trip 2: the new messages.
+    let seq_of = insert_messages(tx, messages, &admitted, pepper).await?;
+    let day = day_of(batch.now);
+    let mut stored: Vec<Sent> = Vec::with_capacity(seq_of.len());
     for &index in &admitted {
         let m = &messages[index];
         if seq_of.contains_key(&m.id) {
             mailboxes.added(m.recipient, m.payload.len());
+            stored.push(Sent {
+                sender: m.sender,
+                client_id: m.client_id,
+                server_id: m.id,
+                day,
+            });
         }
     }
+    let bumps = send_window::bumps(&stored, pepper);
 
-    // Round trip 3: mailbox counts, and why the rest was refused (rare: resends).
+    // Round trip 3: mailbox counts, the senders' counters, and why the rest was refused
+    // (rare: resends).
     let refused_indices: Vec<usize> = resends
         .unique
         .iter()
@@ -204,10 +234,17 @@ pub(super) async fn apply(
         .filter(|&i| !seq_of.contains_key(&messages[i].id))
         .filter(|&i| !acked_now.contains_key(&(messages[i].sender, messages[i].client_id)))
         .collect();
-    let ((), refusals) = tokio::try_join!(
+    let ((), totals, refusals) = tokio::try_join!(
         apply_deltas(tx, mailboxes.changes()),
+        bump_counters(tx, &bumps),
         refusals(tx, messages, &refused_indices, pepper),
     )?;
+    // Round trip 4: the stored messages into their senders' windows, the oldest out.
+    fill_slots(
+        tx,
+        &send_window::slot_writes(&stored, &bumps, &totals, pepper),
+    )
+    .await?;
 
     let mut results: Vec<Option<StoreResult<StoreOutcome>>> =
         (0..messages.len()).map(|_| None).collect();
@@ -384,18 +421,50 @@ async fn insert_messages(
     Ok(seq_of)
 }
 
-async fn record_delivered(
+/// Puts `sent` (each sender's in the order stored) into the senders' windows.
+pub(super) async fn remember(
     tx: &Transaction<'_>,
-    delivered: &[(DeliveryKey, Uuid)],
-    now: i64,
+    sent: &[Sent],
+    pepper: &Pepper,
 ) -> StoreResult<()> {
-    if delivered.is_empty() {
+    let bumps = send_window::bumps(sent, pepper);
+    let totals = bump_counters(tx, &bumps).await?;
+    fill_slots(tx, &send_window::slot_writes(sent, &bumps, &totals, pepper)).await
+}
+
+async fn bump_counters(
+    tx: &Transaction<'_>,
+    bumps: &[CounterBump],
+) -> StoreResult<HashMap<DeliveryKey, i64>> {
+    if bumps.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<&[u8]> = bumps.iter().map(|b| &b.key[..]).collect();
+    let added: Vec<i64> = bumps.iter().map(|b| b.added).collect();
+    let days: Vec<i64> = bumps.iter().map(|b| b.day).collect();
+    let statement = tx.prepare_cached(BUMP_COUNTERS).await?;
+    let mut totals = HashMap::with_capacity(bumps.len());
+    for row in tx.query(&statement, &[&keys, &added, &days]).await? {
+        totals.insert(key_from(row.try_get("counter_key")?)?, row.try_get("sent")?);
+    }
+    Ok(totals)
+}
+
+async fn fill_slots(tx: &Transaction<'_>, writes: &[SlotWrite]) -> StoreResult<()> {
+    if writes.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&[u8]> = delivered.iter().map(|(k, _)| &k[..]).collect();
-    let ids: Vec<&[u8]> = delivered.iter().map(|(_, id)| &id.as_bytes()[..]).collect();
-    let statement = tx.prepare_cached(RECORD_DELIVERED).await?;
-    tx.execute(&statement, &[&keys, &ids, &now]).await?;
+    let slots: Vec<&[u8]> = writes.iter().map(|w| &w.slot_key[..]).collect();
+    let keys: Vec<&[u8]> = writes.iter().map(|w| &w.dedup_key[..]).collect();
+    let ids: Vec<&[u8]> = writes.iter().map(|w| &w.server_id.as_bytes()[..]).collect();
+    let days: Vec<i64> = writes.iter().map(|w| w.day).collect();
+    let evicted: Vec<&[u8]> = writes
+        .iter()
+        .filter_map(|w| w.evicts.as_ref().map(|k| &k[..]))
+        .collect();
+    let statement = tx.prepare_cached(FILL_SLOTS).await?;
+    tx.execute(&statement, &[&slots, &keys, &ids, &days, &evicted])
+        .await?;
     Ok(())
 }
 
@@ -419,7 +488,7 @@ async fn apply_deltas(
 
 /// Why a message was not stored.
 enum Refusal {
-    /// The same (sender, client id) is pending or was delivered, under this server id.
+    /// The same (sender, client id) is pending or in its sender's window, under this id.
     StoredBefore(Uuid),
     /// Not stored before, and the recipient exists (under another registration id).
     Registered,
@@ -453,9 +522,22 @@ async fn refusals(
         .iter()
         .map(|&i| &messages[i].recipient.as_bytes()[..])
         .collect();
+    let registrations: Vec<Option<i64>> = indices
+        .iter()
+        .map(|&i| messages[i].recipient_registration_id.map(i64::from))
+        .collect();
     let statement = tx.prepare_cached(REFUSALS).await?;
     let rows = tx
-        .query(&statement, &[&senders, &client_ids, &key_refs, &recipients])
+        .query(
+            &statement,
+            &[
+                &senders,
+                &client_ids,
+                &key_refs,
+                &recipients,
+                &registrations,
+            ],
+        )
         .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in &rows {

@@ -39,7 +39,7 @@ pub struct PgStore {
     commits: Pool,
     /// Group commits that may run at once.
     writers: usize,
-    /// Keys the de-duplication records of delivered messages.
+    /// Keys the phone keys and the senders' windows of de-duplication records.
     pepper: Arc<Pepper>,
 }
 
@@ -334,8 +334,18 @@ impl Store for PgStore {
     }
 
     async fn scrub(&self) -> StoreResult<()> {
-        // Dead rows stay in PostgreSQL's files until vacuum reuses their space; the data
-        // files need disk encryption (docs/SECURITY.md). Nothing to do here.
+        // The tables every message rewrites leave a dead row per write (window slots are
+        // overwritten, mailbox counts updated, pending rows deleted). Autovacuum may be off,
+        // and their indexes would grow with the dead entries: vacuum them here, so their
+        // size follows the live rows. Dead rows' bytes stay in the files until reused; the
+        // data files need disk encryption (docs/SECURITY.md).
+        let client = self.client().await?;
+        client.batch_execute("SET statement_timeout = 0").await?;
+        let vacuumed = client
+            .batch_execute("VACUUM recent_sends, send_counters, mailboxes, pending_messages")
+            .await;
+        client.batch_execute("RESET statement_timeout").await?;
+        vacuumed?;
         Ok(())
     }
 
@@ -910,7 +920,7 @@ impl Store for PgStore {
             .await?;
         let messages = tx.execute(&expire, &[&cutoffs.messages_before]).await?;
         tx.commit().await?;
-        let mut deleted = [0u64; 4];
+        let mut deleted = [0u64; 5];
         let verifications_before = cutoffs.now.saturating_sub(DAY_MS);
         for (slot, (sql, cutoff)) in deleted.iter_mut().zip([
             (
@@ -921,9 +931,19 @@ impl Store for PgStore {
                 "DELETE FROM auth_nonces WHERE expires_at <= $1",
                 cutoffs.now,
             ),
+            // Bounded tables (a window per sender): a scan per pass costs no index. Rows a
+            // group commit holds are skipped (next pass), so the purge never waits on, or
+            // deadlocks with, the writers.
             (
-                "DELETE FROM delivery_records WHERE delivered_at < $1",
-                cutoffs.delivered_before,
+                "DELETE FROM recent_sends WHERE slot_key IN (SELECT slot_key FROM recent_sends
+                     WHERE stored_on < $1 FOR UPDATE SKIP LOCKED)",
+                cutoffs.sends_before,
+            ),
+            // A counter idle that long has no row left: its sender starts again at 0.
+            (
+                "DELETE FROM send_counters WHERE counter_key IN (SELECT counter_key
+                     FROM send_counters WHERE last_day < $1 FOR UPDATE SKIP LOCKED)",
+                cutoffs.sends_before,
             ),
             // Kept a day after sending: the per-number limits count them.
             (
@@ -934,12 +954,12 @@ impl Store for PgStore {
             let statement = client.prepare_cached(sql).await?;
             *slot = client.execute(&statement, &[&cutoff]).await?;
         }
-        let [used_prekeys, nonces, delivered, verifications] = deleted;
+        let [used_prekeys, nonces, send_records, _counters, verifications] = deleted;
         Ok(PurgeReport {
             messages,
             used_prekeys,
             nonces,
-            delivered,
+            send_records,
             verifications,
         })
     }

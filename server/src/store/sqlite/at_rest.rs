@@ -4,8 +4,9 @@
 //!
 //! SQL alone cannot compute an HMAC with a key it does not hold, so this runs in the relay
 //! right after the schema migrations, in one transaction: phone hashes (users and pending
-//! auth nonces) become phone keys, de-duplication records of delivered messages become
-//! keyed hashes and the table that held sender and client ids in the clear is dropped, and
+//! auth nonces) become phone keys, de-duplication records of delivered messages join their
+//! senders' windows under keyed hashes (`store/send_window.rs`) and the table that held
+//! sender and client ids in the clear is dropped, and
 //! `last_seen` is rounded down to the day. A database already converted only has its pepper
 //! checked: opening it with another pepper would make every stored number unfindable.
 //! (`postgres/at_rest.rs` does the same on PostgreSQL.)
@@ -13,7 +14,8 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::super::convert::uuid_from;
-use super::super::{StoreResult, DAY_MS};
+use super::super::send_window::Sent;
+use super::super::{day_of, StoreResult, DAY_MS};
 use crate::pepper::Pepper;
 
 /// A row of the old `delivered_messages`: sender, client id, server id, delivered at.
@@ -57,22 +59,24 @@ pub(super) fn pepper_stored_rows(conn: &mut Connection, pepper: &Pepper) -> Stor
 
     let delivered: Vec<DeliveredRow> = {
         let mut select = tx.prepare(
-            "SELECT sender_id, client_id, server_id, delivered_at FROM delivered_messages",
+            "SELECT sender_id, client_id, server_id, delivered_at FROM delivered_messages
+             ORDER BY sender_id, delivered_at, client_id",
         )?;
         let rows = select.query_map([], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?;
         rows.collect::<Result<_, _>>()?
     };
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
-             VALUES (?1, ?2, ?3) ON CONFLICT (dedup_key) DO NOTHING",
-        )?;
-        for (sender, client_id, server_id, delivered_at) in &delivered {
-            let key = pepper.delivery_key(uuid_from(sender)?, uuid_from(client_id)?);
-            insert.execute(params![&key[..], server_id, delivered_at])?;
-        }
+    // Each sender's oldest first, so the window keeps the latest.
+    for (sender, client_id, server_id, delivered_at) in &delivered {
+        let sent = Sent {
+            sender: uuid_from(sender)?,
+            client_id: uuid_from(client_id)?,
+            server_id: uuid_from(server_id)?,
+            day: day_of(*delivered_at),
+        };
+        let dedup_key = pepper.delivery_key(sent.sender, sent.client_id);
+        super::batch::remember(&tx, &sent, &dedup_key, pepper)?;
     }
     tx.execute_batch("DROP TABLE delivered_messages")?;
     tx.execute(
@@ -89,7 +93,7 @@ pub(super) fn pepper_stored_rows(conn: &mut Connection, pepper: &Pepper) -> Stor
         tracing::info!(
             users,
             records = delivered.len(),
-            "stored phone hashes and delivery records peppered"
+            "stored phone hashes peppered, delivered messages put in their senders' windows"
         );
     }
     Ok(())

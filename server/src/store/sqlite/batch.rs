@@ -1,14 +1,16 @@
 //! A group commit on SQLite, on the writer thread: every message, ack and `last_seen` of
-//! the batch in one transaction, through statements prepared once per connection.
+//! the batch in one transaction, through statements prepared once per connection. Each
+//! stored message takes the next slot of its sender's window (`store/send_window.rs`).
 
 use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::pepper::Pepper;
+use crate::pepper::{DeliveryKey, Pepper};
 
 use super::super::mailbox::{MailboxLedger, APPLY_DELTA_SQL};
+use super::super::send_window::{evicted_by, Sent};
 use super::super::{day_of, MailboxUsage, StoreError, StoreOutcome, WriteBatch, WriteBatchOutcome};
 
 /// Applies `batch` in one transaction.
@@ -27,14 +29,19 @@ pub(super) fn apply(
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?8
              WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2
                            AND (?9 IS NULL OR registration_id = ?9))
-               AND NOT EXISTS (SELECT 1 FROM delivery_records WHERE dedup_key = ?7)
+               AND NOT EXISTS (SELECT 1 FROM recent_sends WHERE dedup_key = ?7)
              ON CONFLICT (sender_id, client_id) DO NOTHING
              RETURNING seq",
         )?;
+        // A match in the sender's window counts only for the recipient's current
+        // registration: a message stored for a device that registered again since was
+        // dropped with that device's mailbox, and is refused as stale, not as sent.
         let mut existing = tx.prepare_cached(
             "SELECT id FROM pending_messages WHERE sender_id = ?1 AND client_id = ?2
              UNION ALL
-             SELECT server_id FROM delivery_records WHERE dedup_key = ?3",
+             SELECT server_id FROM recent_sends WHERE dedup_key = ?3
+                 AND (?5 IS NULL OR EXISTS (SELECT 1 FROM users
+                                            WHERE id = ?4 AND registration_id = ?5))",
         )?;
         let mut usage =
             tx.prepare_cached("SELECT messages, bytes FROM mailboxes WHERE recipient_id = ?1")?;
@@ -83,6 +90,17 @@ pub(super) fn apply(
             };
             let result = match seq {
                 Some(seq) => {
+                    remember(
+                        &tx,
+                        &Sent {
+                            sender: m.sender,
+                            client_id: m.client_id,
+                            server_id: m.id,
+                            day: day_of(batch.now),
+                        },
+                        &dedup_key,
+                        pepper,
+                    )?;
                     mailboxes.added(m.recipient, m.payload.len());
                     Ok(StoreOutcome::Stored(m.stored_as(seq)))
                 }
@@ -90,7 +108,16 @@ pub(super) fn apply(
                     // Stored before (pending or delivered, also earlier in this batch), the
                     // mailbox is full, or the recipient does not exist.
                     let first: Option<Vec<u8>> = existing
-                        .query_row(params![sender, client_id, &dedup_key[..]], |row| row.get(0))
+                        .query_row(
+                            params![
+                                sender,
+                                client_id,
+                                &dedup_key[..],
+                                recipient,
+                                m.recipient_registration_id.map(i64::from)
+                            ],
+                            |row| row.get(0),
+                        )
                         .optional()?;
                     match first.and_then(|bytes| Uuid::from_slice(&bytes).ok()) {
                         Some(server_id) => Ok(StoreOutcome::Duplicate { server_id }),
@@ -113,12 +140,7 @@ pub(super) fn apply(
         }
 
         let mut delete = tx.prepare_cached(
-            "DELETE FROM pending_messages WHERE id = ?1 AND recipient_id = ?2
-             RETURNING sender_id, client_id, size",
-        )?;
-        let mut record = tx.prepare_cached(
-            "INSERT INTO delivery_records (dedup_key, server_id, delivered_at)
-             VALUES (?1, ?2, ?3) ON CONFLICT (dedup_key) DO NOTHING",
+            "DELETE FROM pending_messages WHERE id = ?1 AND recipient_id = ?2 RETURNING size",
         )?;
         let mut seen = HashSet::new();
         for ack in &batch.acks {
@@ -128,24 +150,11 @@ pub(super) fn apply(
                 continue;
             }
             let id = ack.id.as_bytes();
-            let deleted: Option<(Vec<u8>, Vec<u8>, i64)> = delete
-                .query_row(params![id, ack.recipient.as_bytes()], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })
+            let deleted: Option<i64> = delete
+                .query_row(params![id, ack.recipient.as_bytes()], |row| row.get(0))
                 .optional()?;
-            if let Some((sender, client_id, size)) = &deleted {
-                let (Ok(sender), Ok(client_id)) =
-                    (Uuid::from_slice(sender), Uuid::from_slice(client_id))
-                else {
-                    return Err(rusqlite::Error::InvalidColumnType(
-                        0,
-                        "sender_id or client_id is not a 16-byte id".into(),
-                        rusqlite::types::Type::Blob,
-                    ));
-                };
-                let key = pepper.delivery_key(sender, client_id);
-                record.execute(params![&key[..], id, batch.now])?;
-                mailboxes.removed(ack.recipient, *size);
+            if let Some(size) = deleted {
+                mailboxes.removed(ack.recipient, size);
             }
             outcome.acks.push(deleted.is_some());
         }
@@ -162,4 +171,46 @@ pub(super) fn apply(
     }
     tx.commit()?;
     Ok(outcome)
+}
+
+/// Puts a stored message in its sender's window at the next position, evicting the one a
+/// window before it (`dedup_key` is its `Pepper::delivery_key`).
+pub(super) fn remember(
+    conn: &Connection,
+    sent: &Sent,
+    dedup_key: &DeliveryKey,
+    pepper: &Pepper,
+) -> rusqlite::Result<()> {
+    let counter_key = pepper.send_counter_key(sent.sender);
+    let total: i64 = conn
+        .prepare_cached(
+            "INSERT INTO send_counters (counter_key, sent, last_day) VALUES (?1, 1, ?2)
+             ON CONFLICT (counter_key) DO UPDATE SET
+                 sent = send_counters.sent + 1,
+                 last_day = max(send_counters.last_day, excluded.last_day)
+             RETURNING sent",
+        )?
+        .query_row(params![&counter_key[..], sent.day], |row| row.get(0))?;
+    let position = u64::try_from(total.saturating_sub(1)).unwrap_or(0);
+    if let Some(old) = evicted_by(position) {
+        let old_key = pepper.send_slot_key(sent.sender, old);
+        conn.prepare_cached("DELETE FROM recent_sends WHERE slot_key = ?1")?
+            .execute(params![&old_key[..]])?;
+    }
+    let slot_key = pepper.send_slot_key(sent.sender, position);
+    conn.prepare_cached(
+        "INSERT INTO recent_sends (slot_key, dedup_key, server_id, stored_on)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (slot_key) DO UPDATE SET
+             dedup_key = excluded.dedup_key,
+             server_id = excluded.server_id,
+             stored_on = excluded.stored_on",
+    )?
+    .execute(params![
+        &slot_key[..],
+        &dedup_key[..],
+        sent.server_id.as_bytes(),
+        sent.day
+    ])?;
+    Ok(())
 }

@@ -808,9 +808,14 @@ impl Store for SqliteStore {
                 "DELETE FROM auth_nonces WHERE expires_at <= ?1",
                 params![cutoffs.now],
             )?;
-            let delivered = tx.execute(
-                "DELETE FROM delivery_records WHERE delivered_at < ?1",
-                params![cutoffs.delivered_before],
+            let send_records = tx.execute(
+                "DELETE FROM recent_sends WHERE stored_on < ?1",
+                params![cutoffs.sends_before],
+            )?;
+            // A counter idle that long has no row left: its sender starts again at 0.
+            tx.execute(
+                "DELETE FROM send_counters WHERE last_day < ?1",
+                params![cutoffs.sends_before],
             )?;
             // Kept a day after sending: the per-number limits count them.
             let verifications = tx.execute(
@@ -823,7 +828,7 @@ impl Store for SqliteStore {
                 messages: rows(messages),
                 used_prekeys: rows(used_prekeys),
                 nonces: rows(nonces),
-                delivered: rows(delivered),
+                send_records: rows(send_records),
                 verifications: rows(verifications),
             })
         })
