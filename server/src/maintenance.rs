@@ -56,28 +56,27 @@ pub const SCRUB_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs the store's scrub every `interval` until shutdown.
 pub async fn scrub_periodically(state: AppState, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = state.store.scrub().await {
-                    tracing::warn!(error = %e, "scrub failed; will retry");
-                }
-            }
-        }
-    }
+    every(&state, interval, "scrub", || state.store.scrub()).await
 }
 
 /// Runs `run_once` every `interval` until shutdown.
 pub async fn run_periodically(state: AppState, interval: Duration) {
+    every(&state, interval, "maintenance", || run_once(&state)).await
+}
+
+/// Runs `job` every `interval` until shutdown; a failure is logged and retried next time.
+async fn every<F, Fut, T>(state: &AppState, interval: Duration, what: &'static str, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = ticker.tick() => {
-                if let Err(e) = run_once(&state).await {
-                    tracing::warn!(error = %e, "maintenance failed; will retry");
+                if let Err(e) = job().await {
+                    tracing::warn!(error = %e, job = what, "periodic job failed; will retry");
                 }
             }
         }

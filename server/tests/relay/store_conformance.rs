@@ -11,6 +11,7 @@ use privcomm_server::pepper::Pepper;
 use privcomm_server::store::{
     AckRequest, CodeProof, LockChange, MailboxUsage, NewMessage, NewUser, PurgeCutoffs, Store,
     StoreError, StoreOutcome, StoreSettings, StoredPreKey, StoredSignedPreKey, WriteBatch,
+    WriteBatchOutcome,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -89,6 +90,22 @@ async fn add_user(store: &dyn Store, n: u8, prekeys: u32) -> Uuid {
     user.id
 }
 
+/// Stores `messages` in one group commit at `now`.
+async fn store_messages(
+    store: &dyn Store,
+    messages: Vec<NewMessage>,
+    now: i64,
+) -> WriteBatchOutcome {
+    store
+        .write_batch(Arc::new(WriteBatch {
+            messages,
+            now,
+            ..WriteBatch::default()
+        }))
+        .await
+        .expect("batch commits")
+}
+
 fn message(sender: Uuid, recipient: Uuid, created_at: i64, body: Vec<u8>) -> NewMessage {
     NewMessage {
         id: Uuid::new_v4(),
@@ -111,14 +128,7 @@ async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
     let messages: Vec<NewMessage> = (0..WRITER_BATCH)
         .map(|i| message(alice, bob, 10, (i as u32).to_be_bytes().to_vec()))
         .collect();
-    let outcome = store
-        .write_batch(Arc::new(WriteBatch {
-            messages: messages.clone(),
-            now: 10,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("batch commits");
+    let outcome = store_messages(store.as_ref(), messages.clone(), 10).await;
     let seqs: Vec<i64> = outcome
         .messages
         .iter()
@@ -189,14 +199,7 @@ async fn a_batch_the_writers_size_keeps_order_and_acks_as_one(db: Db) {
         id: Uuid::new_v4(),
         ..messages[latest].clone()
     };
-    let again = store
-        .write_batch(Arc::new(WriteBatch {
-            messages: vec![resend],
-            now: 30,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("resend");
+    let again = store_messages(store.as_ref(), vec![resend], 30).await;
     assert!(matches!(
         again.messages[0],
         Ok(StoreOutcome::Duplicate { server_id }) if server_id == messages[latest].id
@@ -213,14 +216,7 @@ async fn a_resend_beside_its_ack_is_a_duplicate(db: Db) {
     let alice = add_user(store.as_ref(), 1, 0).await;
     let bob = add_user(store.as_ref(), 2, 0).await;
     let first = message(alice, bob, 10, b"once".to_vec());
-    store
-        .write_batch(Arc::new(WriteBatch {
-            messages: vec![first.clone()],
-            now: 10,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("stored");
+    store_messages(store.as_ref(), vec![first.clone()], 10).await;
     let resend = NewMessage {
         id: Uuid::new_v4(),
         ..first.clone()
@@ -268,14 +264,7 @@ async fn purge_deletes_exactly_what_is_too_old(db: Db) {
     let mut all = old.clone();
     all.extend(young.clone());
     all.push(delivered.clone());
-    store
-        .write_batch(Arc::new(WriteBatch {
-            messages: all,
-            now: 100,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("stored");
+    store_messages(store.as_ref(), all, 100).await;
     store
         .write_batch(Arc::new(WriteBatch {
             acks: vec![AckRequest {
@@ -446,14 +435,7 @@ async fn a_resend_for_a_device_registered_again_is_stale(db: Db) {
         recipient_registration_id: Some(3),
         ..message(alice, bob, 10, b"for the old phone".to_vec())
     };
-    let stored = store
-        .write_batch(Arc::new(WriteBatch {
-            messages: vec![first.clone()],
-            now: 10,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("stored");
+    let stored = store_messages(store.as_ref(), vec![first.clone()], 10).await;
     assert!(matches!(stored.messages[0], Ok(StoreOutcome::Stored(_))));
     let (new_phone, proof) = registration(store.as_ref(), 2, 77, 0).await;
     store
@@ -466,14 +448,7 @@ async fn a_resend_for_a_device_registered_again_is_stale(db: Db) {
         id: Uuid::new_v4(),
         ..first.clone()
     };
-    let answer = store
-        .write_batch(Arc::new(WriteBatch {
-            messages: vec![resend],
-            now: 30,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("batch");
+    let answer = store_messages(store.as_ref(), vec![resend], 30).await;
     assert!(
         matches!(answer.messages[0], Err(StoreError::StaleRecipient)),
         "{:?}",
@@ -521,14 +496,7 @@ async fn a_senders_window_bounds_what_is_remembered(db: Db) {
         &messages[100..window + 110],
         &messages[window + 110..],
     ] {
-        let outcome = store
-            .write_batch(Arc::new(WriteBatch {
-                messages: chunk.to_vec(),
-                now: 10,
-                ..WriteBatch::default()
-            }))
-            .await
-            .expect("stored");
+        let outcome = store_messages(store.as_ref(), chunk.to_vec(), 10).await;
         assert!(outcome
             .messages
             .iter()
@@ -536,14 +504,7 @@ async fn a_senders_window_bounds_what_is_remembered(db: Db) {
     }
     // Carol sends one: her window is her own.
     let carols = message(carol, bob, 10, b"carol".to_vec());
-    store
-        .write_batch(Arc::new(WriteBatch {
-            messages: vec![carols.clone()],
-            now: 10,
-            ..WriteBatch::default()
-        }))
-        .await
-        .expect("stored");
+    store_messages(store.as_ref(), vec![carols.clone()], 10).await;
     let acks: Vec<AckRequest> = messages
         .iter()
         .chain(std::iter::once(&carols))
