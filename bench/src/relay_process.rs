@@ -176,9 +176,8 @@ impl RelayProcess {
             let sep = if url.contains('?') { '&' } else { '?' };
             args.push("--database-url".to_owned());
             args.push(format!("{url}{sep}options=-c%20search_path%3D{schema}"));
-            // The writer holds one connection; readers and REST share the rest.
-            args.push("--database-pool".to_owned());
-            args.push("16".to_owned());
+            // The pool is the relay's default (8: two group commits at once), as an operator
+            // runs it, unless `PRIVCOMM_DATABASE_POOL` (which the relay reads) says otherwise.
             pg_schema = Some((url.clone(), schema));
         }
         let (child, base) = start(&args, data_dir.path()).await?;

@@ -74,6 +74,7 @@ migrations!(
     (2, "0002_mailboxes.sql", "mailboxes"),
     (3, "0003_accounts.sql", "accounts"),
     (4, "0004_send_window.sql", "send window"),
+    (5, "0005_lean_message_writes.sql", "lean message writes"),
 );
 
 #[cfg(test)]
@@ -89,15 +90,17 @@ mod tests {
     /// migration would make every existing relay refuse to start.
     #[test]
     fn applied_migrations_keep_their_checksums() {
-        let pinned: [(&[Source], i64, &str, &str); 8] = [
+        let pinned: [(&[Source], i64, &str, &str); 10] = [
             (SQLITE, 1, "initial", SQLITE_1),
             (SQLITE, 2, "mailboxes", SQLITE_2),
             (SQLITE, 3, "accounts", SQLITE_3),
             (SQLITE, 4, "send window", SQLITE_4),
+            (SQLITE, 5, "lean message writes", SQLITE_5),
             (POSTGRES, 1, "initial", POSTGRES_1),
             (POSTGRES, 2, "mailboxes", POSTGRES_2),
             (POSTGRES, 3, "accounts", POSTGRES_3),
             (POSTGRES, 4, "send window", POSTGRES_4),
+            (POSTGRES, 5, "lean message writes", POSTGRES_5),
         ];
         for (sources, version, description, checksum) in pinned {
             let source = sources
@@ -134,4 +137,8 @@ mod tests {
         "1d6fe4a2c0466497b7fe19e09f3dbfd010e8677e71dc232287dbf843027e0b50595c3ed3ab25916321419d469073712f";
     const POSTGRES_4: &str =
         "894bea18990358787e29e67bb34823fde57f9b499aa889c80ae7b0665db9b2384e0b43cf3e2145953a074fa5888a06cd";
+    const SQLITE_5: &str =
+        "33d4c33d2d25ffd8a7a77b28f36f57ab89264750092a21e854a159ec81edd1776ff02e605046ed48a5b308ed979e95f4";
+    const POSTGRES_5: &str =
+        "da72e1099fadc865b8a3dd2f1285b9f46abe9ff2fdeb07186ce353bdbfcd07ead591417945f0479e25f488244465927d";
 }

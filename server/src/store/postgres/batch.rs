@@ -1,12 +1,13 @@
 //! A group commit on PostgreSQL: every write of a batch is in one of a few statements that
 //! bind whole columns as arrays (`unnest`), and statements that do not depend on each other
-//! are sent together on the connection (pipelined), so a batch of any size costs about five
-//! round trips. Each statement's shape is fixed, whatever the batch size: one prepared
+//! are sent together on the connection (pipelined), `BEGIN` with the first and `COMMIT` with
+//! the last, so a batch of any size costs at most four round trips. Each statement's shape is fixed, whatever the batch size: one prepared
 //! statement each, and with custom plans (see `connect`) the planner sees the real sizes.
 
 use std::collections::{HashMap, HashSet};
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Object, Transaction};
+use futures_util::TryFutureExt;
 use uuid::Uuid;
 
 use super::super::convert::{key_from, uuid_from};
@@ -131,9 +132,10 @@ impl Resends {
     }
 }
 
-/// Applies `batch` inside `tx` (which the caller commits).
+/// Applies `batch` in one transaction on `tx`, from `BEGIN` to `COMMIT`. On an error the
+/// transaction may still be open: the caller rolls it back or closes the connection.
 pub(super) async fn apply(
-    tx: &Transaction<'_>,
+    tx: &Object,
     batch: &WriteBatch,
     pepper: &Pepper,
 ) -> StoreResult<WriteBatchOutcome> {
@@ -155,10 +157,12 @@ pub(super) async fn apply(
         first_acks.extend(batch.acks.iter().filter(|a| seen.insert(a.id)).copied());
     }
 
-    // Round trip 1: last_seen, what the mailboxes hold, the acks — independent statements.
-    // `users` rows first, as registration locks them before pending rows.
+    // Round trip 1: last_seen, what the mailboxes hold, the acks — independent statements,
+    // after `BEGIN` (sent first: the futures are polled, and their statements sent, in
+    // order). `users` rows first, as registration locks them before pending rows.
     let mut mailboxes = MailboxLedger::default();
-    let ((), loaded, deleted) = tokio::try_join!(
+    let ((), (), loaded, deleted) = tokio::try_join!(
+        tx.batch_execute("BEGIN").map_err(StoreError::from),
         touch(tx, &batch.touches, batch.now),
         load_mailboxes(tx, &recipients),
         delete_acked(tx, &first_acks),
@@ -234,17 +238,21 @@ pub(super) async fn apply(
         .filter(|&i| !seq_of.contains_key(&messages[i].id))
         .filter(|&i| !acked_now.contains_key(&(messages[i].sender, messages[i].client_id)))
         .collect();
-    let ((), totals, refusals) = tokio::try_join!(
+    // With nothing stored there is no round trip 4, and `COMMIT` goes with this one. A
+    // pipelined `COMMIT` after a failed statement ends the transaction without committing
+    // (the server answers it with `ROLLBACK`); the statement's error is what is returned.
+    let commit_now = bumps.is_empty();
+    let ((), totals, refusals, ()) = tokio::try_join!(
         apply_deltas(tx, mailboxes.changes()),
         bump_counters(tx, &bumps),
         refusals(tx, messages, &refused_indices, pepper),
+        commit_if(tx, commit_now),
     )?;
     // Round trip 4: the stored messages into their senders' windows, the oldest out.
-    fill_slots(
-        tx,
-        &send_window::slot_writes(&stored, &bumps, &totals, pepper),
-    )
-    .await?;
+    if !commit_now {
+        let writes = send_window::slot_writes(&stored, &bumps, &totals, pepper);
+        tokio::try_join!(fill_slots(tx, &writes), commit_if(tx, true))?;
+    }
 
     let mut results: Vec<Option<StoreResult<StoreOutcome>>> =
         (0..messages.len()).map(|_| None).collect();
@@ -297,8 +305,15 @@ pub(super) async fn apply(
     })
 }
 
-async fn load_mailboxes(
-    tx: &Transaction<'_>,
+async fn commit_if(tx: &Object, now: bool) -> StoreResult<()> {
+    if now {
+        tx.batch_execute("COMMIT").await?;
+    }
+    Ok(())
+}
+
+async fn load_mailboxes<C: GenericClient + Sync>(
+    tx: &C,
     recipients: &[Uuid],
 ) -> StoreResult<Vec<(Uuid, MailboxUsage)>> {
     if recipients.is_empty() {
@@ -330,7 +345,10 @@ struct Deleted {
     size: i64,
 }
 
-async fn delete_acked(tx: &Transaction<'_>, acks: &[AckRequest]) -> StoreResult<Vec<Deleted>> {
+async fn delete_acked<C: GenericClient + Sync>(
+    tx: &C,
+    acks: &[AckRequest],
+) -> StoreResult<Vec<Deleted>> {
     if acks.is_empty() {
         return Ok(Vec::new());
     }
@@ -352,7 +370,7 @@ async fn delete_acked(tx: &Transaction<'_>, acks: &[AckRequest]) -> StoreResult<
         .collect()
 }
 
-async fn touch(tx: &Transaction<'_>, users: &[Uuid], now: i64) -> StoreResult<()> {
+async fn touch<C: GenericClient + Sync>(tx: &C, users: &[Uuid], now: i64) -> StoreResult<()> {
     if users.is_empty() {
         return Ok(());
     }
@@ -365,8 +383,8 @@ async fn touch(tx: &Transaction<'_>, users: &[Uuid], now: i64) -> StoreResult<()
     Ok(())
 }
 
-async fn insert_messages(
-    tx: &Transaction<'_>,
+async fn insert_messages<C: GenericClient + Sync>(
+    tx: &C,
     messages: &[NewMessage],
     admitted: &[usize],
     pepper: &Pepper,
@@ -432,8 +450,8 @@ pub(super) async fn remember(
     fill_slots(tx, &send_window::slot_writes(sent, &bumps, &totals, pepper)).await
 }
 
-async fn bump_counters(
-    tx: &Transaction<'_>,
+async fn bump_counters<C: GenericClient + Sync>(
+    tx: &C,
     bumps: &[CounterBump],
 ) -> StoreResult<HashMap<DeliveryKey, i64>> {
     if bumps.is_empty() {
@@ -450,7 +468,7 @@ async fn bump_counters(
     Ok(totals)
 }
 
-async fn fill_slots(tx: &Transaction<'_>, writes: &[SlotWrite]) -> StoreResult<()> {
+async fn fill_slots<C: GenericClient + Sync>(tx: &C, writes: &[SlotWrite]) -> StoreResult<()> {
     if writes.is_empty() {
         return Ok(());
     }
@@ -468,8 +486,8 @@ async fn fill_slots(tx: &Transaction<'_>, writes: &[SlotWrite]) -> StoreResult<(
     Ok(())
 }
 
-async fn apply_deltas(
-    tx: &Transaction<'_>,
+async fn apply_deltas<C: GenericClient + Sync>(
+    tx: &C,
     mut changes: Vec<(Uuid, MailboxUsage)>,
 ) -> StoreResult<()> {
     if changes.is_empty() {
@@ -496,8 +514,8 @@ enum Refusal {
     Unknown,
 }
 
-async fn refusals(
-    tx: &Transaction<'_>,
+async fn refusals<C: GenericClient + Sync>(
+    tx: &C,
     messages: &[NewMessage],
     indices: &[usize],
     pepper: &Pepper,

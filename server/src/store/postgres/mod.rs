@@ -192,12 +192,44 @@ impl PgStore {
 
     /// One attempt at a group commit, on a connection of the writers' own.
     async fn commit_once(&self, batch: &WriteBatch) -> StoreResult<WriteBatchOutcome> {
-        let mut client = self.commits.get().await?;
-        let tx = client.transaction().await?;
-        // On error the transaction is dropped, which rolls it back: nothing of the batch stays.
-        let outcome = batch::apply(&tx, batch, &self.pepper).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let connection = OpenTransaction(Some(self.commits.get().await?));
+        let Some(client) = connection.0.as_ref() else {
+            return Err(StoreError::Conflict);
+        };
+        match batch::apply(client, batch, &self.pepper).await {
+            Ok(outcome) => {
+                connection.release();
+                Ok(outcome)
+            }
+            Err(e) => {
+                // Nothing of the batch stays: the transaction is rolled back, or if that
+                // fails, the connection closed (and PostgreSQL rolls back).
+                if client.batch_execute("ROLLBACK").await.is_ok() {
+                    connection.release();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A writers' connection that may be inside a transaction the batch began itself. Unless
+/// released, it is closed instead of going back to the pool, so no later batch ever runs
+/// inside a transaction an interrupted one left open.
+struct OpenTransaction(Option<Object>);
+
+impl OpenTransaction {
+    /// Back to the pool: the transaction ended.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
     }
 }
 

@@ -1,0 +1,5 @@
+-- Leaner writes per stored message (issue 17) on PostgreSQL: message rows without foreign
+-- keys, where each check locked two `users` rows per stored message (see
+-- migrations/postgres/0005). SQLite's checks are index lookups in the writing process,
+-- with no row locks, and dropping them would mean rebuilding the table: SQLite keeps
+-- them, and this version changes nothing.
