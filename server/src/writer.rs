@@ -70,6 +70,8 @@ enum Op {
     ),
     Ack(AckRequest, oneshot::Sender<StoreResult<bool>>),
     Touch(Uuid),
+    /// Answered once every write queued before it on this queue is committed or refused.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// Handle to the writer tasks; cheap to clone.
@@ -154,6 +156,16 @@ impl WriteQueue {
         answer
     }
 
+    /// Resolves once every write queued for `user` before this call has been committed (or
+    /// refused): a new connection reads its mailbox only after the acks of the one before.
+    pub async fn flushed(&self, user: Uuid) {
+        let (reply, done) = oneshot::channel();
+        if self.queue_of(user).send(Op::Barrier(reply)).await.is_ok() {
+            // A writer that stopped drops the reply: nothing is left to wait for.
+            let _ = done.await;
+        }
+    }
+
     /// Records that `user` connected, with the next commit; nobody waits for it, and it is
     /// skipped when the queue is full (`last_seen` is not worth waiting for).
     pub fn touch(&self, user: Uuid) {
@@ -186,6 +198,7 @@ impl Writer {
         let mut store_replies = Vec::new();
         let mut streams = Vec::new();
         let mut ack_replies = Vec::new();
+        let mut barriers = Vec::new();
         // Given back (dropped) only once the batch is committed and answered.
         let mut held = Vec::new();
         for op in ops {
@@ -204,10 +217,18 @@ impl Writer {
                     ack_replies.push(reply);
                 }
                 Op::Touch(user) => batch.touches.push(user),
+                Op::Barrier(reply) => barriers.push(reply),
             }
         }
-        let started = std::time::Instant::now();
         let writes = batch.messages.len() + batch.acks.len() + batch.touches.len();
+        if writes == 0 {
+            // Only barriers (or refused sends): the batches before are done already.
+            for barrier in barriers {
+                let _ = barrier.send(());
+            }
+            return;
+        }
+        let started = std::time::Instant::now();
         let batch = Arc::new(batch);
         let result = self.store.write_batch(batch.clone()).await;
         self.metrics
@@ -252,6 +273,9 @@ impl Writer {
             let _ = reply.send(result);
         }
         drop(held);
+        for barrier in barriers {
+            let _ = barrier.send(());
+        }
     }
 
     /// Writes each of a failed batch's writes in a batch of its own, so one bad write

@@ -58,7 +58,7 @@ enum End {
 /// Runs a connection until it closes. `generation` is the registration the token was
 /// issued for: a connection of a device the number has since moved away from is closed.
 pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSocket) {
-    let registration = match state.connections.register(user) {
+    let mut registration = match state.connections.register(user) {
         Ok(r) => r,
         Err(_) => {
             state.metrics.connections_refused.inc();
@@ -78,6 +78,7 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         return;
     }
     state.metrics.connections.inc();
+    after_earlier_writes(&state, user, registration.replaced.take()).await;
     state.writes.touch(user);
     tracing::info!("websocket connected");
     let end = Connection {
@@ -90,15 +91,45 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         inflight: ByteBudget::new(CONNECTION_INFLIGHT_BYTES),
         sends: SendStream::default(),
     }
-    .serve(&mut socket, registration)
+    .serve(&mut socket, &mut registration)
     .await;
     if let End::Close(code, reason) = end {
         if close(&mut socket, code, reason).await.is_ok() {
             finish_close(&state, user, &mut socket).await;
         }
     }
+    // Registered until here: a connection that replaces this one meanwhile waits for the
+    // acks read while closing.
+    drop(registration);
     state.metrics.connections.dec();
     tracing::info!("websocket closed");
+}
+
+/// The longest a new connection waits for the one it replaced to end, and then for the
+/// writes queued before it, before reading its mailbox. Past it, a message acked on the old
+/// connection may arrive again (the client drops it by id), which is better than a
+/// connection that waits on a peer who stopped reading.
+const EARLIER_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (bounded) until the connection `user`'s replaces has ended and every write queued
+/// for `user` before now is committed: the acks of the connection before (replaced, or one
+/// that just closed) are then in storage, and the mailbox read next does not hold what was
+/// acked.
+async fn after_earlier_writes(
+    state: &AppState,
+    user: Uuid,
+    replaced: Option<tokio_util::sync::CancellationToken>,
+) {
+    let waited = timeout(EARLIER_WRITES_WAIT, async {
+        if let Some(old) = replaced {
+            old.cancelled().await;
+        }
+        state.writes.flushed(user).await;
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!("the connection before did not finish its writes in time");
+    }
 }
 
 /// Close reason when the number was registered on another device.
@@ -189,7 +220,7 @@ impl Connection<'_> {
     async fn serve(
         &mut self,
         socket: &mut WebSocket,
-        mut registration: super::registry::Registration,
+        registration: &mut super::registry::Registration,
     ) -> End {
         let ping_every = Duration::from_secs(self.state.config.ping_interval_secs.max(1));
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);

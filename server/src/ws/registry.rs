@@ -19,6 +19,7 @@ struct Entry {
     conn_id: u64,
     push: mpsc::Sender<Arc<PendingMessage>>,
     signals: Arc<Signals>,
+    ended: CancellationToken,
 }
 
 /// Out-of-band signals to one connection.
@@ -46,11 +47,17 @@ pub struct Registration {
     pub pushes: mpsc::Receiver<Arc<PendingMessage>>,
     /// Signals for this connection.
     pub signals: Arc<Signals>,
+    /// The connection of the same user this one replaced, if any: cancelled once that
+    /// connection has ended (every frame it read handed to the writer).
+    pub replaced: Option<CancellationToken>,
+    /// Cancelled when this registration is dropped, at the end of its connection.
+    ended: CancellationToken,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.remove(self.user, self.conn_id);
+        self.ended.cancel();
     }
 }
 
@@ -98,6 +105,7 @@ impl ConnectionRegistry {
     pub fn register(self: &Arc<Self>, user: Uuid) -> Result<Registration, Full> {
         let (push, pushes) = mpsc::channel(PUSH_QUEUE);
         let signals = Arc::new(Signals::default());
+        let ended = CancellationToken::new();
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let old = {
             let mut entries = self.lock();
@@ -110,18 +118,22 @@ impl ConnectionRegistry {
                     conn_id,
                     push,
                     signals: signals.clone(),
+                    ended: ended.clone(),
                 },
             )
         };
-        if let Some(old) = old {
+        let replaced = old.map(|old| {
             old.signals.replaced.cancel();
-        }
+            old.ended
+        });
         Ok(Registration {
             registry: self.clone(),
             user,
             conn_id,
             pushes,
             signals,
+            replaced,
+            ended,
         })
     }
 
