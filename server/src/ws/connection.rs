@@ -71,6 +71,19 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
             return;
         }
     };
+    // Replaced, displaced or shut down while waiting: this connection never serves.
+    let replaced = registration.replaced.take();
+    let signals = registration.signals.clone();
+    let stopped = tokio::select! {
+        biased;
+        _ = state.shutdown.cancelled() => Some((CLOSE_GOING_AWAY, "server shutting down")),
+        _ = signals.replaced.cancelled() => Some((CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere")),
+        _ = after_earlier_writes(&state, user, replaced) => None,
+    };
+    if let Some((code, reason)) = stopped {
+        let _ = close(&mut socket, code, reason).await;
+        return;
+    }
     // The number may have moved to a new device between the token check and now; the
     // new device's registration then displaced nothing of ours, so look again.
     if !still_current(&state, user, generation).await {
@@ -78,7 +91,6 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         return;
     }
     state.metrics.connections.inc();
-    after_earlier_writes(&state, user, registration.replaced.take()).await;
     state.writes.touch(user);
     tracing::info!("websocket connected");
     let end = Connection {
@@ -227,6 +239,10 @@ impl Connection<'_> {
         let mut last_heard = Instant::now();
         let signals = registration.signals.clone();
         loop {
+            // Before reading storage: a connection replaced meanwhile writes nothing more.
+            if signals.replaced.is_cancelled() {
+                return End::Close(CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere");
+            }
             if let Err(end) = self.fill_window(socket).await {
                 return end;
             }

@@ -158,6 +158,85 @@ async fn a_database_restart_costs_retries_not_the_relay_or_messages() {
 }
 
 /// One text value of a query, through a short-lived connection.
+/// Three relays on one database run retention at the same moment (issue 18, acceptance
+/// 6): each expired message is deleted once, by one relay, and the mailboxes' counts stay
+/// true. (Two passes at once each subtracted the same messages from the counts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_once_for_relays_sharing_a_database() {
+    use privcomm_protocol::ws::{ClientFrame, ServerFrame};
+    use privcomm_server::maintenance;
+
+    const RECIPIENTS: usize = 40;
+    const EACH: usize = 50;
+    let first = TestRelay::start(Db::Postgres).await;
+    // The same database and data directory (so the same pepper and secrets), own clocks.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let clock = ManualClock::new();
+        let server = RelayServer::start(test_config(&first.db), std::sync::Arc::new(clock.clone()))
+            .await
+            .expect("another relay on the same database starts");
+        others.push((server, clock));
+    }
+    let alice = Device::enrol(&first, 0).await;
+    let mut recipients = Vec::new();
+    for _ in 0..RECIPIENTS {
+        recipients.push(Device::enrol(&first, 0).await.id());
+    }
+    let mut ws = alice.online(&first).await;
+    for &to in &recipients {
+        for i in 0..EACH {
+            ws.feed(&ClientFrame::Send {
+                to,
+                id: Uuid::new_v4(),
+                payload: Base64String::encode(format!("message {i}")),
+                registration_id: None,
+            })
+            .await;
+        }
+        ws.flush().await;
+        for _ in 0..EACH {
+            assert!(matches!(ws.frame().await, ServerFrame::Sent { .. }));
+        }
+    }
+    ws.close().await;
+
+    let month = Duration::from_secs(31 * 24 * 3600);
+    first.clock.advance(month);
+    for (_, clock) in &others {
+        clock.advance(month);
+    }
+    let (a, b, c) = tokio::join!(
+        maintenance::run_once(first.server().state()),
+        maintenance::run_once(others[0].0.state()),
+        maintenance::run_once(others[1].0.state()),
+    );
+    let mut purged: Vec<u64> = [a, b, c]
+        .into_iter()
+        .map(|r| r.expect("maintenance").messages)
+        .collect();
+    purged.sort_unstable();
+    assert_eq!(
+        purged,
+        vec![0, 0, (RECIPIENTS * EACH) as u64],
+        "one relay deletes every expired message"
+    );
+    let store = first.store();
+    assert_eq!(store.pending_total().await.expect("count"), 0);
+    for recipient in &recipients {
+        let usage = store.mailbox_usage(*recipient).await.expect("usage");
+        assert_eq!(
+            (usage.messages, usage.bytes),
+            (0, 0),
+            "a mailbox's count after the purge"
+        );
+    }
+    for (server, _) in others {
+        server.shutdown().await.expect("clean shutdown");
+    }
+    first.finish().await;
+}
+
 async fn query_one_text(url: &str, sql: &str) -> String {
     use sqlx::Row;
     sqlx::any::install_default_drivers();

@@ -103,6 +103,18 @@ const APPLY_DELTAS: &str = "
 /// Records when users were last seen (to the day).
 const TOUCH: &str = "UPDATE users SET last_seen = $2 WHERE id = ANY($1::BYTEA[])";
 
+/// Every statement of a batch, prepared before it begins.
+const STATEMENTS: [&str; 8] = [
+    INSERT_MESSAGES,
+    REFUSALS,
+    DELETE_ACKED,
+    BUMP_COUNTERS,
+    FILL_SLOTS,
+    LOAD_MAILBOXES,
+    APPLY_DELTAS,
+    TOUCH,
+];
+
 /// Which messages of a batch are written, and which repeat an earlier one of the batch.
 struct Resends {
     /// Indices of the first message of each (sender, client id), in arrival order.
@@ -157,6 +169,10 @@ pub(super) async fn apply(
         first_acks.extend(batch.acks.iter().filter(|a| seen.insert(a.id)).copied());
     }
 
+    // Every statement prepared before `BEGIN` (a no-op once a connection has them): a
+    // statement prepared for the first time waits for its description before it executes,
+    // and one pipelined with `COMMIT` would then run after it, outside the transaction.
+    futures_util::future::try_join_all(STATEMENTS.iter().map(|sql| tx.prepare_cached(sql))).await?;
     // Round trip 1: last_seen, what the mailboxes hold, the acks — independent statements,
     // after `BEGIN` (sent first: the futures are polled, and their statements sent, in
     // order). `users` rows first, as registration locks them before pending rows.

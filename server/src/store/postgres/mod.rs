@@ -233,6 +233,10 @@ impl Drop for OpenTransaction {
     }
 }
 
+/// The advisory lock a retention pass holds ("privpurg"): one pass at a time per database,
+/// whatever the number of relays.
+const RETENTION_LOCK: i64 = 0x7072_6976_7075_7267;
+
 /// An error and its sources, on one line (tokio-postgres puts the reason in the source).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -933,8 +937,19 @@ impl Store for PgStore {
 
     async fn purge(&self, cutoffs: PurgeCutoffs) -> StoreResult<PurgeReport> {
         let mut client = self.client().await?;
-        // The expired messages leave their mailboxes' counts in the same transaction.
+        // One transaction, and one pass at a time for every relay of this database: two
+        // passes at once would each subtract the same expired messages from their
+        // mailboxes' counts. A relay that finds the lock taken skips its pass (the one
+        // running deletes what it would have).
         let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+            .await?
+            .try_get(0)?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(PurgeReport::default());
+        }
         let recount = tx
             .prepare_cached(
                 "UPDATE mailboxes SET
@@ -951,7 +966,6 @@ impl Store for PgStore {
             .prepare_cached("DELETE FROM pending_messages WHERE created_at < $1")
             .await?;
         let messages = tx.execute(&expire, &[&cutoffs.messages_before]).await?;
-        tx.commit().await?;
         let mut deleted = [0u64; 5];
         let verifications_before = cutoffs.now.saturating_sub(DAY_MS);
         for (slot, (sql, cutoff)) in deleted.iter_mut().zip([
@@ -983,9 +997,10 @@ impl Store for PgStore {
                 verifications_before,
             ),
         ]) {
-            let statement = client.prepare_cached(sql).await?;
-            *slot = client.execute(&statement, &[&cutoff]).await?;
+            let statement = tx.prepare_cached(sql).await?;
+            *slot = tx.execute(&statement, &[&cutoff]).await?;
         }
+        tx.commit().await?;
         let [used_prekeys, nonces, send_records, _counters, verifications] = deleted;
         Ok(PurgeReport {
             messages,
