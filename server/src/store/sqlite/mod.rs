@@ -5,6 +5,7 @@
 
 mod at_rest;
 mod batch;
+mod checkpointer;
 mod migrate;
 mod readers;
 mod writer;
@@ -42,6 +43,7 @@ const WRITER_CACHE_KIB: i64 = 65_536;
 pub struct SqliteStore {
     writer: SqliteWriter,
     readers: Readers,
+    checkpointer: checkpointer::Checkpointer,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -100,7 +102,10 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {};",
+            checkpointer::WRITER_CHECKPOINT_PAGES
+        ))?;
         migrate::run(&mut conn)?;
         at_rest::pepper_stored_rows(&mut conn, &pepper)?;
         let read_connections = (0..readers)
@@ -113,9 +118,14 @@ impl SqliteStore {
                 Ok(reader)
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        let checkpointer = checkpointer::Checkpointer::start(open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?)?;
         Ok(Self {
             writer: SqliteWriter::start(conn, pepper)?,
             readers: Readers::new(read_connections),
+            checkpointer,
         })
     }
 
@@ -223,7 +233,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        // The writer first (it checkpoints), so the last reader to close deletes the WAL.
+        // The checkpointer, then the writer (it checkpoints), so the last reader to close
+        // deletes the WAL.
+        self.checkpointer.stop().await;
         self.writer.close().await;
         self.readers.close();
     }
