@@ -123,7 +123,7 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
 /// connection that waits on a peer who stopped reading.
 const EARLIER_WRITES_WAIT: Duration = Duration::from_secs(2);
 
-/// Waits (bounded) until the connection `user`'s replaces has ended and every write queued
+/// Waits (bounded) until the connection this one replaced has ended and every write queued
 /// for `user` before now is committed: the acks of the connection before (replaced, or one
 /// that just closed) are then in storage, and the mailbox read next does not hold what was
 /// acked.

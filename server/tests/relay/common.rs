@@ -693,6 +693,29 @@ impl WsClient {
     }
 }
 
+/// Sends `count` messages numbered from 0 over one WebSocket, pipelined, and waits for every
+/// `sent`.
+pub async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
+        for &i in chunk {
+            let frame = ClientFrame::Send {
+                to,
+                id: Uuid::new_v4(),
+                payload: Base64String::encode(format!("message {i:05}")),
+                registration_id: None,
+            };
+            ws.feed(&frame).await;
+        }
+        ws.flush().await;
+        for _ in chunk {
+            match ws.frame().await {
+                ServerFrame::Sent { .. } | ServerFrame::QueueEmpty => {}
+                other => panic!("expected sent, got {other:?}"),
+            }
+        }
+    }
+}
+
 /// Sends `payload` and waits for `sent`, returning the server id.
 pub async fn send_and_confirm(ws: &mut WsClient, to: Uuid, payload: &[u8]) -> Uuid {
     let id = Uuid::new_v4();

@@ -9,7 +9,7 @@ use privcomm_protocol::Base64String;
 use privcomm_server::{ManualClock, RelayServer};
 use uuid::Uuid;
 
-use crate::common::{pg_base, test_config, Db, Device, TestDb, TestRelay};
+use crate::common::{pg_base, send_numbered, test_config, Db, Device, TestDb, TestRelay};
 use crate::support::pg_cluster::PgCluster;
 
 /// Starting a relay on `url`: its error, all causes on one line, or None if it started.
@@ -163,7 +163,6 @@ async fn a_database_restart_costs_retries_not_the_relay_or_messages() {
 /// true. (Two passes at once each subtracted the same messages from the counts.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_runs_once_for_relays_sharing_a_database() {
-    use privcomm_protocol::ws::{ClientFrame, ServerFrame};
     use privcomm_server::maintenance;
 
     const RECIPIENTS: usize = 40;
@@ -185,19 +184,7 @@ async fn retention_runs_once_for_relays_sharing_a_database() {
     }
     let mut ws = alice.online(&first).await;
     for &to in &recipients {
-        for i in 0..EACH {
-            ws.feed(&ClientFrame::Send {
-                to,
-                id: Uuid::new_v4(),
-                payload: Base64String::encode(format!("message {i}")),
-                registration_id: None,
-            })
-            .await;
-        }
-        ws.flush().await;
-        for _ in 0..EACH {
-            assert!(matches!(ws.frame().await, ServerFrame::Sent { .. }));
-        }
+        send_numbered(&mut ws, to, EACH).await;
     }
     ws.close().await;
 

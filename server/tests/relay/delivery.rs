@@ -5,30 +5,7 @@ use privcomm_protocol::ws::{ClientFrame, ServerFrame};
 use privcomm_protocol::Base64String;
 use uuid::Uuid;
 
-use crate::common::{Db, Device, TestRelay, WsClient};
-
-/// Sends `count` messages numbered from 0 over one WebSocket, pipelined, and waits for every
-/// `sent`.
-async fn send_numbered(ws: &mut WsClient, to: Uuid, count: usize) {
-    for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
-        for &i in chunk {
-            let frame = ClientFrame::Send {
-                to,
-                id: Uuid::new_v4(),
-                payload: Base64String::encode(format!("message {i:05}")),
-                registration_id: None,
-            };
-            ws.feed(&frame).await;
-        }
-        ws.flush().await;
-        for _ in chunk {
-            match ws.frame().await {
-                ServerFrame::Sent { .. } | ServerFrame::QueueEmpty => {}
-                other => panic!("expected sent, got {other:?}"),
-            }
-        }
-    }
-}
+use crate::common::{send_numbered, Db, Device, TestRelay};
 
 fn number_of(payload: &Base64String) -> usize {
     number_in(&payload.decode("payload").expect("b64"))

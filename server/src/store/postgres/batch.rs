@@ -1,8 +1,9 @@
 //! A group commit on PostgreSQL: every write of a batch is in one of a few statements that
 //! bind whole columns as arrays (`unnest`), and statements that do not depend on each other
 //! are sent together on the connection (pipelined), `BEGIN` with the first and `COMMIT` with
-//! the last, so a batch of any size costs at most four round trips. Each statement's shape is fixed, whatever the batch size: one prepared
-//! statement each, and with custom plans (see `connect`) the planner sees the real sizes.
+//! the last, so a batch of any size costs at most four round trips. Each statement's shape
+//! is fixed, whatever the batch size: one prepared statement each, and with custom plans
+//! (see `connect`) the planner sees the real sizes.
 
 use std::collections::{HashMap, HashSet};
 

@@ -31,8 +31,8 @@ pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 65_536;
 /// The checkpointing thread; stopped by `stop` (or when dropped, without waiting).
 #[derive(Debug)]
 pub(super) struct Checkpointer {
-    stop: Mutex<Option<mpsc::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread's stop signal (dropping it stops the thread) and its handle.
+    running: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl Checkpointer {
@@ -55,16 +55,19 @@ impl Checkpointer {
             })
             .map_err(|e| StoreError::Setup(format!("starting the SQLite checkpointer: {e}")))?;
         Ok(Self {
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+            running: Mutex::new(Some((stop, thread))),
         })
     }
 
     /// Stops the thread and closes its connection, waiting for both.
     pub(super) async fn stop(&self) {
-        drop(self.stop.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, thread)) = running {
+            drop(stop);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
