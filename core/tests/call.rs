@@ -381,7 +381,20 @@ struct Coturn {
 }
 
 impl Coturn {
+    /// Starts coturn on a free port. The port is free for UDP when picked; coturn also
+    /// listens on it over TCP, where another test's server may hold it, and then it never
+    /// answers: a few tries, each on a new port.
     fn start(secret: &str) -> Self {
+        for _ in 0..3 {
+            let coturn = Self::start_once(secret);
+            if coturn.wait_ready() {
+                return coturn;
+            }
+        }
+        panic!("coturn did not answer STUN");
+    }
+
+    fn start_once(secret: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -413,17 +426,15 @@ impl Coturn {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("turnserver (coturn) runs; scripts/setup.sh installs it");
-        let coturn = Self {
+        Self {
             child,
             port,
             _dir: dir,
-        };
-        coturn.wait_ready();
-        coturn
+        }
     }
 
-    /// Sends STUN binding requests until coturn answers one.
-    fn wait_ready(&self) {
+    /// Sends STUN binding requests until coturn answers one (true), for about 10 s.
+    fn wait_ready(&self) -> bool {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -435,11 +446,11 @@ impl Coturn {
             let _ = socket.send_to(&request, ("127.0.0.1", self.port));
             if let Ok((n, _)) = socket.recv_from(&mut buf) {
                 if n >= 20 && buf[0] == 0x01 && buf[1] == 0x01 {
-                    return;
+                    return true;
                 }
             }
         }
-        panic!("coturn did not answer STUN");
+        false
     }
 }
 
