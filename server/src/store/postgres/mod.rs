@@ -233,9 +233,10 @@ impl Drop for OpenTransaction {
     }
 }
 
-/// The advisory lock a retention pass holds ("privpurg"): one pass at a time per database,
-/// whatever the number of relays.
-const RETENTION_LOCK: i64 = 0x7072_6976_7075_7267;
+/// The advisory lock a retention pass holds ("purg", with the hash of the relay's schema:
+/// advisory locks are database-wide, and relays of other schemas of the same database do
+/// not share its rows): one pass at a time per schema, whatever the number of relays.
+const RETENTION_LOCK: i32 = 0x7075_7267;
 
 /// An error and its sources, on one line (tokio-postgres puts the reason in the source).
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -943,7 +944,10 @@ impl Store for PgStore {
         // running deletes what it would have).
         let tx = client.transaction().await?;
         let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+                &[&RETENTION_LOCK],
+            )
             .await?
             .try_get(0)?;
         if !locked {
