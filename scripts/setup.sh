@@ -9,6 +9,8 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)   # libsignal
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)                   # libopus build (opusic-sys)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)             # TURN in the call tests
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)     # the cluster tests' own Redis
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)               # the balancer in the cluster tests
 # initdb/pg_ctl: tests that stop and restart PostgreSQL run a throwaway cluster of their own
 # (server/tests/support/pg_cluster.rs), never the machine's shared server.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)

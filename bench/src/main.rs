@@ -5,6 +5,7 @@
 //! cargo run --release -p privcomm-bench -- connections --connections 19000
 //! cargo run --release -p privcomm-bench -- offline --messages 10000
 //! cargo run --release -p privcomm-bench -- e2e --rate 1000
+//! cargo run --release -p privcomm-bench -- failover --postgres postgres://… --redis redis://…
 //! ```
 //!
 //! The relay under test runs in its own process (this executable, `relay` subcommand), so
@@ -13,6 +14,7 @@
 mod accounts;
 mod connections;
 mod e2e;
+mod failover;
 mod offline;
 mod relay_process;
 mod report;
@@ -60,6 +62,9 @@ enum Command {
     Offline(offline::Args),
     /// Client end to end: `send_text` on Alice to Bob's received event.
     E2e(e2e::Args),
+    /// Time until every client is delivering again after one of three instances behind
+    /// HAProxy is killed.
+    Failover(failover::Args),
     /// Runs the relay (as `privcomm-server` would); used by the other commands.
     #[command(hide = true)]
     Relay {
@@ -93,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             Command::Connections(args) => report::print(&connections::run(args).await?, cli.json),
             Command::Offline(args) => report::print(&offline::run(args).await?, cli.json),
             Command::E2e(args) => report::print(&e2e::run(args).await?, cli.json),
+            Command::Failover(args) => report::print(&failover::run(args).await?, cli.json),
             Command::Relay { .. } => Ok(()),
         }
     })

@@ -111,6 +111,16 @@ impl RelayProcess {
     /// Starts a relay on a free loopback port with rate limits out of the way and room for
     /// `max_connections`, and waits until it answers `/health`.
     pub async fn spawn(database: &Database, max_connections: usize) -> anyhow::Result<Self> {
+        Self::spawn_instance(database, max_connections, None).await
+    }
+
+    /// `spawn`, as the first instance of a cluster on `redis` (named `a`) when given: its
+    /// secrets are set, so `spawn_peer` can start more instances of the same database.
+    pub async fn spawn_instance(
+        database: &Database,
+        max_connections: usize,
+        redis: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let parent = match database {
             Database::Sqlite { parent } => parent.clone(),
             Database::Postgres { .. } => std::env::temp_dir(),
@@ -153,6 +163,9 @@ impl RelayProcess {
             "1000000000".to_owned(),
             "--verification-per-hour".to_owned(),
             "1000000000".to_owned(),
+            // With Redis this budget is counted there, across runs: lift it too.
+            "--verification-global-per-hour".to_owned(),
+            "1000000000".to_owned(),
             "--log".to_owned(),
             "error".to_owned(),
         ];
@@ -180,6 +193,19 @@ impl RelayProcess {
             // runs it, unless `PRIVCOMM_DATABASE_POOL` (which the relay reads) says otherwise.
             pg_schema = Some((url.clone(), schema));
         }
+        if let Some(redis) = redis {
+            let secret = || Uuid::new_v4().simple().to_string().repeat(2);
+            args.extend([
+                "--redis-url".to_owned(),
+                redis.to_owned(),
+                "--jwt-secret".to_owned(),
+                secret(),
+                "--phone-pepper".to_owned(),
+                secret(),
+                "--instance-id".to_owned(),
+                "a".to_owned(),
+            ]);
+        }
         let (child, base) = start(&args, data_dir.path()).await?;
         Ok(Self {
             child,
@@ -189,6 +215,34 @@ impl RelayProcess {
             pg_schema,
             http: reqwest::Client::new(),
             codes,
+        })
+    }
+
+    /// Another instance of this relay's cluster (same database, Redis and secrets), named
+    /// `name`, with a data dir of its own. It leaves the database to this one.
+    pub async fn spawn_peer(&self, name: &str) -> anyhow::Result<Self> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("privcomm-bench-relay")
+            .tempdir()?;
+        let mut args = self.args.clone();
+        for pair in args.chunks_mut(2) {
+            match pair {
+                [flag, value] if flag == "--data-dir" => {
+                    *value = data_dir.path().display().to_string()
+                }
+                [flag, value] if flag == "--instance-id" => *value = name.to_owned(),
+                _ => {}
+            }
+        }
+        let (child, base) = start(&args, data_dir.path()).await?;
+        Ok(Self {
+            child,
+            base,
+            data_dir,
+            args,
+            pg_schema: None,
+            http: reqwest::Client::new(),
+            codes: self.codes.clone(),
         })
     }
 
@@ -261,6 +315,32 @@ impl RelayProcess {
             .with_context(|| format!("metric {name} not found"))
     }
 
+    /// The samples of `name` by the value of its label `label`.
+    pub async fn metric_by(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let prefix = format!("{label}=\"");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                let start = key.find(&prefix)? + prefix.len();
+                let end = key[start..].find('"')? + start;
+                Some((key[start..end].to_owned(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
     /// Stops the relay and removes its data.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.kill();
@@ -268,6 +348,11 @@ impl RelayProcess {
             pg_exec(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
         }
         Ok(())
+    }
+
+    /// SIGKILL: the relay stops at once, with no goodbye to anyone.
+    pub fn kill_now(&mut self) {
+        self.kill();
     }
 
     fn kill(&mut self) {

@@ -55,6 +55,13 @@ pub struct Args {
     /// slows as its tables grow shows it in the later rounds).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Run the relay as a cluster instance on this Redis (needs `--postgres`).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Two instances on `--postgres` and `--redis`: senders connect to the first,
+    /// receivers to the second, so every message crosses the bus.
+    #[arg(long, default_value_t = false)]
+    pub cross_instance: bool,
 }
 
 /// What one run measured.
@@ -62,6 +69,10 @@ pub struct Args {
 pub struct Report {
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+    /// Relay instances: 1, or 2 with senders on one and receivers on the other.
+    pub instances: usize,
+    /// Whether the relay ran with Redis (the cluster's bus and rate limits).
+    pub redis: bool,
     /// Which run against the same relay process (1 = the first).
     pub round: usize,
     /// Pairs.
@@ -101,6 +112,9 @@ pub struct Report {
     pub errors: u64,
     /// Messages still stored at the relay after the run (0: every one acked and deleted).
     pub left_at_relay: f64,
+    /// Deliveries by how the receivers' relay found them (`push`, `bus`, `rescan`, …),
+    /// over the whole run.
+    pub delivered_by_path: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Default)]
@@ -116,34 +130,83 @@ struct Counters {
 /// Runs the benchmark: `args.rounds` measured runs against one relay process.
 pub async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
     let database = Database::from_args(args.postgres.clone(), args.data_dir.clone());
+    if (args.redis.is_some() || args.cross_instance) && args.postgres.is_none() {
+        bail!("--redis and --cross-instance need --postgres (instances share one database)");
+    }
+    if args.cross_instance && args.redis.is_none() {
+        bail!("--cross-instance needs --redis");
+    }
     let rounds = args.rounds.max(1);
-    let relay = RelayProcess::spawn(&database, (args.pairs * 2 + 100) * rounds).await?;
-    let mut reports = Vec::with_capacity(rounds);
-    for round in 1..=rounds {
-        match measure(args, &relay, database.label(), round).await {
-            Ok(report) => reports.push(report),
+    let max_connections = (args.pairs * 2 + 100) * rounds;
+    let relay =
+        RelayProcess::spawn_instance(&database, max_connections, args.redis.as_deref()).await?;
+    let receivers_relay = if args.cross_instance {
+        match relay.spawn_peer("b").await {
+            Ok(peer) => Some(peer),
             Err(e) => {
                 relay.stop().await?;
                 return Err(e);
             }
         }
+    } else {
+        None
+    };
+    let relays = Relays {
+        senders: &relay,
+        receivers: receivers_relay.as_ref().unwrap_or(&relay),
+        all: std::iter::once(&relay)
+            .chain(receivers_relay.as_ref())
+            .collect(),
+    };
+    let mut reports = Vec::with_capacity(rounds);
+    let mut failure = None;
+    for round in 1..=rounds {
+        match measure(args, &relays, database.label(), round).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(peer) = receivers_relay {
+        peer.stop().await?;
     }
     relay.stop().await?;
-    Ok(reports)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+/// The relay instances of a run: where senders and receivers connect (the same one unless
+/// `--cross-instance`), and all of them (CPU and commit figures are their sums).
+struct Relays<'a> {
+    senders: &'a RelayProcess,
+    receivers: &'a RelayProcess,
+    all: Vec<&'a RelayProcess>,
+}
+
+impl Relays<'_> {
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.all.iter().map(|relay| relay.cpu_seconds()).sum()
+    }
 }
 
 async fn measure(
     args: &Args,
-    relay: &RelayProcess,
+    relays: &Relays<'_>,
     database: &'static str,
     round: usize,
 ) -> anyhow::Result<Report> {
+    let relay = relays.senders;
     let on_postgres = args.postgres.is_some();
     let accounts = enrol_many(relay, args.pairs * 2, 32).await?;
-    let ws_url = relay.ws_url();
-    let sockets: Vec<(Account, Socket)> = stream::iter(accounts)
-        .map(|account| {
-            let ws_url = ws_url.clone();
+    // Accounts alternate sender, receiver (paired below).
+    let urls = [relays.senders.ws_url(), relays.receivers.ws_url()];
+    let sockets: Vec<(Account, Socket)> = stream::iter(accounts.into_iter().enumerate())
+        .map(|(i, account)| {
+            let ws_url = urls[i % 2].clone();
             async move {
                 let mut socket = wire::connect(&ws_url, &account.token).await?;
                 wire::wait_queue_empty(&mut socket).await?;
@@ -183,17 +246,17 @@ async fn measure(
 
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let me = std::process::id();
-    let commits0 = CommitStats::read(relay).await?;
-    let (relay_cpu0, own_cpu0) = (relay.cpu_seconds()?, cpu_seconds(me)?);
+    let commits0 = CommitStats::read(&relays.all).await?;
+    let (relay_cpu0, own_cpu0) = (relays.cpu_seconds()?, cpu_seconds(me)?);
     let db_cpu0 = postgres_cpu_seconds();
     let started = Instant::now();
     counters.measuring.store(true, Ordering::Release);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     counters.measuring.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
-    let (relay_cpu1, own_cpu1) = (relay.cpu_seconds()?, cpu_seconds(me)?);
+    let (relay_cpu1, own_cpu1) = (relays.cpu_seconds()?, cpu_seconds(me)?);
     let db_cpu1 = postgres_cpu_seconds();
-    let commits = CommitStats::read(relay).await?.since(&commits0);
+    let commits = CommitStats::read(&relays.all).await?.since(&commits0);
 
     // Stop sending, wait for everything in flight to arrive, then stop the receivers.
     let _ = stop_tx.send(true);
@@ -214,6 +277,10 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let delivered_by_path = relays
+        .receivers
+        .metric_by("privcomm_messages_delivered_by_path_total", "path")
+        .await?;
     let _ = finish_tx.send(true);
     let mut latencies = Histogram::<u64>::new(3)?;
     for receiver in receivers {
@@ -231,6 +298,8 @@ async fn measure(
     let database_cpu = on_postgres.then_some(db_cpu1 - db_cpu0);
     Ok(Report {
         database,
+        instances: relays.all.len(),
+        redis: args.redis.is_some(),
         round,
         pairs: args.pairs,
         offered_per_sec: args.rate,
@@ -250,6 +319,7 @@ async fn measure(
         delivered_total,
         errors: counters.errors.load(Ordering::Acquire),
         left_at_relay,
+        delivered_by_path,
     })
 }
 
@@ -261,16 +331,23 @@ struct CommitStats {
 }
 
 impl CommitStats {
-    async fn read(relay: &RelayProcess) -> anyhow::Result<Self> {
-        Ok(Self {
-            count: relay
+    /// The sums over `relays`.
+    async fn read(relays: &[&RelayProcess]) -> anyhow::Result<Self> {
+        let mut stats = Self {
+            count: 0.0,
+            seconds: 0.0,
+            writes: 0.0,
+        };
+        for relay in relays {
+            stats.count += relay
                 .metric("privcomm_write_batch_duration_seconds_count")
-                .await?,
-            seconds: relay
+                .await?;
+            stats.seconds += relay
                 .metric("privcomm_write_batch_duration_seconds_sum")
-                .await?,
-            writes: relay.metric("privcomm_write_batch_size_sum").await?,
-        })
+                .await?;
+            stats.writes += relay.metric("privcomm_write_batch_size_sum").await?;
+        }
+        Ok(stats)
     }
 
     fn since(&self, earlier: &Self) -> Self {

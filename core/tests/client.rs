@@ -7,6 +7,8 @@ use std::time::Duration;
 mod common;
 #[path = "../../server/tests/support/pg_cluster.rs"]
 mod pg_cluster;
+#[path = "../../server/tests/support/redis_server.rs"]
+mod redis_server;
 
 use common::{relay, relay_binary, until, ChildRelay, Relay};
 use privcomm_core::{Client, ClientEvent, ConnectionState, MemorySecretStore, MessageState};
@@ -865,4 +867,185 @@ async fn a_registration_lock_needs_the_pin_on_a_new_phone() {
     );
     owner.close().await;
     phone.close().await;
+}
+
+/// HAProxy running `deploy/haproxy.cfg` in front of three relay ports, killed when dropped.
+struct Balancer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    fn start(relays: [u16; 3]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
+        let mut command = std::process::Command::new("haproxy");
+        command
+            .arg("-db")
+            .arg("-f")
+            .arg(config)
+            .env("PRIVCOMM_LB_BIND", format!("127.0.0.1:{port}"))
+            .env("PRIVCOMM_LB_STATS_SOCKET", dir.path().join("admin.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (i, relay) in relays.iter().enumerate() {
+            command.env(
+                format!("PRIVCOMM_RELAY{}", i + 1),
+                format!("127.0.0.1:{relay}"),
+            );
+        }
+        let child = command
+            .spawn()
+            .expect("haproxy runs (scripts/setup.sh installs it)");
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A value of the relay at `port`'s `/metrics` (the sum over label sets).
+async fn relay_metric(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Issue 18, acceptance 4: two clients through HAProxy in front of three relay instances
+/// (one PostgreSQL, one Redis) exchange 2,000 messages; the instance holding Bob is killed
+/// with SIGKILL mid-way. Both reconnect through the balancer; every message arrives
+/// exactly once, in order, and the mailboxes are empty at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_behind_the_balancer_loses_and_duplicates_nothing() {
+    const COUNT: usize = 2000;
+    let binary = tokio::task::spawn_blocking(relay_binary).await.unwrap();
+    let database = tokio::task::spawn_blocking(pg_cluster::PgCluster::start)
+        .await
+        .unwrap();
+    let redis = tokio::task::spawn_blocking(redis_server::RedisServer::start)
+        .await
+        .unwrap();
+    let ports = [
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    ];
+    let balancer = Balancer::start(ports);
+    let url = format!("http://127.0.0.1:{}", balancer.port);
+    let codes = common::child_codes(balancer.port).await;
+    let mut env: Vec<(&str, String)> = codes.env().into_iter().collect();
+    env.extend([
+        ("PRIVCOMM_DATABASE_URL", database.url("")),
+        ("PRIVCOMM_REDIS_URL", redis.url()),
+        (
+            "PRIVCOMM_JWT_SECRET",
+            "balancer-test-jwt-secret-0123456789abcdef".into(),
+        ),
+        (
+            "PRIVCOMM_PHONE_PEPPER",
+            "balancer-test-phone-pepper-0123456789abcdef".into(),
+        ),
+        ("PRIVCOMM_TRUSTED_PROXIES", "127.0.0.1/32".into()),
+    ]);
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays: Vec<Option<ChildRelay>> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut env = env.clone();
+        env.push(("PRIVCOMM_INSTANCE_ID", format!("relay{}", i + 1)));
+        relays.push(Some(ChildRelay::start_with(
+            &binary,
+            data[i].path(),
+            *port,
+            "warn",
+            &env,
+            std::process::Stdio::null(),
+        )));
+    }
+    for port in ports {
+        ChildRelay::wait_ready(port).await;
+    }
+    // The balancer sees them all up (two good checks, a second apart).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let alice = client(dir.path(), "alice", &url, "+4930111111").await;
+    let bob = client(dir.path(), "bob", &url, "+4930222222").await;
+    bob.connect().await.unwrap();
+    let mut bob_at = None;
+    for _ in 0..100 {
+        for (i, port) in ports.iter().enumerate() {
+            if relay_metric(*port, "privcomm_ws_connections").await == Some(1.0) {
+                bob_at = Some(i);
+            }
+        }
+        if bob_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bob_at = bob_at.expect("Bob is connected to one instance");
+    alice.connect().await.unwrap();
+    let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
+    let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
+    let mut bob_events = bob.events();
+    let bob_arrivals = collect_arrivals(&bob, COUNT);
+    let alice_arrivals = collect_arrivals(&alice, COUNT);
+    for i in 0..COUNT / 2 {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    let mut seen = 0;
+    until(&mut bob_events, Duration::from_secs(60), |event| {
+        if matches!(event, ClientEvent::MessageReceived(_)) {
+            seen += 1;
+        }
+        seen >= 200
+    })
+    .await;
+    relays[bob_at].take().expect("running").kill_hard();
+    for i in COUNT / 2..COUNT {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+    expect_exchange(
+        [(bob_arrivals, "a"), (alice_arrivals, "b")],
+        [(&bob, alice_id), (&alice, bob_id)],
+        COUNT,
+    )
+    .await;
+    let survivor = ports[(bob_at + 1) % 3];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while relay_metric(survivor, "privcomm_queue_depth").await != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mailboxes empty once the acks are written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice.close().await;
+    bob.close().await;
+    drop(relays);
+    drop(balancer);
 }

@@ -8,10 +8,15 @@ use crate::b64::Base64String;
 /// `GET /health` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"healthy"` or `"unhealthy"`.
+    /// `"healthy"`, `"degraded"` (serving, but the routing bus is down: messages between
+    /// instances arrive by rescan, later) or `"unhealthy"`.
     pub status: String,
     /// `"ok"` or `"unreachable"`.
     pub database: String,
+    /// The routing bus: `"in_process"` (one instance), `"connected"` or `"disconnected"`.
+    /// Absent from relays older than the bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
 }
 
 /// `POST /auth/challenge` request.

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::Context;
 use axum::extract::ConnectInfo;
@@ -22,6 +23,9 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::budget::ByteBudget;
+use crate::bus::in_process::InProcessBus;
+use crate::bus::redis::RedisBus;
+use crate::bus::RoutingBus;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn_limits::ConnectionLimits;
@@ -49,7 +53,7 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with(request_span(state.instance_id.clone()))
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         );
@@ -142,7 +146,11 @@ fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
 
 /// The span of one request: its id, method and route template. Never the URI, which may
 /// carry a phone hash or a token, nor a method outside the fixed set.
-fn request_span(req: &Request) -> tracing::Span {
+fn request_span(instance: Arc<str>) -> impl Fn(&Request) -> tracing::Span + Clone {
+    move |req| request_span_of(&instance, req)
+}
+
+fn request_span_of(instance: &str, req: &Request) -> tracing::Span {
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -155,6 +163,7 @@ fn request_span(req: &Request) -> tracing::Span {
         .unwrap_or("unmatched");
     tracing::info_span!(
         "request",
+        instance,
         request_id,
         method = method_label(req.method()),
         route
@@ -204,7 +213,7 @@ async fn before_body(
         .config
         .trusted_proxies
         .client_key(peer.ip(), req.headers());
-    match state.rate_limits.check_client(limit, client) {
+    match state.rate_limits.check_client(limit, client).await {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -261,6 +270,20 @@ impl RelayServer {
         codes: Option<Arc<dyn crate::codes::CodeSender>>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
+        let instance_id: Arc<str> = config.effective_instance_id().into();
+        // Every task the relay starts runs in this span: its logs name the instance.
+        let span = tracing::info_span!("relay", instance = %instance_id);
+        Self::start_instance(config, clock, codes, instance_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn start_instance(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        codes: Option<Arc<dyn crate::codes::CodeSender>>,
+        instance_id: Arc<str>,
+    ) -> anyhow::Result<Self> {
         match &codes {
             Some(sender) => tracing::info!(sender = sender.kind(), "verification codes enabled"),
             None => tracing::warn!(
@@ -302,10 +325,32 @@ impl RelayServer {
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(ConnectionRegistry::new(config.max_connections));
-        let metrics = Arc::new(Metrics::new());
+        let clustered = config.effective_redis_url().is_some() || config.instance_id.is_some();
+        let metrics = Arc::new(Metrics::for_instance(clustered.then_some(&*instance_id)));
+        let shutdown = CancellationToken::new();
+        let mut shared_limits = None;
+        let bus: Arc<dyn RoutingBus> = match config.effective_redis_url() {
+            Some(url) => {
+                let (bus, inbound) = RedisBus::start(
+                    url,
+                    instance_id.to_string(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )?;
+                tokio::spawn(
+                    crate::bus::dispatch::run(inbound, connections.clone(), shutdown.clone())
+                        .in_current_span(),
+                );
+                tracing::info!(instance = %instance_id, "routing bus: redis");
+                shared_limits = Some(bus.clone());
+                bus
+            }
+            None => Arc::new(InProcessBus),
+        };
         let writes = WriteQueue::start(
             store.clone(),
             connections.clone(),
+            bus.clone(),
             metrics.clone(),
             clock.clone(),
             config.mailbox_quota(),
@@ -323,30 +368,39 @@ impl RelayServer {
             pepper,
             tokens: Arc::new(tokens),
             connections,
+            bus,
+            instance_id,
             metrics,
-            rate_limits: Arc::new(RateLimits::new(&config)),
+            rate_limits: Arc::new(RateLimits::with_shared(&config, shared_limits)),
             inflight: ByteBudget::new(config.max_inflight_mb.saturating_mul(1024 * 1024)),
             storage: storage.clone(),
             prekey_claims: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             config: Arc::new(config),
         };
-        tokio::spawn(storage.run(
-            state.store.clone(),
-            state.config.data_dir.clone(),
-            marks,
-            Duration::from_secs(state.config.storage_check_secs.max(1)),
-            state.shutdown.clone(),
-        ));
-        let maintenance = tokio::spawn(maintenance::run_periodically(
-            state.clone(),
-            Duration::from_secs(state.config.maintenance_interval_secs),
-        ));
-        tokio::spawn(maintenance::scrub_periodically(
-            state.clone(),
-            maintenance::SCRUB_INTERVAL,
-        ));
+        tokio::spawn(
+            storage
+                .run(
+                    state.store.clone(),
+                    state.config.data_dir.clone(),
+                    marks,
+                    Duration::from_secs(state.config.storage_check_secs.max(1)),
+                    state.shutdown.clone(),
+                )
+                .in_current_span(),
+        );
+        let maintenance = tokio::spawn(
+            maintenance::run_periodically(
+                state.clone(),
+                Duration::from_secs(state.config.maintenance_interval_secs),
+            )
+            .in_current_span(),
+        );
+        tokio::spawn(
+            maintenance::scrub_periodically(state.clone(), maintenance::SCRUB_INTERVAL)
+                .in_current_span(),
+        );
         let open_file_limit = crate::serve::open_file_limit();
         let settings = ServeSettings {
             limits: ConnectionLimits::new(
@@ -357,12 +411,15 @@ impl RelayServer {
             header_timeout: Duration::from_secs(state.config.header_timeout_secs.max(1)),
             metrics: state.metrics.clone(),
         };
-        let serve = tokio::spawn(serve(
-            listener,
-            router(state.clone()),
-            settings,
-            state.shutdown.clone(),
-        ));
+        let serve = tokio::spawn(
+            serve(
+                listener,
+                router(state.clone()),
+                settings,
+                state.shutdown.clone(),
+            )
+            .in_current_span(),
+        );
         tracing::info!(%addr, "relay listening");
         Ok(Self {
             addr,

@@ -250,6 +250,19 @@ pub struct Config {
     #[arg(long, env = "PRIVCOMM_PING_INTERVAL", default_value_t = 30)]
     pub ping_interval_secs: u64,
 
+    /// Redis for running several relay instances on one PostgreSQL database
+    /// (`redis://host:6379`, `rediss://` for TLS; Redis 7 or later): instances tell each other
+    /// of new messages and connections over it, and share their rate limits. Unset: one
+    /// instance, everything in process. Needs PRIVCOMM_JWT_SECRET and PRIVCOMM_PHONE_PEPPER,
+    /// which every instance must share.
+    #[arg(long, env = "PRIVCOMM_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// This instance's name in logs, metrics and the routing bus (1 to 64 of
+    /// `A-Z a-z 0-9 . _ -`). Default: generated at start.
+    #[arg(long, env = "PRIVCOMM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "PRIVCOMM_LOG", default_value = "info")]
     pub log: String,
@@ -271,7 +284,68 @@ impl Config {
     /// loaded.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::routes::turn::check_settings(self.turn_secret.as_deref(), self.turn_ttl)?;
+        self.check_cluster_settings()?;
         crate::codes::from_config(self).map(drop)
+    }
+
+    /// The Redis URL in effect (`None`: one instance, in-process bus).
+    pub fn effective_redis_url(&self) -> Option<&str> {
+        self.redis_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+
+    /// Instances of one cluster must share the secrets a generated default would make
+    /// different on each (tokens signed by one must verify on the others; phone keys must
+    /// match), and name themselves within what logs and the bus carry.
+    fn check_cluster_settings(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.instance_id {
+            let ok = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(ConfigError {
+                    setting: "PRIVCOMM_INSTANCE_ID",
+                    problem: "must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
+                });
+            }
+        }
+        let Some(url) = self.effective_redis_url() else {
+            return Ok(());
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError {
+                setting: "PRIVCOMM_REDIS_URL",
+                problem: "must start with redis:// or rediss://".into(),
+            });
+        }
+        let missing = |value: &Option<String>| value.as_deref().is_none_or(str::is_empty);
+        if missing(&self.jwt_secret) {
+            return Err(ConfigError {
+                setting: "PRIVCOMM_JWT_SECRET",
+                problem: "required with PRIVCOMM_REDIS_URL: every instance must sign and check \
+                          tokens with the same secret (a generated one differs per instance)"
+                    .into(),
+            });
+        }
+        if missing(&self.phone_pepper) {
+            return Err(ConfigError {
+                setting: "PRIVCOMM_PHONE_PEPPER",
+                problem: "required with PRIVCOMM_REDIS_URL: every instance must key phone \
+                          numbers with the same pepper (a generated one differs per instance)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// This instance's id: the configured one, or a new random one.
+    pub fn effective_instance_id(&self) -> String {
+        match &self.instance_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => format!("relay-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        }
     }
 
     /// The TCP connection cap in effect, given the open file limit (`None`: unlimited).

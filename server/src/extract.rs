@@ -93,7 +93,7 @@ pub async fn authenticate_subject(
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());
     };
-    state.rate_limits.check_account(subject.user)?;
+    state.rate_limits.check_account(subject.user).await?;
     if state.store.user_generation(subject.user).await? != Some(subject.generation) {
         state.metrics.auth_failures.inc();
         return Err(ApiError::unauthorized());

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod budget;
+pub mod bus;
 pub mod client_ip;
 pub mod clock;
 pub mod codes;

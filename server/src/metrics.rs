@@ -45,6 +45,13 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Label of a delivery: how the message was found (`delivery::Path`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `backlog`, `push`, `bus` or `rescan`.
+    pub path: &'static str,
+}
+
 /// Every metric the relay exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,12 +88,30 @@ pub struct Metrics {
     pub write_batch_seconds: Histogram,
     /// Writes per group commit.
     pub write_batch_size: Histogram,
+    /// Messages written to a recipient's socket, by how they were found.
+    pub delivered_by_path: Family<PathLabels, Counter>,
+    /// 1 while the routing bus is connected (always 0 for a relay that runs alone).
+    pub bus_connected: Gauge,
+    /// Bus events not sent (Redis down, or the outbox full); connections rescan instead.
+    pub bus_events_dropped: Counter,
 }
 
 impl Metrics {
-    /// Creates and registers all metrics.
+    /// Creates and registers all metrics, unlabelled.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("privcomm");
+        Self::for_instance(None)
+    }
+
+    /// Creates and registers all metrics; each carries `relay_instance="<id>"` when given
+    /// (instances of one cluster scraped together stay apart).
+    pub fn for_instance(instance: Option<&str>) -> Self {
+        let labels = instance.map(|id| {
+            (
+                std::borrow::Cow::Borrowed("relay_instance"),
+                std::borrow::Cow::Owned(id.to_owned()),
+            )
+        });
+        let mut registry = Registry::with_prefix_and_labels("privcomm", labels.into_iter());
         let metrics = Self {
             connections: Gauge::default(),
             messages_stored: Counter::default(),
@@ -106,6 +131,9 @@ impl Metrics {
             }),
             write_batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             write_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            delivered_by_path: Family::default(),
+            bus_connected: Gauge::default(),
+            bus_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -188,10 +216,34 @@ impl Metrics {
             "Writes committed together",
             metrics.write_batch_size.clone(),
         );
+        registry.register(
+            "messages_delivered_by_path",
+            "Messages written to a recipient connection, by how they were found \
+             (backlog, push, bus, rescan)",
+            metrics.delivered_by_path.clone(),
+        );
+        registry.register(
+            "bus_connected",
+            "1 while the routing bus (Redis) is connected",
+            metrics.bus_connected.clone(),
+        );
+        registry.register(
+            "bus_events_dropped",
+            "Routing bus events not sent (connections rescan instead)",
+            metrics.bus_events_dropped.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts a message written to its recipient, found by `path`.
+    pub fn delivered(&self, path: &'static str) {
+        self.messages_delivered.inc();
+        self.delivered_by_path
+            .get_or_create(&PathLabels { path })
+            .inc();
     }
 
     /// Counts a TCP connection refused by the cap named `reason`.

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::ByteBudget;
+use crate::bus::RoutingBus;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub tokens: Arc<TokenIssuer>,
     /// Online WebSocket connections.
     pub connections: Arc<ConnectionRegistry>,
+    /// How this instance reaches the others (in process when it runs alone).
+    pub bus: Arc<dyn RoutingBus>,
+    /// This instance's name in logs, metrics and on the bus.
+    pub instance_id: Arc<str>,
     /// Exported metrics.
     pub metrics: Arc<Metrics>,
     /// Per-client and per-account limits.

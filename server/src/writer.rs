@@ -13,11 +13,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::budget::HeldBytes;
+use crate::bus::RoutingBus;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -95,6 +97,7 @@ impl WriteQueue {
     pub fn start(
         store: Arc<dyn Store>,
         connections: Arc<ConnectionRegistry>,
+        bus: Arc<dyn RoutingBus>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
         quota: MailboxQuota,
@@ -107,11 +110,13 @@ impl WriteQueue {
                     Writer {
                         store: store.clone(),
                         connections: connections.clone(),
+                        bus: bus.clone(),
                         metrics: metrics.clone(),
                         clock: clock.clone(),
                         quota,
                     }
-                    .run(queue),
+                    .run(queue)
+                    .in_current_span(),
                 );
                 ops
             })
@@ -176,6 +181,7 @@ impl WriteQueue {
 struct Writer {
     store: Arc<dyn Store>,
     connections: Arc<ConnectionRegistry>,
+    bus: Arc<dyn RoutingBus>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     quota: MailboxQuota,
@@ -344,7 +350,9 @@ impl Writer {
         (stored, acked)
     }
 
-    /// Hands newly stored messages to online recipients, in storage order.
+    /// Hands newly stored messages to recipients connected here, in storage order, and
+    /// wakes the others' connections on other instances (one wake-up per recipient, at the
+    /// lowest position stored for them).
     fn announce(&self, stored: &[StoreResult<StoreOutcome>]) {
         let mut fresh: Vec<_> = stored
             .iter()
@@ -354,9 +362,20 @@ impl Writer {
             })
             .collect();
         fresh.sort_by_key(|p| p.seq);
+        let mut elsewhere: Vec<(Uuid, i64)> = Vec::new();
+        let shared = self.bus.is_shared();
         for pending in fresh {
             self.metrics.messages_stored.inc();
-            self.connections.push(Arc::new(pending.clone()));
+            let here = self.connections.push(Arc::new(pending.clone()));
+            if !here && shared {
+                elsewhere.push((pending.recipient, pending.seq));
+            }
+        }
+        if !elsewhere.is_empty() {
+            // Sorted by seq: the first of each recipient is its lowest.
+            let mut seen = std::collections::HashSet::with_capacity(elsewhere.len());
+            elsewhere.retain(|(user, _)| seen.insert(*user));
+            self.bus.stored(&elsewhere);
         }
     }
 }

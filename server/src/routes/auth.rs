@@ -19,7 +19,10 @@ pub async fn challenge(
     ApiJson(req): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let phone_key = state.pepper.phone_key(&PhoneHash::parse(&req.phone_hash)?);
-    state.rate_limits.check_challenge_for(phone_key.as_str())?;
+    state
+        .rate_limits
+        .check_challenge_for(phone_key.as_str())
+        .await?;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let ttl_ms = i64::try_from(NONCE_TTL_SECS * 1000).unwrap_or(i64::MAX);
@@ -49,7 +52,10 @@ pub async fn token(
 async fn issue_token(state: &AppState, req: &TokenRequest) -> Result<TokenResponse, ApiError> {
     let phone_hash = PhoneHash::parse(&req.phone_hash).map_err(|_| ApiError::unauthorized())?;
     let phone_key = state.pepper.phone_key(&phone_hash);
-    state.rate_limits.check_token_for(phone_key.as_str())?;
+    state
+        .rate_limits
+        .check_token_for(phone_key.as_str())
+        .await?;
     let nonce = req.nonce.decode("nonce")?;
     let signature = req.signature.decode("signature")?;
     let now_ms = state.clock.now_ms();

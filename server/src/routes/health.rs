@@ -5,26 +5,27 @@ use axum::http::StatusCode;
 use axum::Json;
 use privcomm_protocol::rest::HealthResponse;
 
+use crate::bus::BusState;
 use crate::state::AppState;
 
-/// 200 when the database answers, 503 otherwise.
+/// 200 when the database answers (`degraded` while the routing bus is down: the instance
+/// still serves, so a balancer keeps it), 503 otherwise.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let ok = tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping())
         .await
         .is_ok_and(|r| r.is_ok());
-    let (status, body) = if ok {
-        (StatusCode::OK, ("healthy", "ok"))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ("unhealthy", "unreachable"),
-        )
+    let bus = state.bus.state();
+    let (status, health, database) = match (ok, bus) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", "unreachable"),
+        (true, BusState::Disconnected) => (StatusCode::OK, "degraded", "ok"),
+        (true, _) => (StatusCode::OK, "healthy", "ok"),
     };
     (
         status,
         Json(HealthResponse {
-            status: body.0.into(),
-            database: body.1.into(),
+            status: health.into(),
+            database: database.into(),
+            bus: Some(bus.as_str().into()),
         }),
     )
 }

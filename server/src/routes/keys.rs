@@ -33,12 +33,12 @@ pub async fn bundle(
     Path(phone_hash): Path<String>,
 ) -> Result<Json<PreKeyBundleResponse>, ApiError> {
     let phone_key = state.pepper.phone_key(&PhoneHash::parse(&phone_hash)?);
-    state.rate_limits.check_key_lookup(caller)?;
+    state.rate_limits.check_key_lookup(caller).await?;
     let take_one_time = state.prekey_claims.first_within_window(
         caller,
         phone_key.as_str(),
         std::time::Instant::now(),
-    ) && state.rate_limits.take_prekey_of(phone_key.as_str());
+    ) && state.rate_limits.take_prekey_of(phone_key.as_str()).await;
     let bundle = state
         .store
         .claim_bundle(&phone_key, state.clock.now_ms(), take_one_time)

@@ -97,6 +97,7 @@ pub async fn register(
                     .replace_identity(account.id, &user, now, keep, &proof)
                     .await?;
                 state.connections.displace(account.id);
+                state.bus.displace(account.id);
                 tracing::info!(user_id = %account.id, "user registered on a new device");
                 account.id
             }

@@ -82,7 +82,7 @@ pub async fn credentials(
                 "this relay has no TURN server",
             )
         })?;
-    state.rate_limits.check_turn(user)?;
+    state.rate_limits.check_turn(user).await?;
     let ttl = state.config.turn_ttl;
     let expiry = state
         .clock

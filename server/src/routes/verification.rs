@@ -38,7 +38,7 @@ pub async fn request_code(
     let phone_key = state.pepper.phone_key(&number.hash());
     let now = state.clock.now_ms();
     check_number_limits(&state, &phone_key, now).await?;
-    state.rate_limits.check_verification_budget()?;
+    state.rate_limits.check_verification_budget().await?;
     let code = new_code();
     let session = new_session();
     let ttl_ms = i64::try_from(VERIFICATION_CODE_TTL_SECS * 1000).unwrap_or(i64::MAX);

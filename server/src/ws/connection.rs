@@ -19,8 +19,8 @@ use privcomm_protocol::{Base64String, ErrorCode};
 use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
-use super::delivery::Delivery;
-use super::registry::Signals;
+use super::delivery::{Delivery, Path};
+use super::registry::{Signals, NOT_WOKEN};
 use crate::budget::{ByteBudget, HeldBytes};
 use crate::error::ApiError;
 use crate::messaging::{server_id, validate_message};
@@ -71,6 +71,44 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
             return;
         }
     };
+    let conn_id = registration.conn_id();
+    // From here on the bus counts this connection (released below, whatever happens).
+    let claim = state.bus.claim(user, conn_id, EARLIER_WRITES_WAIT);
+    let end = serve_registered(
+        &state,
+        user,
+        generation,
+        &mut socket,
+        &mut registration,
+        claim,
+    )
+    .await;
+    if let Some(End::Close(code, reason)) = end {
+        if close(&mut socket, code, reason).await.is_ok() {
+            finish_close(&state, user, &mut socket).await;
+        }
+    }
+    // Registered until here: a connection that replaces this one meanwhile waits for the
+    // acks read while closing.
+    drop(registration);
+    if state.bus.is_shared() {
+        // A connection on another instance may be waiting for these acks.
+        let _ = timeout(EARLIER_WRITES_WAIT, state.writes.flushed(user)).await;
+    }
+    state.bus.release(user, conn_id);
+    tracing::info!("websocket closed");
+}
+
+/// Waits for the connections before (here and on other instances) to finish their writes,
+/// then serves. `None` if the connection never served and is already closed.
+async fn serve_registered(
+    state: &AppState,
+    user: Uuid,
+    generation: u32,
+    socket: &mut WebSocket,
+    registration: &mut super::registry::Registration,
+    claim: crate::bus::Claim,
+) -> Option<End> {
     // Replaced, displaced or shut down while waiting: this connection never serves.
     let replaced = registration.replaced.take();
     let signals = registration.signals.clone();
@@ -78,23 +116,21 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         biased;
         _ = state.shutdown.cancelled() => Some((CLOSE_GOING_AWAY, "server shutting down")),
         _ = signals.replaced.cancelled() => Some((CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere")),
-        _ = after_earlier_writes(&state, user, replaced) => None,
+        _ = after_earlier_writes(state, user, replaced, claim) => None,
     };
     if let Some((code, reason)) = stopped {
-        let _ = close(&mut socket, code, reason).await;
-        return;
+        return Some(End::Close(code, reason));
     }
     // The number may have moved to a new device between the token check and now; the
     // new device's registration then displaced nothing of ours, so look again.
-    if !still_current(&state, user, generation).await {
-        let _ = close(&mut socket, CLOSE_CONNECTED_ELSEWHERE, MOVED).await;
-        return;
+    if !still_current(state, user, generation).await {
+        return Some(End::Close(CLOSE_CONNECTED_ELSEWHERE, MOVED));
     }
     state.metrics.connections.inc();
     state.writes.touch(user);
     tracing::info!("websocket connected");
     let end = Connection {
-        state: &state,
+        state,
         user,
         generation,
         touched_day: crate::store::day_of(state.clock.now_ms()),
@@ -103,18 +139,10 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         inflight: ByteBudget::new(CONNECTION_INFLIGHT_BYTES),
         sends: SendStream::default(),
     }
-    .serve(&mut socket, &mut registration)
+    .serve(socket, registration)
     .await;
-    if let End::Close(code, reason) = end {
-        if close(&mut socket, code, reason).await.is_ok() {
-            finish_close(&state, user, &mut socket).await;
-        }
-    }
-    // Registered until here: a connection that replaces this one meanwhile waits for the
-    // acks read while closing.
-    drop(registration);
     state.metrics.connections.dec();
-    tracing::info!("websocket closed");
+    Some(end)
 }
 
 /// The longest a new connection waits for the one it replaced to end, and then for the
@@ -123,16 +151,19 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
 /// connection that waits on a peer who stopped reading.
 const EARLIER_WRITES_WAIT: Duration = Duration::from_secs(2);
 
-/// Waits (bounded) until the connection this one replaced has ended and every write queued
-/// for `user` before now is committed: the acks of the connection before (replaced, or one
-/// that just closed) are then in storage, and the mailbox read next does not hold what was
-/// acked.
+/// Waits (bounded) until the instance that held `user` before (if another) has committed
+/// that connection's writes (`claim`), the connection this one replaced here has ended, and
+/// every write queued for `user` here before now is committed: the acks of the connection
+/// before (replaced, or one that just closed) are then in storage, and the mailbox read
+/// next does not hold what was acked.
 async fn after_earlier_writes(
     state: &AppState,
     user: Uuid,
     replaced: Option<tokio_util::sync::CancellationToken>,
+    claim: crate::bus::Claim,
 ) {
     let waited = timeout(EARLIER_WRITES_WAIT, async {
+        claim.await;
         if let Some(old) = replaced {
             old.cancelled().await;
         }
@@ -268,7 +299,7 @@ impl Connection<'_> {
                 }
                 Some(pushed) = registration.pushes.recv() => {
                     if let Some(message) = self.delivery.on_push(Arc::unwrap_or_clone(pushed)) {
-                        if let Err(end) = self.write_delivery(socket, message).await {
+                        if let Err(end) = self.write_delivery(socket, message, Path::Push).await {
                             return end;
                         }
                         if let Err(end) = flush(socket).await {
@@ -279,6 +310,10 @@ impl Connection<'_> {
                 _ = signals.wake.notified() => {
                     if signals.push_dropped.swap(false, Ordering::AcqRel) {
                         self.delivery.on_push_dropped();
+                    }
+                    let woken = signals.woken_from.swap(NOT_WOKEN, Ordering::AcqRel);
+                    if woken != NOT_WOKEN {
+                        self.delivery.on_wake(woken);
                     }
                 }
                 _ = ping.tick() => {
@@ -297,9 +332,14 @@ impl Connection<'_> {
         }
     }
 
-    /// Every ping interval: records a new day in `last_seen`, and ends the connection if
-    /// its number was registered on another device (on any relay instance) meanwhile.
+    /// Every ping interval: records a new day in `last_seen`, ends the connection if its
+    /// number was registered on another device (on any relay instance) meanwhile, and, when
+    /// other instances may have stored messages whose wake-up was lost, reads the mailbox
+    /// again.
     async fn on_tick(&mut self) -> Result<(), End> {
+        if self.state.bus.is_shared() {
+            self.delivery.on_push_dropped();
+        }
         let today = crate::store::day_of(self.state.clock.now_ms());
         if today != self.touched_day {
             self.state.writes.touch(self.user);
@@ -330,7 +370,7 @@ impl Connection<'_> {
             };
             let page = self.delivery.on_fetched(rows, limit);
             for message in page.to_send {
-                self.write_delivery(socket, message).await?;
+                self.write_delivery(socket, message, page.path).await?;
                 wrote = true;
             }
             if page.queue_empty {
@@ -348,6 +388,7 @@ impl Connection<'_> {
         &mut self,
         socket: &mut WebSocket,
         message: PendingMessage,
+        path: Path,
     ) -> Result<(), End> {
         let frame = ServerFrame::EncryptedMessage {
             id: message.id,
@@ -356,7 +397,7 @@ impl Connection<'_> {
             timestamp: message.created_at,
         };
         feed(socket, &frame).await?;
-        self.state.metrics.messages_delivered.inc();
+        self.state.metrics.delivered(path.as_str());
         Ok(())
     }
 

@@ -24,6 +24,32 @@ enum Scan {
     From(i64),
 }
 
+/// How a delivered message was found (the `path` label of the delivery metric).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Path {
+    /// Read from storage at connect.
+    #[default]
+    Backlog,
+    /// Handed over live by this instance's writer.
+    Push,
+    /// Read from storage after a wake-up from another instance over the bus.
+    Bus,
+    /// Read from storage on a rescan: a dropped push, the ping cycle, a bus reconnect.
+    Rescan,
+}
+
+impl Path {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backlog => "backlog",
+            Self::Push => "push",
+            Self::Bus => "bus",
+            Self::Rescan => "rescan",
+        }
+    }
+}
+
 /// What to write after a page was read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Page {
@@ -31,6 +57,8 @@ pub struct Page {
     pub to_send: Vec<PendingMessage>,
     /// The backlog present at connect has now been written in full (sent once).
     pub queue_empty: bool,
+    /// What started the scan that read them.
+    pub path: Path,
 }
 
 /// Delivery state of one connection.
@@ -42,6 +70,11 @@ pub struct Delivery {
     acked: HashSet<Uuid>,
     acked_order: VecDeque<Uuid>,
     scan: Scan,
+    /// What started the current scan.
+    scan_path: Path,
+    /// Where the last scan that reached the end stopped: everything stored at or below it
+    /// then has been seen.
+    seen_up_to: i64,
     rescan: bool,
     queue_empty_sent: bool,
 }
@@ -56,6 +89,8 @@ impl Delivery {
             acked: HashSet::new(),
             acked_order: VecDeque::new(),
             scan: Scan::From(0),
+            scan_path: Path::Backlog,
+            seen_up_to: 0,
             rescan: false,
             queue_empty_sent: false,
         }
@@ -78,7 +113,10 @@ impl Delivery {
 
     /// Takes the rows read for `next_fetch` (called with the same `limit`).
     pub fn on_fetched(&mut self, rows: Vec<PendingMessage>, limit: usize) -> Page {
-        let mut page = Page::default();
+        let mut page = Page {
+            path: self.scan_path,
+            ..Page::default()
+        };
         let reached_end = rows.len() < limit;
         for row in rows {
             if let Scan::From(cursor) = &mut self.scan {
@@ -91,6 +129,9 @@ impl Delivery {
             page.to_send.push(row);
         }
         if reached_end {
+            if let Scan::From(cursor) = self.scan {
+                self.seen_up_to = self.seen_up_to.max(cursor);
+            }
             if self.rescan {
                 self.rescan = false;
                 self.scan = Scan::From(0);
@@ -132,11 +173,34 @@ impl Delivery {
         }
     }
 
-    /// A live push was dropped because the connection's queue was full.
+    /// A live push was dropped because the connection's queue was full, or wake-ups may
+    /// have been lost: read the whole mailbox again.
     pub fn on_push_dropped(&mut self) {
         match self.scan {
-            Scan::CaughtUp => self.scan = Scan::From(0),
+            Scan::CaughtUp => {
+                self.scan = Scan::From(0);
+                self.scan_path = Path::Rescan;
+            }
             Scan::From(_) => self.rescan = true,
+        }
+    }
+
+    /// Another instance stored a message for this recipient at `seq` (the bus carries no
+    /// payload): read storage from there, or from where the last full scan ended if that is
+    /// earlier. A wake-up may be lost (an instance killed between its commit and its
+    /// publish); the next one then brings the messages it announced along, in order,
+    /// instead of leaving them to the next rescan, long after the ones stored later (a
+    /// Signal session may have ratcheted past their chain by then).
+    pub fn on_wake(&mut self, seq: i64) {
+        match self.scan {
+            Scan::CaughtUp => {
+                self.scan = Scan::From(seq.saturating_sub(1).min(self.seen_up_to));
+                self.scan_path = Path::Bus;
+            }
+            // Committed behind the cursor: scan once more from the start when done.
+            Scan::From(cursor) if seq <= cursor => self.rescan = true,
+            // The current scan reaches it.
+            Scan::From(_) => {}
         }
     }
 
@@ -221,6 +285,38 @@ mod tests {
         let p = d2.on_fetched(vec![msg(1), msg(2), msg(3)], 2);
         assert_eq!(seqs(&p), [1], "in-flight rows are not resent");
         let _ = d;
+    }
+
+    #[test]
+    fn a_wake_up_reads_from_its_position_and_names_the_bus() {
+        let mut d = Delivery::new(10, 10);
+        let p = d.on_fetched(vec![msg(5)], 10);
+        assert_eq!(p.path, Path::Backlog);
+        d.on_ack(msg(5).id);
+        // The wake-up for 6 was lost: the one for 7 reads from where the scan ended.
+        d.on_wake(7);
+        assert_eq!(d.next_fetch(), Some((5, 10)));
+        let p = d.on_fetched(vec![msg(6), msg(7)], 10);
+        assert_eq!((seqs(&p), p.path), (vec![6, 7], Path::Bus));
+        d.on_wake(8);
+        assert_eq!(
+            d.next_fetch(),
+            Some((7, 8)),
+            "from the end of the last scan"
+        );
+        let p = d.on_fetched(vec![msg(8)], 8);
+        assert_eq!(seqs(&p), [8]);
+        d.on_ack(msg(8).id);
+        // A wake-up for a position the scan already passed, while scanning: once more.
+        d.on_wake(9);
+        d.on_wake(8);
+        let p = d.on_fetched(vec![msg(9)], 1);
+        assert_eq!(seqs(&p), [9]);
+        assert_eq!(d.next_fetch(), Some((9, 7)), "three in flight");
+        let _ = d.on_fetched(vec![], 7);
+        assert_eq!(d.next_fetch(), Some((0, 7)), "rescan from the start");
+        let p = d.on_fetched(vec![msg(6), msg(7), msg(8), msg(9), msg(10)], 7);
+        assert_eq!(seqs(&p), [10], "rows in flight or acked are not sent again");
     }
 
     #[test]

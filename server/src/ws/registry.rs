@@ -1,7 +1,7 @@
 //! Who is online: one live connection per user, and the channel to push new messages to it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
@@ -23,14 +23,32 @@ struct Entry {
 }
 
 /// Out-of-band signals to one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Signals {
     /// Cancelled when another connection of the same user replaces this one.
     pub replaced: CancellationToken,
-    /// Set when a push was dropped; the connection must re-read storage.
+    /// Set when a push was dropped, or events of the bus may have been lost; the connection
+    /// must re-read storage.
     pub push_dropped: AtomicBool,
-    /// Wakes the connection to look at `push_dropped`.
+    /// The lowest mailbox position a bus wake-up named since the connection last looked
+    /// (`NOT_WOKEN`: none): a message stored by another instance.
+    pub woken_from: AtomicI64,
+    /// Wakes the connection to look at `push_dropped` and `woken_from`.
     pub wake: Notify,
+}
+
+/// `Signals::woken_from` when no wake-up is waiting.
+pub const NOT_WOKEN: i64 = i64::MAX;
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            replaced: CancellationToken::new(),
+            push_dropped: AtomicBool::new(false),
+            woken_from: AtomicI64::new(NOT_WOKEN),
+            wake: Notify::new(),
+        }
+    }
 }
 
 /// The registry is full.
@@ -52,6 +70,13 @@ pub struct Registration {
     pub replaced: Option<CancellationToken>,
     /// Cancelled when this registration is dropped, at the end of its connection.
     ended: CancellationToken,
+}
+
+impl Registration {
+    /// This connection's number, unique within this relay process.
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
 }
 
 impl Drop for Registration {
@@ -168,9 +193,29 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Hands a newly stored message to its recipient's connection, if online. Never blocks:
-    /// when the connection is behind, it is told to re-read storage instead.
-    pub fn push(&self, message: Arc<PendingMessage>) {
+    /// Tells every connection to read its mailbox again (the bus may have lost events).
+    pub fn rescan_all(&self) {
+        let all: Vec<Arc<Signals>> = self.lock().values().map(|e| e.signals.clone()).collect();
+        for signals in all {
+            signals.push_dropped.store(true, Ordering::Release);
+            signals.wake.notify_one();
+        }
+    }
+
+    /// Tells `user`'s connection, if here, that another instance stored a message for it at
+    /// mailbox position `seq` (the bus carries ids only: the connection reads it).
+    pub fn wake(&self, user: Uuid, seq: i64) {
+        let signals = self.lock().get(&user).map(|e| e.signals.clone());
+        if let Some(signals) = signals {
+            signals.woken_from.fetch_min(seq, Ordering::AcqRel);
+            signals.wake.notify_one();
+        }
+    }
+
+    /// Hands a newly stored message to its recipient's connection, if online here. Never
+    /// blocks: when the connection is behind, it is told to re-read storage instead.
+    /// False when the recipient has no connection here.
+    pub fn push(&self, message: Arc<PendingMessage>) -> bool {
         let target = {
             let entries = self.lock();
             entries
@@ -178,11 +223,12 @@ impl ConnectionRegistry {
                 .map(|e| (e.push.clone(), e.signals.clone()))
         };
         let Some((push, signals)) = target else {
-            return;
+            return false;
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = push.try_send(message) {
             signals.push_dropped.store(true, Ordering::Release);
             signals.wake.notify_one();
         }
+        true
     }
 }

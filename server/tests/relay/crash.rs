@@ -84,14 +84,21 @@ async fn stored_bytes_are_the_opaque_payload_and_logs_hold_no_secrets(db: Db) {
             "a log line leaks a payload, token, key or phone hash"
         );
     }
-    // Every line logged inside a request carries its request id.
+    // Every line logged inside a request carries its request id, and every line in a span
+    // names the relay instance.
     for line in logs.lines() {
         let v: Value = serde_json::from_str(line).expect("JSON log line");
         if let Some(span) = v.get("span") {
             assert!(
-                span["request_id"].as_str().is_some_and(|id| id.len() == 36),
+                span["instance"].as_str().is_some_and(|id| !id.is_empty()),
                 "{line}"
             );
+            if span["name"] == "request" {
+                assert!(
+                    span["request_id"].as_str().is_some_and(|id| id.len() == 36),
+                    "{line}"
+                );
+            }
         }
     }
     drop(relay);

@@ -10,6 +10,7 @@ mod accounts;
 mod accounts_races;
 mod at_rest;
 mod auth_errors;
+mod cluster;
 mod crash;
 mod database;
 mod delivery;

@@ -18,7 +18,7 @@ async fn health_reports_database_state(db: Db) {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        serde_json::json!({"status": "healthy", "database": "ok"})
+        serde_json::json!({"status": "healthy", "database": "ok", "bus": "in_process"})
     );
     relay.store().close().await;
     let (status, body) = relay.get("/health", None).await;

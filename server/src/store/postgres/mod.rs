@@ -238,6 +238,11 @@ impl Drop for OpenTransaction {
 /// not share its rows): one pass at a time per schema, whatever the number of relays.
 const RETENTION_LOCK: i32 = 0x7075_7267;
 
+/// The advisory lock a scrub (VACUUM) holds ("vacu", with the schema's hash, as above): one
+/// vacuum of the schema's tables at a time, whatever the number of relays; the others skip
+/// theirs. A session lock, since VACUUM cannot run inside a transaction.
+const SCRUB_LOCK: i32 = 0x7661_6375;
+
 /// An error and its sources, on one line (tokio-postgres puts the reason in the source).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -377,12 +382,38 @@ impl Store for PgStore {
         // size follows the live rows. Dead rows' bytes stay in the files until reused; the
         // data files need disk encryption (docs/SECURITY.md).
         let client = self.client().await?;
-        client.batch_execute("SET statement_timeout = 0").await?;
-        let vacuumed = client
-            .batch_execute("VACUUM recent_sends, send_counters, mailboxes, pending_messages")
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+                &[&SCRUB_LOCK],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            // Another relay of this schema is vacuuming these tables now.
+            return Ok(());
+        }
+        let vacuumed = async {
+            client.batch_execute("SET statement_timeout = 0").await?;
+            let vacuumed = client
+                .batch_execute("VACUUM recent_sends, send_counters, mailboxes, pending_messages")
+                .await;
+            client.batch_execute("RESET statement_timeout").await?;
+            vacuumed
+        }
+        .await;
+        let unlocked = client
+            .query_one(
+                "SELECT pg_advisory_unlock($1, hashtext(current_schema()))",
+                &[&SCRUB_LOCK],
+            )
             .await;
-        client.batch_execute("RESET statement_timeout").await?;
+        if unlocked.is_err() {
+            // A pooled connection must not keep the lock: close it instead.
+            drop(Object::take(client));
+        }
         vacuumed?;
+        unlocked?;
         Ok(())
     }
 

@@ -1,0 +1,100 @@
+//! The routing bus: how relay instances of one database tell each other that a user has a
+//! new message, connected elsewhere, or must be disconnected. It carries ids only, never a
+//! payload, and nothing on it is needed to keep a message: the database holds every message,
+//! and a connection that misses a wake-up finds its messages by rescanning its mailbox.
+//!
+//! Two implementations: in process (one instance, the default) and Redis sharded pub/sub
+//! (`PRIVCOMM_REDIS_URL`). Events from other instances arrive as `Inbound` on a channel that
+//! `dispatch` applies to this instance's connections.
+
+pub mod dispatch;
+pub mod in_process;
+pub mod redis;
+mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// An event for this instance to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// A message was stored for `user` at mailbox position `seq`.
+    Stored {
+        /// The recipient.
+        user: Uuid,
+        /// The message's mailbox position.
+        seq: i64,
+    },
+    /// `user` connected on another instance: its connection here must close (4409).
+    Claimed {
+        /// The user.
+        user: Uuid,
+    },
+    /// `user` registered on a new device: its connections everywhere close (4409).
+    Displaced {
+        /// The user.
+        user: Uuid,
+    },
+    /// Events may have been lost (the bus reconnected, or its inbox overflowed): every
+    /// connection here reads its mailbox again.
+    Resync,
+}
+
+/// The state of the bus, for `/health` and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusState {
+    /// One instance: there is no bus to lose.
+    InProcess,
+    /// Connected to Redis.
+    Connected,
+    /// Not connected to Redis (reconnecting): instances serve on, by rescanning.
+    Disconnected,
+}
+
+impl BusState {
+    /// The name `/health` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in_process",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// The wait of a new connection for the instance that held its user before.
+pub type Claim = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// How instances reach each other.
+pub trait RoutingBus: Send + Sync {
+    /// The bus's state now.
+    fn state(&self) -> BusState;
+
+    /// True when other instances exist: a wake-up may then be lost, so connections rescan
+    /// their mailbox on their ping cycle.
+    fn is_shared(&self) -> bool;
+
+    /// `user` connected here as connection `conn`: listen for its events (from this call
+    /// on), close its connection on other instances, and wait (the returned future, at most
+    /// `wait`) until the instance that held it has committed that connection's writes (its
+    /// acks). Every claim is answered by one `release`, whether or not the wait ran.
+    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> Claim;
+
+    /// `user`'s connection `conn` here has ended and its writes are committed: tell an
+    /// instance waiting in `claim`, and stop listening once no connection of `user` is left.
+    fn release(&self, user: Uuid, conn: u64);
+
+    /// Messages were stored for these users, who are not connected here: wake their
+    /// connections elsewhere. Best effort; never waits.
+    fn stored(&self, wakes: &[(Uuid, i64)]);
+
+    /// Closes `user`'s connections on every other instance.
+    fn displace(&self, user: Uuid);
+}
+
+/// Channel of events from the bus to `dispatch`; beyond this many waiting, events are
+/// dropped and every connection rescans instead (`Inbound::Resync`).
+pub const INBOUND_QUEUE: usize = 65_536;

@@ -1,0 +1,645 @@
+//! The bus over Redis sharded pub/sub (Redis 7 or later; works on a Redis Cluster, where
+//! each user's channel and presence key share a shard).
+//!
+//! - Each user connected here has a channel (`SSUBSCRIBE`d while connected here). Other
+//!   instances publish to it: `s <seq>` when they stored a message for the user, `c <holder>`
+//!   when the user connected there, `r <holder>` when the connection before has ended and
+//!   its writes are committed, `d` when the user registered on a new device.
+//! - A presence key names the connection that holds the user (`<instance>/<connection>`),
+//!   with a TTL refreshed while it lives, so a new connection knows whether another instance
+//!   may still have acks of the user's to commit, and waits for its `r` (bounded).
+//! - The relay owns the reconnect loop: on every (re)connection it subscribes again to every
+//!   channel of its connections and tells them to rescan (`Inbound::Resync`), since events
+//!   published meanwhile are gone.
+//! - Channels are never unsubscribed one by one: redis-rs does not match a raw
+//!   `SUNSUBSCRIBE`'s confirmation to its request (redis-rs#2533), which shifts every later
+//!   reply on the connection by one. Instead, once the channels of users no longer here
+//!   outnumber the rest, the bus opens a new connection subscribed to the live ones and
+//!   drops the old one; the two overlap, so no event is lost (a few arrive twice, which is
+//!   harmless: every event is idempotent).
+//!
+//! Everything here is best effort: Redis being down costs latency (connections find their
+//! messages by rescanning), never a message.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+use tracing::Instrument;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::wire::{self, Event};
+use super::{BusState, Claim, Inbound, RoutingBus, INBOUND_QUEUE};
+use crate::metrics::Metrics;
+
+/// Publishes waiting to be sent; beyond this they are dropped (connections rescan).
+const OUTBOX: usize = 65_536;
+/// Publishes sent in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+/// How long a presence key outlives the last refresh: an instance killed without closing
+/// its connections leaves keys that make a reconnecting user wait (bounded) until then.
+const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// How often the presence keys of this instance's connections are refreshed.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(20);
+/// How often the connection is checked with a PING (a silent network failure).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A command that takes longer fails, and the connection is made again.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Users subscribed again per pipeline after a reconnect.
+const RESUBSCRIBE_BATCH: usize = 256;
+/// Channels of users no longer here tolerated on a connection, beyond as many as there are
+/// live ones, before it is replaced by a fresh one.
+const STALE_CHANNELS: usize = 4096;
+
+/// Deletes the presence key if this connection holds it; otherwise returns its holder.
+const RELEASE_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+return current
+";
+
+/// Extends the presence key's TTL if this connection still holds it.
+const REFRESH_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("PRIVCOMM_REDIS_URL is not a usable Redis URL: {0}")]
+pub struct BadRedisUrl(String);
+
+/// This instance's connections of one user.
+#[derive(Debug, Clone, Copy)]
+struct Listener {
+    /// Connections of the user here (a replaced one may still be closing).
+    connections: usize,
+    /// The newest one: the one the presence key should name.
+    latest: u64,
+}
+
+struct Inner {
+    instance: String,
+    client: redis::Client,
+    /// The live connection and its generation (each reconnect is a new generation).
+    connection: RwLock<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    /// Wakes the supervisor when the connection of the current generation failed.
+    broken: Notify,
+    connected: AtomicBool,
+    /// Set when an inbound event was dropped: every connection must rescan.
+    overflowed: AtomicBool,
+    inbound: mpsc::Sender<Inbound>,
+    outbox: mpsc::Sender<(Uuid, Event)>,
+    listeners: Mutex<HashMap<Uuid, Listener>>,
+    /// The channels the current connection is subscribed to (live users and stale ones).
+    subscribed: Mutex<HashSet<Uuid>>,
+    /// Connections here waiting in `claim` for the instance before to release the user.
+    waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    metrics: Arc<Metrics>,
+    release_script: redis::Script,
+}
+
+/// The Redis routing bus.
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Single map operations under the lock: a panic cannot leave them half done.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RedisBus {
+    /// Starts the bus: a supervisor that keeps a connection to `url` (starting without one
+    /// if Redis is down) and a publisher. Events for this instance arrive on the receiver.
+    pub fn start(
+        url: &str,
+        instance: String,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Self>, mpsc::Receiver<Inbound>), BadRedisUrl> {
+        // The error text of a bad URL never repeats the URL (it may hold a password).
+        let info = url
+            .into_connection_info()
+            .map_err(|e| BadRedisUrl(format!("{:?}", e.kind())))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| BadRedisUrl(format!("{:?}", e.kind())))?;
+        let (inbound, events) = mpsc::channel(INBOUND_QUEUE);
+        let (outbox, outgoing) = mpsc::channel(OUTBOX);
+        let inner = Arc::new(Inner {
+            instance,
+            client,
+            connection: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            broken: Notify::new(),
+            connected: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            inbound,
+            outbox,
+            listeners: Mutex::new(HashMap::new()),
+            subscribed: Mutex::new(HashSet::new()),
+            waiters: Mutex::new(HashMap::new()),
+            metrics,
+            release_script: redis::Script::new(RELEASE_SCRIPT),
+        });
+        tokio::spawn(supervise(inner.clone(), shutdown.clone()).in_current_span());
+        tokio::spawn(publish(Arc::downgrade(&inner), outgoing).in_current_span());
+        Ok((Arc::new(Self { inner }), events))
+    }
+}
+
+impl Inner {
+    fn holder(&self, conn: u64) -> String {
+        wire::holder(&self.instance, conn)
+    }
+
+    fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.connection
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_connection(&self, connection: Option<(u64, MultiplexedConnection)>) {
+        let up = connection.is_some();
+        *self.connection.write().unwrap_or_else(|p| p.into_inner()) = connection;
+        self.connected.store(up, Ordering::Release);
+        self.metrics.bus_connected.set(i64::from(up));
+    }
+
+    /// A command on the connection of `generation` failed: make a new one (once).
+    fn failed(&self, generation: u64, error: &redis::RedisError) {
+        if self.generation.load(Ordering::Acquire) == generation {
+            tracing::warn!(error = ?error.kind(), "redis command failed; reconnecting");
+            self.broken.notify_one();
+        }
+    }
+
+    fn inbound(&self, event: Inbound) {
+        if self.inbound.try_send(event).is_err() {
+            self.overflowed.store(true, Ordering::Release);
+        }
+    }
+
+    /// A push from Redis on the connection of `generation`.
+    fn on_push(&self, generation: u64, push: PushInfo) {
+        match push.kind {
+            PushKind::SMessage => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                else {
+                    return;
+                };
+                let (Some(user), Some(event)) =
+                    (wire::user_of_channel(channel), Event::decode(payload))
+                else {
+                    return;
+                };
+                self.on_event(user, event);
+            }
+            PushKind::Disconnection if self.generation.load(Ordering::Acquire) == generation => {
+                self.broken.notify_one();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&self, user: Uuid, event: Event) {
+        match event {
+            Event::Stored(seq) => self.inbound(Inbound::Stored { user, seq }),
+            Event::Claimed(holder) if wire::instance_of(&holder) != self.instance => {
+                self.inbound(Inbound::Claimed { user })
+            }
+            Event::Claimed(_) => {}
+            Event::Released(holder) => {
+                if let Some(waiter) = lock(&self.waiters).remove(&holder) {
+                    let _ = waiter.send(());
+                }
+            }
+            Event::Displaced => self.inbound(Inbound::Displaced { user }),
+        }
+    }
+
+    /// Counts a connection of `user` in.
+    fn listen(&self, user: Uuid, conn: u64) {
+        let mut listeners = lock(&self.listeners);
+        let listener = listeners.entry(user).or_insert(Listener {
+            connections: 0,
+            latest: conn,
+        });
+        listener.connections = listener.connections.saturating_add(1);
+        listener.latest = conn;
+    }
+
+    /// Counts a connection of `user` out.
+    fn unlisten(&self, user: Uuid) {
+        let mut listeners = lock(&self.listeners);
+        if let Some(listener) = listeners.get_mut(&user) {
+            listener.connections = listener.connections.saturating_sub(1);
+            if listener.connections == 0 {
+                listeners.remove(&user);
+            }
+        }
+    }
+
+    /// True when the connection carries many more channels than users connected here.
+    fn too_many_stale_channels(&self) -> bool {
+        let live = lock(&self.listeners).len();
+        lock(&self.subscribed).len() > live.saturating_mul(2).saturating_add(STALE_CHANNELS)
+    }
+
+    /// A new connection, subscribed to the channel of every user connected here; also
+    /// returns those users.
+    async fn connect(
+        self: &Arc<Self>,
+        generation: u64,
+    ) -> redis::RedisResult<(MultiplexedConnection, HashSet<Uuid>)> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_push_sender(move |push: PushInfo| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.on_push(generation, push);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        // Everyone connected here listens again; their presence keys are set again unless
+        // another instance claimed the user meanwhile (a restarted Redis lost them all).
+        let listeners: Vec<(Uuid, u64)> = lock(&self.listeners)
+            .iter()
+            .map(|(user, l)| (*user, l.latest))
+            .collect();
+        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        for chunk in listeners.chunks(RESUBSCRIBE_BATCH) {
+            let mut pipe = redis::pipe();
+            for (user, conn) in chunk {
+                pipe.cmd("SSUBSCRIBE").arg(wire::channel(*user)).ignore();
+                pipe.cmd("SET")
+                    .arg(wire::presence_key(*user))
+                    .arg(self.holder(*conn))
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore();
+            }
+            pipe.exec_async(&mut connection).await?;
+        }
+        let subscribed: HashSet<Uuid> = listeners.iter().map(|(user, _)| *user).collect();
+        Ok((connection, subscribed))
+    }
+
+    /// Makes `connection` (of `generation`, subscribed to `subscribed`) the current one,
+    /// then subscribes it to users who connected here while it was being made.
+    async fn install(
+        &self,
+        generation: u64,
+        mut connection: MultiplexedConnection,
+        subscribed: HashSet<Uuid>,
+    ) -> redis::RedisResult<()> {
+        self.generation.store(generation, Ordering::Release);
+        *lock(&self.subscribed) = subscribed.clone();
+        self.set_connection(Some((generation, connection.clone())));
+        let missing: Vec<Uuid> = lock(&self.listeners)
+            .keys()
+            .filter(|user| !subscribed.contains(user))
+            .copied()
+            .collect();
+        for chunk in missing.chunks(RESUBSCRIBE_BATCH) {
+            let mut pipe = redis::pipe();
+            for user in chunk {
+                pipe.cmd("SSUBSCRIBE").arg(wire::channel(*user)).ignore();
+            }
+            pipe.exec_async(&mut connection).await?;
+            lock(&self.subscribed).extend(chunk.iter().copied());
+        }
+        Ok(())
+    }
+
+    /// Extends the presence keys of this instance's connections; checks the connection.
+    async fn refresh(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let listeners: Vec<(Uuid, u64)> = lock(&self.listeners)
+            .iter()
+            .map(|(user, l)| (*user, l.latest))
+            .collect();
+        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        for chunk in listeners.chunks(RESUBSCRIBE_BATCH) {
+            let mut pipe = redis::pipe();
+            for (user, conn) in chunk {
+                pipe.cmd("EVAL")
+                    .arg(REFRESH_SCRIPT)
+                    .arg(1)
+                    .arg(wire::presence_key(*user))
+                    .arg(self.holder(*conn))
+                    .arg(ttl)
+                    .ignore();
+            }
+            // EVAL, not EVALSHA: the script cache is gone after a Redis restart.
+            pipe.exec_async(connection).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a connection to Redis: connects with backoff, resubscribes, tells connections to
+/// rescan after every reconnect, and checks the connection until it fails.
+async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    let mut logged_down = false;
+    let mut generation = 0u64;
+    loop {
+        generation += 1;
+        inner.generation.store(generation, Ordering::Release);
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = inner.connect(generation) => c,
+        };
+        match connected {
+            Ok((connection, subscribed)) => {
+                backoff = BACKOFF_MIN;
+                logged_down = false;
+                if let Err(e) = inner
+                    .install(generation, connection.clone(), subscribed)
+                    .await
+                {
+                    tracing::warn!(error = ?e.kind(), "redis failed right after connecting");
+                } else {
+                    tracing::info!("routing bus connected to redis");
+                    // Events published while this instance was not listening are lost.
+                    let _ = inner.inbound.send(Inbound::Resync).await;
+                    generation = watch(&inner, generation, connection, &shutdown).await;
+                }
+                inner.set_connection(None);
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                tracing::warn!("routing bus lost redis; delivering by rescan until it is back");
+            }
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(error = ?e.kind(), "routing bus cannot reach redis; retrying");
+                    logged_down = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Serves one connection: pings it, refreshes presence, turns dropped events into a rescan,
+/// and replaces it once it carries too many stale channels, until it fails or the relay
+/// shuts down. Returns the generation of the last connection it served.
+async fn watch(
+    inner: &Arc<Inner>,
+    mut generation: u64,
+    mut connection: MultiplexedConnection,
+    shutdown: &CancellationToken,
+) -> u64 {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut since_ping = Duration::ZERO;
+    let mut since_refresh = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return generation,
+            _ = inner.broken.notified() => return generation,
+            _ = tick.tick() => {}
+        }
+        if inner.overflowed.swap(false, Ordering::AcqRel) {
+            let _ = inner.inbound.send(Inbound::Resync).await;
+        }
+        since_ping += Duration::from_secs(1);
+        since_refresh += Duration::from_secs(1);
+        if since_ping >= HEARTBEAT {
+            since_ping = Duration::ZERO;
+            if let Err(e) = redis::cmd("PING").exec_async(&mut connection).await {
+                tracing::warn!(error = ?e.kind(), "redis did not answer a ping");
+                return generation;
+            }
+        }
+        if since_refresh >= PRESENCE_REFRESH {
+            since_refresh = Duration::ZERO;
+            if let Err(e) = inner.refresh(&mut connection).await {
+                inner.failed(generation, &e);
+            }
+        }
+        if inner.too_many_stale_channels() {
+            // The old connection keeps receiving until the new one is installed.
+            let next = generation + 1;
+            match inner.connect(next).await {
+                Ok((fresh, subscribed)) => {
+                    if let Err(e) = inner.install(next, fresh.clone(), subscribed).await {
+                        tracing::warn!(error = ?e.kind(), "redis failed while replacing a connection");
+                        return next;
+                    }
+                    generation = next;
+                    connection = fresh;
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e.kind(), "could not replace the redis connection");
+                    return generation;
+                }
+            }
+        }
+    }
+}
+
+/// Sends queued publishes in pipelines; while Redis is down they are dropped (counted).
+async fn publish(inner: Weak<Inner>, mut outgoing: mpsc::Receiver<(Uuid, Event)>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while outgoing.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else { return };
+        let Some((generation, mut connection)) = inner.connection() else {
+            inner.metrics.bus_events_dropped.inc_by(batch.len() as u64);
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for (user, event) in batch.drain(..) {
+            pipe.cmd("SPUBLISH")
+                .arg(wire::channel(user))
+                .arg(event.encode())
+                .ignore();
+        }
+        if let Err(e) = pipe.exec_async(&mut connection).await {
+            inner.failed(generation, &e);
+        }
+    }
+}
+
+impl RedisBus {
+    /// The connection for other commands (shared rate limits), while Redis is reachable.
+    pub fn commands(&self) -> Option<MultiplexedConnection> {
+        self.inner.connection().map(|(_, connection)| connection)
+    }
+
+    fn send(&self, user: Uuid, event: Event) {
+        if self.inner.outbox.try_send((user, event)).is_err() {
+            self.inner.metrics.bus_events_dropped.inc();
+        }
+    }
+}
+
+/// A connection's entry in `Inner::waiters`, removed when its claim ends or is dropped.
+struct Waiter {
+    inner: Arc<Inner>,
+    holder: String,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        lock(&self.inner.waiters).remove(&self.holder);
+    }
+}
+
+impl Inner {
+    /// Subscribes to `user`'s channel (unless the connection is already), names this
+    /// connection in the presence key, tells other instances, and waits for the one named
+    /// before, if any.
+    async fn claim_user(&self, user: Uuid, conn: u64, released: oneshot::Receiver<()>) {
+        let Some((generation, mut connection)) = self.connection() else {
+            // Subscribed on reconnect; meanwhile nobody can be told, nor waited for.
+            return;
+        };
+        let me = self.holder(conn);
+        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let result: redis::RedisResult<Option<String>> = async {
+            if !lock(&self.subscribed).contains(&user) {
+                redis::cmd("SSUBSCRIBE")
+                    .arg(wire::channel(user))
+                    .exec_async(&mut connection)
+                    .await?;
+                lock(&self.subscribed).insert(user);
+            }
+            let before: Option<String> = redis::cmd("SET")
+                .arg(wire::presence_key(user))
+                .arg(&me)
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut connection)
+                .await?;
+            redis::cmd("SPUBLISH")
+                .arg(wire::channel(user))
+                .arg(Event::Claimed(me.clone()).encode())
+                .exec_async(&mut connection)
+                .await?;
+            Ok(before)
+        }
+        .await;
+        match result {
+            Ok(Some(before)) if wire::instance_of(&before) != self.instance => {
+                // Another instance held the user: it answers once that connection has
+                // ended and its acks are committed.
+                let _ = released.await;
+            }
+            Ok(_) => {}
+            Err(e) => self.failed(generation, &e),
+        }
+    }
+}
+
+impl RoutingBus for RedisBus {
+    fn state(&self) -> BusState {
+        if self.inner.connected.load(Ordering::Acquire) {
+            BusState::Connected
+        } else {
+            BusState::Disconnected
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> Claim {
+        self.inner.listen(user, conn);
+        let holder = self.inner.holder(conn);
+        let (tell, released) = oneshot::channel();
+        lock(&self.inner.waiters).insert(holder.clone(), tell);
+        let waiter = Waiter {
+            inner: self.inner.clone(),
+            holder,
+        };
+        Box::pin(async move {
+            let inner = waiter.inner.clone();
+            let claimed = inner.claim_user(user, conn, released);
+            if tokio::time::timeout(wait, claimed).await.is_err() {
+                tracing::warn!("the instance that held this user did not release it in time");
+            }
+            drop(waiter);
+        })
+    }
+
+    fn release(&self, user: Uuid, conn: u64) {
+        let inner = self.inner.clone();
+        tokio::spawn(
+            async move {
+                let me = inner.holder(conn);
+                inner.unlisten(user);
+                let Some((generation, mut connection)) = inner.connection() else {
+                    return;
+                };
+                let holder: redis::RedisResult<Option<String>> = inner
+                    .release_script
+                    .key(wire::presence_key(user))
+                    .arg(&me)
+                    .invoke_async(&mut connection)
+                    .await;
+                match holder {
+                    Ok(Some(holder)) if holder != me => {
+                        // Claimed meanwhile: the claimant may be waiting for this.
+                        if let Err(e) = redis::cmd("SPUBLISH")
+                            .arg(wire::channel(user))
+                            .arg(Event::Released(holder).encode())
+                            .exec_async(&mut connection)
+                            .await
+                        {
+                            inner.failed(generation, &e);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => inner.failed(generation, &e),
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn stored(&self, wakes: &[(Uuid, i64)]) {
+        for &(user, seq) in wakes {
+            self.send(user, Event::Stored(seq));
+        }
+    }
+
+    fn displace(&self, user: Uuid) {
+        self.send(user, Event::Displaced);
+    }
+}
