@@ -296,15 +296,19 @@ impl RelayProcess {
         rss_bytes(self.pid())
     }
 
-    /// A value from `/metrics` (the first sample of `name`, labels ignored).
-    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self
+    async fn metrics_text(&self) -> anyhow::Result<String> {
+        Ok(self
             .http
             .get(format!("{}/metrics", self.base))
             .send()
             .await?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// A value from `/metrics` (the first sample of `name`, labels ignored).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics_text().await?;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| {
@@ -321,13 +325,7 @@ impl RelayProcess {
         name: &str,
         label: &str,
     ) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         let prefix = format!("{label}=\"");
         Ok(text
             .lines()

@@ -366,6 +366,32 @@ fn collect_arrivals(client: &Client, count: usize) -> tokio::task::JoinHandle<Ve
     })
 }
 
+/// Alice and Bob each send the other the texts numbered `range` (`a 0000` …, `b 0000` …).
+async fn send_both_ways(
+    alice: &Client,
+    bob: &Client,
+    bob_id: Uuid,
+    alice_id: Uuid,
+    range: std::ops::Range<usize>,
+) {
+    for i in range {
+        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
+        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
+    }
+}
+
+/// Waits (at most a minute) until `events` has reported `count` received messages.
+async fn until_received(events: &mut tokio::sync::broadcast::Receiver<ClientEvent>, count: usize) {
+    let mut seen = 0;
+    until(events, Duration::from_secs(60), |event| {
+        if matches!(event, ClientEvent::MessageReceived(_)) {
+            seen += 1;
+        }
+        seen >= count
+    })
+    .await;
+}
+
 /// Waits for both directions to arrive whole, in order, and checks the histories.
 async fn expect_exchange(
     arrivals: [(tokio::task::JoinHandle<Vec<String>>, &str); 2],
@@ -423,20 +449,14 @@ where
     let bob_id = alice.resolve_peer("+4930222222").await.unwrap();
     let alice_id = bob.resolve_peer("+4930111111").await.unwrap();
     let alice_arrivals = collect_arrivals(&alice, count);
-    for i in 0..pause_at {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, 0..pause_at).await;
     let setup = BobSetup {
         dir: dir.path().join("bob"),
         url: url.clone(),
         secrets: bob_secrets,
     };
     let (relay, alice, bob) = interrupt(relay, alice, bob, setup).await;
-    for i in pause_at..count {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, pause_at..count).await;
     // Alice was never interrupted: her arrivals are checked in order. Bob's app restarted,
     // so his side is checked in his stored history (each once, in the sender's order).
     let alice_got = tokio::time::timeout(Duration::from_secs(240), alice_arrivals)
@@ -510,26 +530,13 @@ async fn relay_killed_mid_exchange_loses_and_duplicates_nothing() {
     let mut bob_events = bob.events();
     let bob_arrivals = collect_arrivals(&bob, COUNT);
     let alice_arrivals = collect_arrivals(&alice, COUNT);
-    for i in 0..COUNT / 2 {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, 0..COUNT / 2).await;
     // Kill -9 while deliveries are under way, then restart on the same data dir and port.
-    let mut seen = 0;
-    until(&mut bob_events, Duration::from_secs(60), |event| {
-        if matches!(event, ClientEvent::MessageReceived(_)) {
-            seen += 1;
-        }
-        seen >= 200
-    })
-    .await;
+    until_received(&mut bob_events, 200).await;
     relay.kill_hard();
     let _relay = ChildRelay::start(&binary, data.path(), port, &codes);
     ChildRelay::wait_ready(port).await;
-    for i in COUNT / 2..COUNT {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, COUNT / 2..COUNT).await;
     expect_exchange(
         [(bob_arrivals, "a"), (alice_arrivals, "b")],
         [(&bob, alice_id), (&alice, bob_id)],
@@ -566,18 +573,8 @@ async fn database_restarted_mid_exchange_loses_and_duplicates_nothing() {
     let mut alice_events = alice.events();
     let bob_arrivals = collect_arrivals(&bob, COUNT);
     let alice_arrivals = collect_arrivals(&alice, COUNT);
-    for i in 0..COUNT / 2 {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
-    let mut seen = 0;
-    until(&mut bob_events, Duration::from_secs(60), |event| {
-        if matches!(event, ClientEvent::MessageReceived(_)) {
-            seen += 1;
-        }
-        seen >= 200
-    })
-    .await;
+    send_both_ways(&alice, &bob, bob_id, alice_id, 0..COUNT / 2).await;
+    until_received(&mut bob_events, 200).await;
     tokio::task::block_in_place(|| cluster.stop());
     // The outage reaches the clients: the relay closes their connections.
     until(&mut alice_events, Duration::from_secs(60), |event| {
@@ -588,16 +585,10 @@ async fn database_restarted_mid_exchange_loses_and_duplicates_nothing() {
     })
     .await;
     // Writes go on while it is down: the clients queue them.
-    for i in COUNT / 2..COUNT * 3 / 4 {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, COUNT / 2..COUNT * 3 / 4).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| cluster.start_again());
-    for i in COUNT * 3 / 4..COUNT {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, COUNT * 3 / 4..COUNT).await;
     expect_exchange(
         [(bob_arrivals, "a"), (alice_arrivals, "b")],
         [(&bob, alice_id), (&alice, bob_id)],
@@ -1012,23 +1003,10 @@ async fn an_instance_killed_behind_the_balancer_loses_and_duplicates_nothing() {
     let mut bob_events = bob.events();
     let bob_arrivals = collect_arrivals(&bob, COUNT);
     let alice_arrivals = collect_arrivals(&alice, COUNT);
-    for i in 0..COUNT / 2 {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
-    let mut seen = 0;
-    until(&mut bob_events, Duration::from_secs(60), |event| {
-        if matches!(event, ClientEvent::MessageReceived(_)) {
-            seen += 1;
-        }
-        seen >= 200
-    })
-    .await;
+    send_both_ways(&alice, &bob, bob_id, alice_id, 0..COUNT / 2).await;
+    until_received(&mut bob_events, 200).await;
     relays[bob_at].take().expect("running").kill_hard();
-    for i in COUNT / 2..COUNT {
-        alice.send_text(bob_id, &format!("a {i:04}")).await.unwrap();
-        bob.send_text(alice_id, &format!("b {i:04}")).await.unwrap();
-    }
+    send_both_ways(&alice, &bob, bob_id, alice_id, COUNT / 2..COUNT).await;
     expect_exchange(
         [(bob_arrivals, "a"), (alice_arrivals, "b")],
         [(&bob, alice_id), (&alice, bob_id)],

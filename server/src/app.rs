@@ -252,6 +252,8 @@ pub struct RelayServer {
     state: AppState,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
+    /// Stops the routing bus when dropped: after the connections in `shutdown`.
+    bus_stop: tokio_util::sync::DropGuard,
 }
 
 impl RelayServer {
@@ -328,6 +330,9 @@ impl RelayServer {
         let clustered = config.effective_redis_url().is_some() || config.instance_id.is_some();
         let metrics = Arc::new(Metrics::for_instance(clustered.then_some(&*instance_id)));
         let shutdown = CancellationToken::new();
+        // The bus outlives the connections: they release their users over it while the
+        // relay shuts down.
+        let bus_stop = CancellationToken::new();
         let mut shared_limits = None;
         let bus: Arc<dyn RoutingBus> = match config.effective_redis_url() {
             Some(url) => {
@@ -335,7 +340,7 @@ impl RelayServer {
                     url,
                     instance_id.to_string(),
                     metrics.clone(),
-                    shutdown.clone(),
+                    bus_stop.clone(),
                 )?;
                 tokio::spawn(
                     crate::bus::dispatch::run(inbound, connections.clone(), shutdown.clone())
@@ -426,6 +431,7 @@ impl RelayServer {
             state,
             serve,
             maintenance,
+            bus_stop: bus_stop.drop_guard(),
         })
     }
 
@@ -458,6 +464,8 @@ impl RelayServer {
         let served = self.serve.await.context("server task panicked")?;
         self.state.tasks.close();
         self.state.tasks.wait().await;
+        // Every connection has released its user: the bus may go.
+        drop(self.bus_stop);
         let _ = self.maintenance.await;
         self.state.store.close().await;
         served.context("server failed")?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{BusState, Claim, RoutingBus};
+use super::{BusState, BusWait, RoutingBus};
 
 /// The bus of a relay that runs alone.
 #[derive(Debug, Default)]
@@ -20,11 +20,13 @@ impl RoutingBus for InProcessBus {
         false
     }
 
-    fn claim(&self, _user: Uuid, _conn: u64, _wait: Duration) -> Claim {
+    fn claim(&self, _user: Uuid, _conn: u64, _wait: Duration) -> BusWait {
         Box::pin(std::future::ready(()))
     }
 
-    fn release(&self, _user: Uuid, _conn: u64) {}
+    fn release(&self, _user: Uuid, _conn: u64) -> BusWait {
+        Box::pin(std::future::ready(()))
+    }
 
     fn stored(&self, _wakes: &[(Uuid, i64)]) {}
 

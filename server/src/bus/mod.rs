@@ -65,8 +65,9 @@ impl BusState {
     }
 }
 
-/// The wait of a new connection for the instance that held its user before.
-pub type Claim = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// Work on the bus a connection waits for (bounded by the caller): a claim's wait for the
+/// instance that held its user before, a release's notice to the one that claimed it.
+pub type BusWait = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// How instances reach each other.
 pub trait RoutingBus: Send + Sync {
@@ -81,11 +82,12 @@ pub trait RoutingBus: Send + Sync {
     /// on), close its connection on other instances, and wait (the returned future, at most
     /// `wait`) until the instance that held it has committed that connection's writes (its
     /// acks). Every claim is answered by one `release`, whether or not the wait ran.
-    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> Claim;
+    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> BusWait;
 
-    /// `user`'s connection `conn` here has ended and its writes are committed: tell an
-    /// instance waiting in `claim`, and stop listening once no connection of `user` is left.
-    fn release(&self, user: Uuid, conn: u64);
+    /// `user`'s connection `conn` here has ended and its writes are committed: stop
+    /// counting it (from this call on), and tell an instance waiting in `claim` (the
+    /// returned future; the relay awaits it before it stops, so a drain hands users over).
+    fn release(&self, user: Uuid, conn: u64) -> BusWait;
 
     /// Messages were stored for these users, who are not connected here: wake their
     /// connections elsewhere. Best effort; never waits.

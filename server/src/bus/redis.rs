@@ -1,5 +1,6 @@
-//! The bus over Redis sharded pub/sub (Redis 7 or later; works on a Redis Cluster, where
-//! each user's channel and presence key share a shard).
+//! The bus over Redis sharded pub/sub (Redis 7 or later). It connects to one Redis node;
+//! each user's channel and presence key are named with one hash tag, so they would share a
+//! shard on a Redis Cluster, but the cluster client (slot routing) is not used yet.
 //!
 //! - Each user connected here has a channel (`SSUBSCRIBE`d while connected here). Other
 //!   instances publish to it: `s <seq>` when they stored a message for the user, `c <holder>`
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::wire::{self, Event};
-use super::{BusState, Claim, Inbound, RoutingBus, INBOUND_QUEUE};
+use super::{BusState, BusWait, Inbound, RoutingBus, INBOUND_QUEUE};
 use crate::metrics::Metrics;
 
 /// Publishes waiting to be sent; beyond this they are dropped (connections rescan).
@@ -60,6 +61,11 @@ const RESUBSCRIBE_BATCH: usize = 256;
 /// Channels of users no longer here tolerated on a connection, beyond as many as there are
 /// live ones, before it is replaced by a fresh one.
 const STALE_CHANNELS: usize = 4096;
+
+/// `PRESENCE_TTL` as Redis's `PX` takes it.
+fn presence_ttl_ms() -> u64 {
+    u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Deletes the presence key if this connection holds it; otherwise returns its holder.
 const RELEASE_SCRIPT: &str = r"
@@ -99,6 +105,9 @@ struct Inner {
     /// The live connection and its generation (each reconnect is a new generation).
     connection: RwLock<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
+    /// Generations handed out so far: every attempt gets a new one, so a late push of a
+    /// failed attempt never matches a later connection.
+    attempts: AtomicU64,
     /// Wakes the supervisor when the connection of the current generation failed.
     broken: Notify,
     connected: AtomicBool,
@@ -146,11 +155,15 @@ impl RedisBus {
             .map_err(|e| BadRedisUrl(format!("{:?}", e.kind())))?;
         let (inbound, events) = mpsc::channel(INBOUND_QUEUE);
         let (outbox, outgoing) = mpsc::channel(OUTBOX);
+        // Holders must differ between processes even if two were given one instance id (a
+        // replicated deployment's shared environment): connection numbers restart at 1.
+        let instance = format!("{instance}.{}", &Uuid::new_v4().simple().to_string()[..8]);
         let inner = Arc::new(Inner {
             instance,
             client,
             connection: RwLock::new(None),
             generation: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             broken: Notify::new(),
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
@@ -169,6 +182,10 @@ impl RedisBus {
 }
 
 impl Inner {
+    fn next_generation(&self) -> u64 {
+        self.attempts.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     fn holder(&self, conn: u64) -> String {
         wire::holder(&self.instance, conn)
     }
@@ -262,6 +279,14 @@ impl Inner {
         }
     }
 
+    /// Each user connected here, with the newest of its connections.
+    fn held_here(&self) -> Vec<(Uuid, u64)> {
+        lock(&self.listeners)
+            .iter()
+            .map(|(user, l)| (*user, l.latest))
+            .collect()
+    }
+
     /// True when the connection carries many more channels than users connected here.
     fn too_many_stale_channels(&self) -> bool {
         let live = lock(&self.listeners).len();
@@ -290,11 +315,8 @@ impl Inner {
             .await?;
         // Everyone connected here listens again; their presence keys are set again unless
         // another instance claimed the user meanwhile (a restarted Redis lost them all).
-        let listeners: Vec<(Uuid, u64)> = lock(&self.listeners)
-            .iter()
-            .map(|(user, l)| (*user, l.latest))
-            .collect();
-        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let listeners = self.held_here();
+        let ttl = presence_ttl_ms();
         for chunk in listeners.chunks(RESUBSCRIBE_BATCH) {
             let mut pipe = redis::pipe();
             for (user, conn) in chunk {
@@ -342,11 +364,8 @@ impl Inner {
 
     /// Extends the presence keys of this instance's connections; checks the connection.
     async fn refresh(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let listeners: Vec<(Uuid, u64)> = lock(&self.listeners)
-            .iter()
-            .map(|(user, l)| (*user, l.latest))
-            .collect();
-        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let listeners = self.held_here();
+        let ttl = presence_ttl_ms();
         for chunk in listeners.chunks(RESUBSCRIBE_BATCH) {
             let mut pipe = redis::pipe();
             for (user, conn) in chunk {
@@ -370,9 +389,8 @@ impl Inner {
 async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut logged_down = false;
-    let mut generation = 0u64;
     loop {
-        generation += 1;
+        let generation = inner.next_generation();
         inner.generation.store(generation, Ordering::Release);
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -391,7 +409,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
                     tracing::info!("routing bus connected to redis");
                     // Events published while this instance was not listening are lost.
                     let _ = inner.inbound.send(Inbound::Resync).await;
-                    generation = watch(&inner, generation, connection, &shutdown).await;
+                    watch(&inner, generation, connection, &shutdown).await;
                 }
                 inner.set_connection(None);
                 if shutdown.is_cancelled() {
@@ -416,20 +434,20 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
 
 /// Serves one connection: pings it, refreshes presence, turns dropped events into a rescan,
 /// and replaces it once it carries too many stale channels, until it fails or the relay
-/// shuts down. Returns the generation of the last connection it served.
+/// shuts down.
 async fn watch(
     inner: &Arc<Inner>,
     mut generation: u64,
     mut connection: MultiplexedConnection,
     shutdown: &CancellationToken,
-) -> u64 {
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut since_ping = Duration::ZERO;
     let mut since_refresh = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return generation,
-            _ = inner.broken.notified() => return generation,
+            _ = shutdown.cancelled() => return,
+            _ = inner.broken.notified() => return,
             _ = tick.tick() => {}
         }
         if inner.overflowed.swap(false, Ordering::AcqRel) {
@@ -441,7 +459,7 @@ async fn watch(
             since_ping = Duration::ZERO;
             if let Err(e) = redis::cmd("PING").exec_async(&mut connection).await {
                 tracing::warn!(error = ?e.kind(), "redis did not answer a ping");
-                return generation;
+                return;
             }
         }
         if since_refresh >= PRESENCE_REFRESH {
@@ -452,19 +470,21 @@ async fn watch(
         }
         if inner.too_many_stale_channels() {
             // The old connection keeps receiving until the new one is installed.
-            let next = generation + 1;
+            let next = inner.next_generation();
             match inner.connect(next).await {
                 Ok((fresh, subscribed)) => {
                     if let Err(e) = inner.install(next, fresh.clone(), subscribed).await {
                         tracing::warn!(error = ?e.kind(), "redis failed while replacing a connection");
-                        return next;
+                        return;
                     }
                     generation = next;
                     connection = fresh;
+                    // Events for users who came during the swap may have gone to neither.
+                    let _ = inner.inbound.send(Inbound::Resync).await;
                 }
                 Err(e) => {
+                    // The old connection still works: keep it, try again next tick.
                     tracing::warn!(error = ?e.kind(), "could not replace the redis connection");
-                    return generation;
                 }
             }
         }
@@ -529,7 +549,7 @@ impl Inner {
             return;
         };
         let me = self.holder(conn);
-        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let ttl = presence_ttl_ms();
         let result: redis::RedisResult<Option<String>> = async {
             if !lock(&self.subscribed).contains(&user) {
                 redis::cmd("SSUBSCRIBE")
@@ -579,7 +599,7 @@ impl RoutingBus for RedisBus {
         true
     }
 
-    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> Claim {
+    fn claim(&self, user: Uuid, conn: u64, wait: Duration) -> BusWait {
         self.inner.listen(user, conn);
         let holder = self.inner.holder(conn);
         let (tell, released) = oneshot::channel();
@@ -598,12 +618,12 @@ impl RoutingBus for RedisBus {
         })
     }
 
-    fn release(&self, user: Uuid, conn: u64) {
+    fn release(&self, user: Uuid, conn: u64) -> BusWait {
+        self.inner.unlisten(user);
         let inner = self.inner.clone();
-        tokio::spawn(
+        Box::pin(
             async move {
                 let me = inner.holder(conn);
-                inner.unlisten(user);
                 let Some((generation, mut connection)) = inner.connection() else {
                     return;
                 };
@@ -630,7 +650,7 @@ impl RoutingBus for RedisBus {
                 }
             }
             .in_current_span(),
-        );
+        )
     }
 
     fn stored(&self, wakes: &[(Uuid, i64)]) {

@@ -15,8 +15,8 @@ pub fn instance_of(holder: &str) -> &str {
         .map_or(holder, |(instance, _)| instance)
 }
 
-/// The Redis channel of `user`'s events. The braces make it a hash tag: on a Redis
-/// Cluster the channel and the presence key live on one shard.
+/// The Redis channel of `user`'s events. The braces make it a hash tag: the channel and
+/// the presence key hash to one slot.
 pub fn channel(user: Uuid) -> String {
     format!("privcomm:{{{user}}}")
 }

@@ -1,8 +1,9 @@
 //! Rate limits shared by every instance of a cluster: one GCRA bucket per (limit, key) in
 //! Redis, checked and updated atomically by a script, with the TTL of a full bucket (so
 //! Redis forgets a key once it no longer limits anything). When Redis does not answer the
-//! caller falls back to its own per-instance limiter: a limit is never lifted, at worst it
-//! is counted per instance for a while.
+//! caller falls back to its own per-instance limiter: at worst a limit is counted per
+//! instance for a while. (An evicting Redis `maxmemory` policy would drop buckets early:
+//! docs/DEPLOY.md asks for `noeviction`.)
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -95,7 +95,9 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
         // A connection on another instance may be waiting for these acks.
         let _ = timeout(EARLIER_WRITES_WAIT, state.writes.flushed(user)).await;
     }
-    state.bus.release(user, conn_id);
+    // Told to the instance a new connection of this user waits on, if any; bounded, and
+    // awaited so a relay that shuts down hands its users over before its bus stops.
+    let _ = timeout(EARLIER_WRITES_WAIT, state.bus.release(user, conn_id)).await;
     tracing::info!("websocket closed");
 }
 
@@ -107,7 +109,7 @@ async fn serve_registered(
     generation: u32,
     socket: &mut WebSocket,
     registration: &mut super::registry::Registration,
-    claim: crate::bus::Claim,
+    claim: crate::bus::BusWait,
 ) -> Option<End> {
     // Replaced, displaced or shut down while waiting: this connection never serves.
     let replaced = registration.replaced.take();
@@ -160,7 +162,7 @@ async fn after_earlier_writes(
     state: &AppState,
     user: Uuid,
     replaced: Option<tokio_util::sync::CancellationToken>,
-    claim: crate::bus::Claim,
+    claim: crate::bus::BusWait,
 ) {
     let waited = timeout(EARLIER_WRITES_WAIT, async {
         claim.await;

@@ -102,11 +102,12 @@ impl Delivery {
     }
 
     /// The next storage read, `(after_seq, limit)`, if one is due and the window has room.
+    /// A whole page is read even when the window has room for fewer: rows already in
+    /// flight come back too (a rescan re-reads them), and a limit of the room left would
+    /// make a rescan of a nearly full window one query per row.
     pub fn next_fetch(&self) -> Option<(i64, usize)> {
         match self.scan {
-            Scan::From(after) if self.in_flight.len() < self.window => {
-                Some((after, self.page.min(self.window - self.in_flight.len())))
-            }
+            Scan::From(after) if self.in_flight.len() < self.window => Some((after, self.page)),
             _ => None,
         }
     }
@@ -117,12 +118,18 @@ impl Delivery {
             path: self.scan_path,
             ..Page::default()
         };
-        let reached_end = rows.len() < limit;
+        let mut reached_end = rows.len() < limit;
         for row in rows {
+            let known = self.in_flight.contains(&row.id) || self.acked.contains(&row.id);
+            if !known && self.in_flight.len() >= self.window {
+                // The window filled: the scan resumes here once acks make room.
+                reached_end = false;
+                break;
+            }
             if let Scan::From(cursor) = &mut self.scan {
                 *cursor = (*cursor).max(row.seq);
             }
-            if self.in_flight.contains(&row.id) || self.acked.contains(&row.id) {
+            if known {
                 continue;
             }
             self.in_flight.insert(row.id);
@@ -244,18 +251,48 @@ mod tests {
         let p = d.on_fetched(vec![msg(1), msg(2)], 2);
         assert_eq!(seqs(&p), [1, 2]);
         assert!(!p.queue_empty);
-        assert_eq!(d.next_fetch(), Some((2, 1)));
-        let p = d.on_fetched(vec![msg(3)], 1);
-        assert_eq!(seqs(&p), [3]);
+        assert_eq!(
+            d.next_fetch(),
+            Some((2, 2)),
+            "a whole page, whatever the room"
+        );
+        let p = d.on_fetched(vec![msg(3), msg(4)], 2);
+        assert_eq!(seqs(&p), [3], "only what fits the window");
         assert_eq!(d.next_fetch(), None, "window full");
         d.on_ack(msg(1).id);
-        assert_eq!(d.next_fetch(), Some((3, 1)));
-        let p = d.on_fetched(vec![], 1);
+        assert_eq!(
+            d.next_fetch(),
+            Some((3, 2)),
+            "resumes after the last row sent"
+        );
+        let p = d.on_fetched(vec![msg(4)], 2);
+        assert_eq!(seqs(&p), [4]);
         assert!(p.queue_empty);
         assert_eq!(d.next_fetch(), None);
         // Caught up: live pushes go straight out; a second queue_empty never comes.
-        assert_eq!(d.on_push(msg(4)).map(|m| m.seq), Some(4));
-        assert_eq!(d.on_push(msg(4)), None, "already in flight");
+        d.on_ack(msg(2).id);
+        assert_eq!(d.on_push(msg(5)).map(|m| m.seq), Some(5));
+        assert_eq!(d.on_push(msg(5)), None, "already in flight");
+    }
+
+    #[test]
+    fn a_rescan_of_a_nearly_full_window_reads_pages_not_rows() {
+        let backlog: Vec<_> = (1..=255).map(msg).collect();
+        // Runs the scan against `backlog` until it stops: (reads, messages sent).
+        let scan = |d: &mut Delivery| {
+            let (mut reads, mut sent) = (0, 0);
+            while let Some((after, limit)) = d.next_fetch() {
+                reads += 1;
+                let rows = backlog.iter().filter(|m| m.seq > after).take(limit);
+                sent += d.on_fetched(rows.cloned().collect(), limit).to_send.len();
+            }
+            (reads, sent)
+        };
+        let mut d = Delivery::new(256, 128);
+        assert_eq!(scan(&mut d), (2, 255));
+        // Never acked: the rescan of the ping cycle reads the 255 again, a page at a time.
+        d.on_push_dropped();
+        assert_eq!(scan(&mut d), (2, 0), "two pages, not one query per row");
     }
 
     #[test]
@@ -266,8 +303,8 @@ mod tests {
         assert_eq!(d.on_push(msg(6)), None);
         assert_eq!(d.next_fetch(), None);
         d.on_ack(msg(5).id);
-        assert_eq!(d.next_fetch(), Some((5, 1)));
-        let p = d.on_fetched(vec![msg(6)], 1);
+        assert_eq!(d.next_fetch(), Some((5, 10)));
+        let p = d.on_fetched(vec![msg(6)], 10);
         assert_eq!(seqs(&p), [6]);
     }
 
@@ -301,10 +338,10 @@ mod tests {
         d.on_wake(8);
         assert_eq!(
             d.next_fetch(),
-            Some((7, 8)),
+            Some((7, 10)),
             "from the end of the last scan"
         );
-        let p = d.on_fetched(vec![msg(8)], 8);
+        let p = d.on_fetched(vec![msg(8)], 10);
         assert_eq!(seqs(&p), [8]);
         d.on_ack(msg(8).id);
         // A wake-up for a position the scan already passed, while scanning: once more.
@@ -312,10 +349,10 @@ mod tests {
         d.on_wake(8);
         let p = d.on_fetched(vec![msg(9)], 1);
         assert_eq!(seqs(&p), [9]);
-        assert_eq!(d.next_fetch(), Some((9, 7)), "three in flight");
-        let _ = d.on_fetched(vec![], 7);
-        assert_eq!(d.next_fetch(), Some((0, 7)), "rescan from the start");
-        let p = d.on_fetched(vec![msg(6), msg(7), msg(8), msg(9), msg(10)], 7);
+        assert_eq!(d.next_fetch(), Some((9, 10)));
+        let _ = d.on_fetched(vec![], 10);
+        assert_eq!(d.next_fetch(), Some((0, 10)), "rescan from the start");
+        let p = d.on_fetched(vec![msg(6), msg(7), msg(8), msg(9), msg(10)], 10);
         assert_eq!(seqs(&p), [10], "rows in flight or acked are not sent again");
     }
 

@@ -248,6 +248,36 @@ async fn a_connection_on_another_instance_displaces_the_old_one_without_redelive
     cluster.finish().await;
 }
 
+/// An instance that shuts down (a drain) releases its users over the bus before the bus
+/// stops: their presence keys are gone, so their next connection elsewhere has no one to
+/// wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_releases_its_users_before_its_bus_stops() {
+    let mut cluster = Cluster::start(2, |_| {}).await;
+    let b = &cluster.endpoints[1];
+    let bob = Device::enrol(b, 0).await;
+    let mut on_b = bob.online(b).await;
+    let key = format!("privcomm:{{{}}}:at", bob.id());
+    assert!(
+        cluster
+            .redis
+            .get(&key)
+            .is_some_and(|holder| holder.starts_with("b.")),
+        "B names itself as Bob's holder"
+    );
+    let drained = cluster.relays.remove(1);
+    let (shutdown, closed) = tokio::join!(drained.shutdown(), on_b.expect_close());
+    shutdown.expect("clean shutdown");
+    assert_eq!(closed, Some(1001));
+    assert_eq!(
+        cluster.redis.get(&key),
+        None,
+        "B released Bob on its way out"
+    );
+    cluster.endpoints.remove(1);
+    cluster.finish().await;
+}
+
 /// Acceptance 5: Redis stops mid-exchange and starts again: nothing is lost; while it is
 /// down delivery goes on by rescan (and `/health` says `degraded`), then by the bus again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,25 @@ impl RedisServer {
         }
     }
 
+    /// `GET key` over a raw connection: the value, or `None` when the key does not exist.
+    pub fn get(&self, key: &str) -> Option<String> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).expect("reply");
+        let len: i64 = header.trim_end().strip_prefix('$')?.parse().ok()?;
+        let len = usize::try_from(len).ok()?;
+        let mut value = vec![0u8; len + 2];
+        reader.read_exact(&mut value).expect("value");
+        value.truncate(len);
+        String::from_utf8(value).ok()
+    }
+
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
