@@ -49,6 +49,8 @@ const PUBLISH_BATCH: usize = 512;
 const PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// How often the presence keys of this instance's connections are refreshed.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(20);
+/// How often the bus checks on things (dropped events, presence refresh, heartbeat).
+const TICK: Duration = Duration::from_secs(1);
 /// How often the connection is checked with a PING (a silent network failure).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A command that takes longer fails, and the connection is made again.
@@ -61,6 +63,22 @@ const RESUBSCRIBE_BATCH: usize = 256;
 /// Channels of users no longer here tolerated on a connection, beyond as many as there are
 /// live ones, before it is replaced by a fresh one.
 const STALE_CHANNELS: usize = 4096;
+
+/// The count in a `PUBSUB SHARDNUMSUB` answer for one channel (a flat array in RESP2, a
+/// map in RESP3). Unreadable: assume the holder may be there (wait, bounded).
+fn subscriber_count(answer: &Value) -> i64 {
+    match answer {
+        Value::Array(items) => match items.get(1) {
+            Some(Value::Int(n)) => *n,
+            _ => i64::MAX,
+        },
+        Value::Map(pairs) => match pairs.first() {
+            Some((_, Value::Int(n))) => *n,
+            _ => i64::MAX,
+        },
+        _ => i64::MAX,
+    }
+}
 
 /// `PRESENCE_TTL` as Redis's `PX` takes it.
 fn presence_ttl_ms() -> u64 {
@@ -441,7 +459,7 @@ async fn watch(
     mut connection: MultiplexedConnection,
     shutdown: &CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
     let mut since_ping = Duration::ZERO;
     let mut since_refresh = Duration::ZERO;
     loop {
@@ -453,8 +471,8 @@ async fn watch(
         if inner.overflowed.swap(false, Ordering::AcqRel) {
             let _ = inner.inbound.send(Inbound::Resync).await;
         }
-        since_ping += Duration::from_secs(1);
-        since_refresh += Duration::from_secs(1);
+        since_ping += TICK;
+        since_refresh += TICK;
         if since_ping >= HEARTBEAT {
             since_ping = Duration::ZERO;
             if let Err(e) = redis::cmd("PING").exec_async(&mut connection).await {
@@ -571,16 +589,31 @@ impl Inner {
                 .arg(Event::Claimed(me.clone()).encode())
                 .exec_async(&mut connection)
                 .await?;
-            Ok(before)
+            let Some(before) = before else {
+                return Ok(None);
+            };
+            let holder_instance = wire::instance_of(&before);
+            if holder_instance == self.instance {
+                return Ok(None);
+            }
+            // An instance that is gone (killed: Redis closed its connection) is no longer
+            // subscribed and will never answer. Subscribers besides this instance (which
+            // subscribed above) may be the holder, or one that keeps a stale channel: wait.
+            let counts: Value = redis::cmd("PUBSUB")
+                .arg("SHARDNUMSUB")
+                .arg(wire::channel(user))
+                .query_async(&mut connection)
+                .await?;
+            Ok((subscriber_count(&counts) > 1).then_some(before))
         }
         .await;
         match result {
-            Ok(Some(before)) if wire::instance_of(&before) != self.instance => {
-                // Another instance held the user: it answers once that connection has
+            Ok(Some(_)) => {
+                // Another instance holds the user: it answers once that connection has
                 // ended and its acks are committed.
                 let _ = released.await;
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => self.failed(generation, &e),
         }
     }
