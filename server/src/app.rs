@@ -336,16 +336,31 @@ impl RelayServer {
         let mut shared_limits = None;
         let bus: Arc<dyn RoutingBus> = match config.effective_redis_url() {
             Some(url) => {
-                let (bus, inbound) = RedisBus::start(
+                let started = RedisBus::start(
                     url,
                     instance_id.to_string(),
                     metrics.clone(),
                     bus_stop.clone(),
                 )?;
                 tokio::spawn(
-                    crate::bus::dispatch::run(inbound, connections.clone(), shutdown.clone())
-                        .in_current_span(),
+                    crate::bus::dispatch::run(
+                        started.events,
+                        connections.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
                 );
+                tokio::spawn(
+                    crate::bus::reader::run(
+                        started.wakes,
+                        store.clone(),
+                        connections.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                );
+                let bus = started.bus;
                 tracing::info!(instance = %instance_id, "routing bus: redis");
                 shared_limits = Some(bus.clone());
                 bus

@@ -94,6 +94,10 @@ pub struct Metrics {
     pub bus_connected: Gauge,
     /// Bus events not sent (Redis down, or the outbox full); connections rescan instead.
     pub bus_events_dropped: Counter,
+    /// Time of one mailbox read for users woken over the bus, seconds.
+    pub bus_read_seconds: Histogram,
+    /// Users read by one bus read (how well wake-ups are grouped).
+    pub bus_read_users: Histogram,
 }
 
 impl Metrics {
@@ -134,6 +138,8 @@ impl Metrics {
             delivered_by_path: Family::default(),
             bus_connected: Gauge::default(),
             bus_events_dropped: Counter::default(),
+            bus_read_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            bus_read_users: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
             registry: Registry::default(),
         };
         registry.register(
@@ -231,6 +237,16 @@ impl Metrics {
             "bus_events_dropped",
             "Routing bus events not sent (connections rescan instead)",
             metrics.bus_events_dropped.clone(),
+        );
+        registry.register(
+            "bus_read_duration_seconds",
+            "Time of one mailbox read for users woken over the routing bus",
+            metrics.bus_read_seconds.clone(),
+        );
+        registry.register(
+            "bus_read_users",
+            "Users whose mailboxes one routing bus read covers",
+            metrics.bus_read_users.clone(),
         );
         Self {
             registry,

@@ -25,10 +25,11 @@ pub async fn run(
         }
         for event in events.drain(..) {
             match event {
-                Inbound::Stored { user, seq } => connections.wake(user, seq),
-                Inbound::Claimed { user } | Inbound::Displaced { user } => {
-                    connections.displace(user)
-                }
+                Inbound::Claimed { user, conn } => connections.displace_connection(user, conn),
+                Inbound::Displaced {
+                    user,
+                    up_to_generation,
+                } => connections.displace(user, up_to_generation),
                 Inbound::Resync => connections.rescan_all(),
             }
         }

@@ -30,5 +30,5 @@ impl RoutingBus for InProcessBus {
 
     fn stored(&self, _wakes: &[(Uuid, i64)]) {}
 
-    fn displace(&self, _user: Uuid) {}
+    fn displace(&self, _user: Uuid, _up_to_generation: u32) {}
 }

@@ -4,11 +4,13 @@
 //! and a connection that misses a wake-up finds its messages by rescanning its mailbox.
 //!
 //! Two implementations: in process (one instance, the default) and Redis sharded pub/sub
-//! (`PRIVCOMM_REDIS_URL`). Events from other instances arrive as `Inbound` on a channel that
-//! `dispatch` applies to this instance's connections.
+//! (`PRIVCOMM_REDIS_URL`). Events from other instances arrive on two channels: wake-ups,
+//! which `reader` turns into mailbox reads for many users at once, and `Inbound` events,
+//! which `dispatch` applies to this instance's connections.
 
 pub mod dispatch;
 pub mod in_process;
+pub mod reader;
 pub mod redis;
 mod wire;
 
@@ -18,25 +20,28 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-/// An event for this instance to act on.
+/// A wake-up from another instance: a message was stored for this user at this mailbox
+/// position. Wake-ups go straight to the bus reader (`reader.rs`), other events to
+/// `dispatch`.
+pub type Wake = (Uuid, i64);
+
+/// An event for this instance to act on, other than a wake-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// A message was stored for `user` at mailbox position `seq`.
-    Stored {
-        /// The recipient.
-        user: Uuid,
-        /// The message's mailbox position.
-        seq: i64,
-    },
-    /// `user` connected on another instance: its connection here must close (4409).
+    /// `user` connected on another instance after connection `conn` here: `conn` must
+    /// close (4409).
     Claimed {
         /// The user.
         user: Uuid,
+        /// The connection here that closes (not a newer one of the same user).
+        conn: u64,
     },
     /// `user` registered on a new device: its connections everywhere close (4409).
     Displaced {
         /// The user.
         user: Uuid,
+        /// Connections of this registration generation or older close.
+        up_to_generation: u32,
     },
     /// Events may have been lost (the bus reconnected, or its inbox overflowed): every
     /// connection here reads its mailbox again.
@@ -93,8 +98,9 @@ pub trait RoutingBus: Send + Sync {
     /// connections elsewhere. Best effort; never waits.
     fn stored(&self, wakes: &[(Uuid, i64)]);
 
-    /// Closes `user`'s connections on every other instance.
-    fn displace(&self, user: Uuid);
+    /// Closes `user`'s connections of registration `up_to_generation` or older on every
+    /// other instance.
+    fn displace(&self, user: Uuid, up_to_generation: u32);
 }
 
 /// Channel of events from the bus to `dispatch`; beyond this many waiting, events are

@@ -3,12 +3,15 @@
 //! shard on a Redis Cluster, but the cluster client (slot routing) is not used yet.
 //!
 //! - Each user connected here has a channel (`SSUBSCRIBE`d while connected here). Other
-//!   instances publish to it: `s <seq>` when they stored a message for the user, `c <holder>`
-//!   when the user connected there, `r <holder>` when the connection before has ended and
-//!   its writes are committed, `d` when the user registered on a new device.
-//! - A presence key names the connection that holds the user (`<instance>/<connection>`),
-//!   with a TTL refreshed while it lives, so a new connection knows whether another instance
-//!   may still have acks of the user's to commit, and waits for its `r` (bounded).
+//!   instances publish to it: `s <seq>` when they stored a message for the user,
+//!   `c <holder> <stamp>` when the user connected there, `r <holder>` when the connection
+//!   before has ended and its writes are committed, `d <generation>` when the user
+//!   registered on a new device.
+//! - A presence key names the connection that holds the user and its claim's stamp
+//!   (`<stamp> <instance>/<connection>`), with a TTL refreshed while it lives, so a new
+//!   connection knows whether another instance may still have acks of the user's to
+//!   commit, and waits for its `r` (bounded). Stamps order claims: a connection closes for
+//!   a newer claim only, so a late event never closes the newest connection.
 //! - The relay owns the reconnect loop: on every (re)connection it subscribes again to every
 //!   channel of its connections and tells them to rescan (`Inbound::Resync`), since events
 //!   published meanwhile are gone.
@@ -36,8 +39,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::reader::WAKE_QUEUE;
 use super::wire::{self, Event};
-use super::{BusState, BusWait, Inbound, RoutingBus, INBOUND_QUEUE};
+use super::{BusState, BusWait, Inbound, RoutingBus, Wake, INBOUND_QUEUE};
 use crate::metrics::Metrics;
 
 /// Publishes waiting to be sent; beyond this they are dropped (connections rescan).
@@ -85,23 +89,72 @@ fn presence_ttl_ms() -> u64 {
     u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Names this connection in the presence key (`KEYS[1]`) with a stamp larger than the
+/// claim it replaces (Redis's clock in microseconds, or one more), and tells the user's
+/// channel (`KEYS[2]`), in one step: the order of the stamps is the order of the claims and
+/// of their events. Returns the stamp and the value before (nil if none).
+const CLAIM_SCRIPT: &str = r"
+local before = redis.call('GET', KEYS[1])
+local now = redis.call('TIME')
+local stamp = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if before then
+  local previous = tonumber(string.match(before, '^(%d+) '))
+  if previous and previous >= stamp then stamp = previous + 1 end
+end
+local text = string.format('%d', stamp)
+redis.call('SET', KEYS[1], text .. ' ' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SPUBLISH', KEYS[2], 'c ' .. ARGV[1] .. ' ' .. text)
+return {text, before}
+";
+
 /// Deletes the presence key if this connection holds it; otherwise returns its holder.
 const RELEASE_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
+if not current then return false end
+local holder = string.match(current, '^%d+ (.+)$') or current
+if holder == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return false
 end
-return current
+return holder
 ";
 
 /// Extends the presence key's TTL if this connection still holds it.
 const REFRESH_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^%d+ (.+)$') == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
+
+/// After events may have been lost (a reconnect, an overflow): keeps this connection's
+/// claim (stamp `ARGV[3]`) if it is the newest, naming it again (a restarted Redis lost the
+/// key; a claim made while Redis was down was never told) and telling the channel, so an
+/// older connection elsewhere closes. Returns 1 if a newer claim holds the user: this
+/// connection must close.
+const RECONCILE_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local stamp, holder = string.match(current, '^(%d+) (.+)$')
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 0
+  end
+  if stamp and tonumber(stamp) > tonumber(ARGV[3]) then return 1 end
+end
+redis.call('SET', KEYS[1], ARGV[3] .. ' ' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SPUBLISH', KEYS[2], 'c ' .. ARGV[1] .. ' ' .. ARGV[3])
+return 0
+";
+
+/// Now in microseconds since the epoch: the stamp of a claim Redis has not answered (it is
+/// down), compared with Redis's own when it is back.
+fn local_stamp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +168,17 @@ struct Listener {
     connections: usize,
     /// The newest one: the one the presence key should name.
     latest: u64,
+    /// The stamp of `latest`'s claim: Redis's once it answered (`settled`), until then the
+    /// time it connected.
+    stamp: u64,
+    /// True once Redis has ordered `latest`'s claim among the others.
+    settled: bool,
+    /// The newest claim of another instance heard of while `latest`'s was unanswered.
+    newest_elsewhere: u64,
+    /// True while `latest`'s claim script is on its way: a reconcile leaves it alone (it
+    /// would name the connection before the claim does, and the claim would then not wait
+    /// for the instance before).
+    claiming: bool,
 }
 
 struct Inner {
@@ -129,9 +193,14 @@ struct Inner {
     /// Wakes the supervisor when the connection of the current generation failed.
     broken: Notify,
     connected: AtomicBool,
-    /// Set when an inbound event was dropped: every connection must rescan.
+    /// Set when an inbound event was dropped (it may have been a claim): every connection
+    /// must rescan, and claims are settled again.
     overflowed: AtomicBool,
+    /// Set when a wake-up was dropped: every connection must rescan.
+    wakes_lost: AtomicBool,
     inbound: mpsc::Sender<Inbound>,
+    /// Wake-ups, straight to the bus reader.
+    wakes: mpsc::Sender<Wake>,
     outbox: mpsc::Sender<(Uuid, Event)>,
     listeners: Mutex<HashMap<Uuid, Listener>>,
     /// The channels the current connection is subscribed to (live users and stale ones).
@@ -139,7 +208,18 @@ struct Inner {
     /// Connections here waiting in `claim` for the instance before to release the user.
     waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
     metrics: Arc<Metrics>,
+    claim_script: redis::Script,
     release_script: redis::Script,
+}
+
+/// A started bus and the events it receives for this instance.
+pub struct BusStarted {
+    /// The bus.
+    pub bus: Arc<RedisBus>,
+    /// Wake-ups, for `reader::run`.
+    pub wakes: mpsc::Receiver<Wake>,
+    /// Every other event, for `dispatch::run`.
+    pub events: mpsc::Receiver<Inbound>,
 }
 
 /// The Redis routing bus.
@@ -154,13 +234,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RedisBus {
     /// Starts the bus: a supervisor that keeps a connection to `url` (starting without one
-    /// if Redis is down) and a publisher. Events for this instance arrive on the receiver.
+    /// if Redis is down) and a publisher. Events for this instance arrive on the receivers:
+    /// wake-ups (for `reader::run`) and the rest (for `dispatch::run`).
     pub fn start(
         url: &str,
         instance: String,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
-    ) -> Result<(Arc<Self>, mpsc::Receiver<Inbound>), BadRedisUrl> {
+    ) -> Result<BusStarted, BadRedisUrl> {
         // The error text of a bad URL never repeats the URL (it may hold a password).
         let info = url
             .into_connection_info()
@@ -169,9 +250,13 @@ impl RedisBus {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))
+        // Wake-ups and limit checks are small writes that must leave at once: with Nagle's
+        // algorithm one may wait for the acknowledgement of the one before.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let client = redis::Client::open(info.set_redis_settings(settings).set_tcp_settings(tcp))
             .map_err(|e| BadRedisUrl(format!("{:?}", e.kind())))?;
         let (inbound, events) = mpsc::channel(INBOUND_QUEUE);
+        let (wakes, woken) = mpsc::channel(WAKE_QUEUE);
         let (outbox, outgoing) = mpsc::channel(OUTBOX);
         // Holders must differ between processes even if two were given one instance id (a
         // replicated deployment's shared environment): connection numbers restart at 1.
@@ -185,17 +270,24 @@ impl RedisBus {
             broken: Notify::new(),
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            wakes_lost: AtomicBool::new(false),
             inbound,
+            wakes,
             outbox,
             listeners: Mutex::new(HashMap::new()),
             subscribed: Mutex::new(HashSet::new()),
             waiters: Mutex::new(HashMap::new()),
             metrics,
+            claim_script: redis::Script::new(CLAIM_SCRIPT),
             release_script: redis::Script::new(RELEASE_SCRIPT),
         });
         tokio::spawn(supervise(inner.clone(), shutdown.clone()).in_current_span());
         tokio::spawn(publish(Arc::downgrade(&inner), outgoing).in_current_span());
-        Ok((Arc::new(Self { inner }), events))
+        Ok(BusStarted {
+            bus: Arc::new(Self { inner }),
+            wakes: woken,
+            events,
+        })
     }
 }
 
@@ -261,17 +353,64 @@ impl Inner {
 
     fn on_event(&self, user: Uuid, event: Event) {
         match event {
-            Event::Stored(seq) => self.inbound(Inbound::Stored { user, seq }),
-            Event::Claimed(holder) if wire::instance_of(&holder) != self.instance => {
-                self.inbound(Inbound::Claimed { user })
+            Event::Stored(seq) => {
+                if self.wakes.try_send((user, seq)).is_err() {
+                    self.wakes_lost.store(true, Ordering::Release);
+                }
             }
-            Event::Claimed(_) => {}
+            Event::Claimed(holder, stamp) if wire::instance_of(&holder) != self.instance => {
+                self.claimed_elsewhere(user, stamp)
+            }
+            Event::Claimed(..) => {}
             Event::Released(holder) => {
                 if let Some(waiter) = lock(&self.waiters).remove(&holder) {
                     let _ = waiter.send(());
                 }
             }
-            Event::Displaced => self.inbound(Inbound::Displaced { user }),
+            Event::Displaced(up_to_generation) => self.inbound(Inbound::Displaced {
+                user,
+                up_to_generation,
+            }),
+        }
+    }
+
+    /// Another instance claimed `user` with `stamp`: the connection here closes if its own
+    /// claim is older; while Redis has not answered its claim, that is decided then.
+    fn claimed_elsewhere(&self, user: Uuid, stamp: u64) {
+        let closing = {
+            let mut listeners = lock(&self.listeners);
+            let Some(listener) = listeners.get_mut(&user) else {
+                return;
+            };
+            if listener.settled {
+                (stamp > listener.stamp).then_some(listener.latest)
+            } else {
+                listener.newest_elsewhere = listener.newest_elsewhere.max(stamp);
+                None
+            }
+        };
+        if let Some(conn) = closing {
+            self.inbound(Inbound::Claimed { user, conn });
+        }
+    }
+
+    /// Redis ordered connection `conn`'s claim of `user` at `stamp`: it closes if a newer
+    /// claim elsewhere was heard of meanwhile.
+    fn settle(&self, user: Uuid, conn: u64, stamp: u64) {
+        let closing = {
+            let mut listeners = lock(&self.listeners);
+            let Some(listener) = listeners.get_mut(&user).filter(|l| l.latest == conn) else {
+                return;
+            };
+            if listener.settled && stamp < listener.stamp {
+                return;
+            }
+            listener.stamp = stamp;
+            listener.settled = true;
+            listener.newest_elsewhere > stamp
+        };
+        if closing {
+            self.inbound(Inbound::Claimed { user, conn });
         }
     }
 
@@ -281,9 +420,27 @@ impl Inner {
         let listener = listeners.entry(user).or_insert(Listener {
             connections: 0,
             latest: conn,
+            stamp: 0,
+            settled: false,
+            newest_elsewhere: 0,
+            claiming: false,
         });
         listener.connections = listener.connections.saturating_add(1);
         listener.latest = conn;
+        listener.stamp = local_stamp();
+        listener.settled = false;
+        listener.newest_elsewhere = 0;
+        listener.claiming = false;
+    }
+
+    /// Marks connection `conn`'s claim of `user` as on its way to Redis, or back.
+    fn set_claiming(&self, user: Uuid, conn: u64, claiming: bool) {
+        if let Some(listener) = lock(&self.listeners)
+            .get_mut(&user)
+            .filter(|l| l.latest == conn)
+        {
+            listener.claiming = claiming;
+        }
     }
 
     /// Counts a connection of `user` out.
@@ -303,6 +460,54 @@ impl Inner {
             .iter()
             .map(|(user, l)| (*user, l.latest))
             .collect()
+    }
+
+    /// Each user connected here whose claim is not on its way to Redis (and, with
+    /// `unsettled_only`, not yet settled), with the newest of its connections and its
+    /// claim's stamp.
+    fn claims_here(&self, unsettled_only: bool) -> Vec<(Uuid, u64, u64)> {
+        lock(&self.listeners)
+            .iter()
+            .filter(|(_, l)| !l.claiming && (!unsettled_only || !l.settled))
+            .map(|(user, l)| (*user, l.latest, l.stamp))
+            .collect()
+    }
+
+    /// Settles every claim here against the presence keys (`RECONCILE_SCRIPT`): after
+    /// events may have been lost, each user keeps its newest connection, here or elsewhere.
+    async fn reconcile(
+        &self,
+        connection: &mut MultiplexedConnection,
+        unsettled_only: bool,
+    ) -> redis::RedisResult<()> {
+        let claims = self.claims_here(unsettled_only);
+        let ttl = presence_ttl_ms();
+        for chunk in claims.chunks(RESUBSCRIBE_BATCH) {
+            let mut pipe = redis::pipe();
+            for (user, conn, stamp) in chunk {
+                // EVAL, not EVALSHA: the script cache is gone after a Redis restart.
+                pipe.cmd("EVAL")
+                    .arg(RECONCILE_SCRIPT)
+                    .arg(2)
+                    .arg(wire::presence_key(*user))
+                    .arg(wire::channel(*user))
+                    .arg(self.holder(*conn))
+                    .arg(ttl)
+                    .arg(stamp);
+            }
+            let outcomes: Vec<i64> = pipe.query_async(connection).await?;
+            for ((user, conn, stamp), newer_elsewhere) in chunk.iter().zip(outcomes) {
+                if newer_elsewhere == 1 {
+                    self.inbound(Inbound::Claimed {
+                        user: *user,
+                        conn: *conn,
+                    });
+                } else {
+                    self.settle(*user, *conn, *stamp);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True when the connection carries many more channels than users connected here.
@@ -331,24 +536,18 @@ impl Inner {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        // Everyone connected here listens again; their presence keys are set again unless
-        // another instance claimed the user meanwhile (a restarted Redis lost them all).
+        // Everyone connected here listens again, then each claim is settled against the
+        // others (a restarted Redis lost every key; claims made while it was down were
+        // never told).
         let listeners = self.held_here();
-        let ttl = presence_ttl_ms();
         for chunk in listeners.chunks(RESUBSCRIBE_BATCH) {
             let mut pipe = redis::pipe();
-            for (user, conn) in chunk {
+            for (user, _) in chunk {
                 pipe.cmd("SSUBSCRIBE").arg(wire::channel(*user)).ignore();
-                pipe.cmd("SET")
-                    .arg(wire::presence_key(*user))
-                    .arg(self.holder(*conn))
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore();
             }
             pipe.exec_async(&mut connection).await?;
         }
+        self.reconcile(&mut connection, false).await?;
         let subscribed: HashSet<Uuid> = listeners.iter().map(|(user, _)| *user).collect();
         Ok((connection, subscribed))
     }
@@ -377,7 +576,8 @@ impl Inner {
             pipe.exec_async(&mut connection).await?;
             lock(&self.subscribed).extend(chunk.iter().copied());
         }
-        Ok(())
+        // Claims made while no connection was current (during `connect`) were not sent.
+        self.reconcile(&mut connection, true).await
     }
 
     /// Extends the presence keys of this instance's connections; checks the connection.
@@ -468,8 +668,16 @@ async fn watch(
             _ = inner.broken.notified() => return,
             _ = tick.tick() => {}
         }
-        if inner.overflowed.swap(false, Ordering::AcqRel) {
+        let events_lost = inner.overflowed.swap(false, Ordering::AcqRel);
+        let wakes_lost = inner.wakes_lost.swap(false, Ordering::AcqRel);
+        if events_lost || wakes_lost {
             let _ = inner.inbound.send(Inbound::Resync).await;
+        }
+        if events_lost {
+            // A dropped event may have been a claim elsewhere.
+            if let Err(e) = inner.reconcile(&mut connection, false).await {
+                inner.failed(generation, &e);
+            }
         }
         since_ping += TICK;
         since_refresh += TICK;
@@ -559,40 +767,53 @@ impl Drop for Waiter {
 
 impl Inner {
     /// Subscribes to `user`'s channel (unless the connection is already), names this
-    /// connection in the presence key, tells other instances, and waits for the one named
-    /// before, if any.
-    async fn claim_user(&self, user: Uuid, conn: u64, released: oneshot::Receiver<()>) {
+    /// connection in the presence key and tells other instances. True if the instance named
+    /// before may still be writing for the user: the claimant waits for its `r`.
+    async fn claim_user(&self, user: Uuid, conn: u64) -> bool {
         let Some((generation, mut connection)) = self.connection() else {
-            // Subscribed on reconnect; meanwhile nobody can be told, nor waited for.
-            return;
+            // Subscribed and settled on reconnect (`install`); meanwhile nobody can be
+            // told, nor waited for.
+            return false;
         };
+        self.set_claiming(user, conn, true);
+        let wait = self.claim_on(user, conn, generation, &mut connection).await;
+        self.set_claiming(user, conn, false);
+        wait
+    }
+
+    async fn claim_on(
+        &self,
+        user: Uuid,
+        conn: u64,
+        generation: u64,
+        connection: &mut MultiplexedConnection,
+    ) -> bool {
         let me = self.holder(conn);
         let ttl = presence_ttl_ms();
         let result: redis::RedisResult<Option<String>> = async {
             if !lock(&self.subscribed).contains(&user) {
                 redis::cmd("SSUBSCRIBE")
                     .arg(wire::channel(user))
-                    .exec_async(&mut connection)
+                    .exec_async(&mut *connection)
                     .await?;
                 lock(&self.subscribed).insert(user);
             }
-            let before: Option<String> = redis::cmd("SET")
-                .arg(wire::presence_key(user))
+            let (stamp, before): (String, Option<String>) = self
+                .claim_script
+                .key(wire::presence_key(user))
+                .key(wire::channel(user))
                 .arg(&me)
-                .arg("GET")
-                .arg("PX")
                 .arg(ttl)
-                .query_async(&mut connection)
+                .invoke_async(&mut *connection)
                 .await?;
-            redis::cmd("SPUBLISH")
-                .arg(wire::channel(user))
-                .arg(Event::Claimed(me.clone()).encode())
-                .exec_async(&mut connection)
-                .await?;
+            match stamp.parse() {
+                Ok(stamp) => self.settle(user, conn, stamp),
+                Err(_) => tracing::warn!("redis answered a claim without a stamp"),
+            }
             let Some(before) = before else {
                 return Ok(None);
             };
-            let holder_instance = wire::instance_of(&before);
+            let holder_instance = wire::instance_of(wire::holder_of_presence(&before));
             if holder_instance == self.instance {
                 return Ok(None);
             }
@@ -602,19 +823,20 @@ impl Inner {
             let counts: Value = redis::cmd("PUBSUB")
                 .arg("SHARDNUMSUB")
                 .arg(wire::channel(user))
-                .query_async(&mut connection)
+                .query_async(&mut *connection)
                 .await?;
             Ok((subscriber_count(&counts) > 1).then_some(before))
         }
         .await;
         match result {
-            Ok(Some(_)) => {
-                // Another instance holds the user: it answers once that connection has
-                // ended and its acks are committed.
-                let _ = released.await;
+            // Another instance holds the user: it answers once that connection has ended
+            // and its acks are committed.
+            Ok(holder) => holder.is_some(),
+            Err(e) => {
+                // Settled by the reconcile of the next connection.
+                self.failed(generation, &e);
+                false
             }
-            Ok(None) => {}
-            Err(e) => self.failed(generation, &e),
         }
     }
 }
@@ -641,10 +863,25 @@ impl RoutingBus for RedisBus {
             inner: self.inner.clone(),
             holder,
         };
+        // The claim runs to its end even if the connection stops waiting for it: a claim
+        // Redis ordered but this instance never settled would let an older connection
+        // outlive a newer one elsewhere.
+        let (claimed, must_wait) = oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::spawn(
+            async move {
+                let _ = claimed.send(inner.claim_user(user, conn).await);
+            }
+            .in_current_span(),
+        );
         Box::pin(async move {
-            let inner = waiter.inner.clone();
-            let claimed = inner.claim_user(user, conn, released);
-            if tokio::time::timeout(wait, claimed).await.is_err() {
+            let waited = tokio::time::timeout(wait, async {
+                if must_wait.await.unwrap_or(false) {
+                    let _ = released.await;
+                }
+            })
+            .await;
+            if waited.is_err() {
                 tracing::warn!("the instance that held this user did not release it in time");
             }
             drop(waiter);
@@ -692,7 +929,7 @@ impl RoutingBus for RedisBus {
         }
     }
 
-    fn displace(&self, user: Uuid) {
-        self.send(user, Event::Displaced);
+    fn displace(&self, user: Uuid, up_to_generation: u32) {
+        self.send(user, Event::Displaced(up_to_generation));
     }
 }

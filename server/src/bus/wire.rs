@@ -33,17 +33,25 @@ pub fn user_of_channel(channel: &[u8]) -> Option<Uuid> {
     Uuid::parse_str(inner).ok()
 }
 
+/// The holder named by a presence key's value: `<stamp> <holder>` (the claim scripts in
+/// `redis.rs` write it; stamps order the claims of one user).
+pub fn holder_of_presence(value: &str) -> &str {
+    value.split_once(' ').map_or(value, |(_, holder)| holder)
+}
+
 /// One event on a user's channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A message was stored at `seq`.
     Stored(i64),
-    /// The user connected at this holder; others close their connection.
-    Claimed(String),
+    /// The user connected at this holder, with this claim stamp; a connection elsewhere
+    /// closes if its own claim is older (a late event of an older claim closes nothing).
+    Claimed(String, u64),
     /// The connection before has ended and its writes are committed; for this holder.
     Released(String),
-    /// Registered on a new device: every connection closes.
-    Displaced,
+    /// Registered on a new device: connections of this registration generation or older
+    /// close (a connection of the new device, if one came first, stays).
+    Displaced(u32),
 }
 
 /// Longest event accepted.
@@ -54,9 +62,9 @@ impl Event {
     pub fn encode(&self) -> String {
         match self {
             Self::Stored(seq) => format!("s {seq}"),
-            Self::Claimed(holder) => format!("c {holder}"),
+            Self::Claimed(holder, stamp) => format!("c {holder} {stamp}"),
             Self::Released(holder) => format!("r {holder}"),
-            Self::Displaced => "d".to_owned(),
+            Self::Displaced(generation) => format!("d {generation}"),
         }
     }
 
@@ -69,9 +77,13 @@ impl Event {
         let (kind, rest) = text.split_once(' ').unwrap_or((text, ""));
         match kind {
             "s" => rest.parse().ok().map(Self::Stored),
-            "c" if !rest.is_empty() => Some(Self::Claimed(rest.to_owned())),
+            "c" => {
+                let (holder, stamp) = rest.split_once(' ')?;
+                (!holder.is_empty()).then_some(())?;
+                Some(Self::Claimed(holder.to_owned(), stamp.parse().ok()?))
+            }
             "r" if !rest.is_empty() => Some(Self::Released(rest.to_owned())),
-            "d" if rest.is_empty() => Some(Self::Displaced),
+            "d" => rest.parse().ok().map(Self::Displaced),
             _ => None,
         }
     }
@@ -85,18 +97,22 @@ mod tests {
     fn events_round_trip_and_junk_is_ignored() {
         for event in [
             Event::Stored(42),
-            Event::Claimed("a-1/7".into()),
+            Event::Claimed("a-1/7".into(), 1_733_456_789_123_456),
             Event::Released("b/9".into()),
-            Event::Displaced,
+            Event::Displaced(3),
         ] {
             assert_eq!(Event::decode(event.encode().as_bytes()), Some(event));
         }
-        for junk in ["", "s", "s x", "c", "d x", "q 1", &"s ".repeat(100)] {
+        let junk = [
+            "", "s", "s x", "c", "c a/1", "c a/1 x", "c  5", "d", "d x", "q 1",
+        ];
+        for junk in junk.into_iter().chain([&*"s ".repeat(100)]) {
             assert_eq!(Event::decode(junk.as_bytes()), None, "{junk:?}");
         }
         let user = Uuid::new_v4();
         assert_eq!(user_of_channel(channel(user).as_bytes()), Some(user));
         assert_eq!(user_of_channel(b"privcomm:{nope}"), None);
         assert_eq!(instance_of(&holder("relay-a", 3)), "relay-a");
+        assert_eq!(holder_of_presence("17 relay-a/3"), "relay-a/3");
     }
 }

@@ -96,8 +96,9 @@ pub async fn register(
                     .store
                     .replace_identity(account.id, &user, now, keep, &proof)
                     .await?;
-                state.connections.displace(account.id);
-                state.bus.displace(account.id);
+                // The new device's connections (a later generation) stay.
+                state.connections.displace(account.id, account.generation);
+                state.bus.displace(account.id, account.generation);
                 tracing::info!(user_id = %account.id, "user registered on a new device");
                 account.id
             }

@@ -522,6 +522,24 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<PendingMessage>>;
+    /// For each `(recipient, after_seq)`, that recipient's pending messages with
+    /// `seq > after_seq`, at most `limit_each`, in `seq` order per recipient (recipients in
+    /// any order). One query where the database allows: the bus wakes many connections at
+    /// once, and one read each made a wake-up cost a query.
+    async fn pending_messages_of(
+        &self,
+        reads: &[(Uuid, i64)],
+        limit_each: usize,
+    ) -> StoreResult<Vec<PendingMessage>> {
+        let mut all = Vec::new();
+        for &(recipient, after_seq) in reads {
+            all.extend(
+                self.pending_messages(recipient, after_seq, limit_each)
+                    .await?,
+            );
+        }
+        Ok(all)
+    }
     /// How many group commits may run at once (each on its own connection). A recipient's
     /// writes always go to the same one (writer.rs).
     fn parallel_writers(&self) -> usize {

@@ -20,7 +20,7 @@ use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
 use super::delivery::{Delivery, Path};
-use super::registry::{Signals, NOT_WOKEN};
+use super::registry::{BusRead, Live, Signals, NOT_WOKEN};
 use crate::budget::{ByteBudget, HeldBytes};
 use crate::error::ApiError;
 use crate::messaging::{server_id, validate_message};
@@ -58,7 +58,7 @@ enum End {
 /// Runs a connection until it closes. `generation` is the registration the token was
 /// issued for: a connection of a device the number has since moved away from is closed.
 pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSocket) {
-    let mut registration = match state.connections.register(user) {
+    let mut registration = match state.connections.register(user, generation) {
         Ok(r) => r,
         Err(_) => {
             state.metrics.connections_refused.inc();
@@ -74,6 +74,12 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
     let conn_id = registration.conn_id();
     // From here on the bus counts this connection (released below, whatever happens).
     let claim = state.bus.claim(user, conn_id, EARLIER_WRITES_WAIT);
+    let mut unreleased = Unreleased {
+        bus: state.bus.clone(),
+        user,
+        conn: conn_id,
+        armed: true,
+    };
     let end = serve_registered(
         &state,
         user,
@@ -97,8 +103,32 @@ pub async fn run(state: AppState, user: Uuid, generation: u32, mut socket: WebSo
     }
     // Told to the instance a new connection of this user waits on, if any; bounded, and
     // awaited so a relay that shuts down hands its users over before its bus stops.
+    unreleased.armed = false;
     let _ = timeout(EARLIER_WRITES_WAIT, state.bus.release(user, conn_id)).await;
     tracing::info!("websocket closed");
+}
+
+/// Releases a claimed user on the bus if its connection's task ends without doing so (it
+/// panicked): otherwise this instance would keep naming the user's connection, and each
+/// new connection elsewhere would wait for a release that never comes.
+struct Unreleased {
+    bus: Arc<dyn crate::bus::RoutingBus>,
+    user: Uuid,
+    conn: u64,
+    armed: bool,
+}
+
+impl Drop for Unreleased {
+    fn drop(&mut self) {
+        if self.armed {
+            let release = self.bus.release(self.user, self.conn);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = timeout(EARLIER_WRITES_WAIT, release).await;
+                });
+            }
+        }
+    }
 }
 
 /// Waits for the connections before (here and on other instances) to finish their writes,
@@ -279,6 +309,7 @@ impl Connection<'_> {
             if let Err(end) = self.fill_window(socket).await {
                 return end;
             }
+            self.publish_state(&signals);
             tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => {
@@ -299,14 +330,9 @@ impl Connection<'_> {
                         return end;
                     }
                 }
-                Some(pushed) = registration.pushes.recv() => {
-                    if let Some(message) = self.delivery.on_push(Arc::unwrap_or_clone(pushed)) {
-                        if let Err(end) = self.write_delivery(socket, message, Path::Push).await {
-                            return end;
-                        }
-                        if let Err(end) = flush(socket).await {
-                            return end;
-                        }
+                Some(live) = registration.pushes.recv() => {
+                    if let Err(end) = self.on_live(socket, live, &signals).await {
+                        return end;
                     }
                 }
                 _ = signals.wake.notified() => {
@@ -352,6 +378,59 @@ impl Connection<'_> {
         } else {
             Err(End::Close(CLOSE_CONNECTED_ELSEWHERE, MOVED))
         }
+    }
+
+    /// Writes what was handed over live: a message this instance stored, or rows the bus
+    /// reader read for this connection.
+    async fn on_live(
+        &mut self,
+        socket: &mut WebSocket,
+        live: Live,
+        signals: &Signals,
+    ) -> Result<(), End> {
+        match live {
+            Live::Message(pushed) if signals.read_pending.load(Ordering::Acquire) => {
+                // Messages another instance stored before it are being read: written now,
+                // it would overtake them. Read storage from before it instead.
+                self.delivery.on_wake(pushed.seq);
+            }
+            Live::Message(pushed) => {
+                if let Some(message) = self.delivery.on_push(Arc::unwrap_or_clone(pushed)) {
+                    self.write_delivery(socket, message, Path::Push).await?;
+                    flush(socket).await?;
+                }
+            }
+            Live::Read(read) => {
+                signals.read_pending.store(false, Ordering::Release);
+                let BusRead {
+                    after,
+                    limit,
+                    woken,
+                    rows,
+                    ..
+                } = *read;
+                let page = self.delivery.on_bus_read(after, woken, rows, limit);
+                self.publish_state(signals);
+                if !page.to_send.is_empty() {
+                    for message in page.to_send {
+                        self.write_delivery(socket, message, page.path).await?;
+                    }
+                    flush(socket).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the bus reader where this connection's last complete scan ended, and whether
+    /// it is caught up.
+    fn publish_state(&self, signals: &Signals) {
+        signals
+            .seen_up_to
+            .store(self.delivery.seen_up_to(), Ordering::Release);
+        signals
+            .caught_up
+            .store(self.delivery.is_caught_up(), Ordering::Release);
     }
 
     /// Reads storage and writes messages while the delivery window has room.

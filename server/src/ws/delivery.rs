@@ -211,6 +211,42 @@ impl Delivery {
         }
     }
 
+    /// True when everything in storage has been written (live pushes go straight out).
+    pub fn is_caught_up(&self) -> bool {
+        self.scan == Scan::CaughtUp
+    }
+
+    /// Where the last scan that reached the end stopped (published for the bus reader,
+    /// which reads for a wake-up from here, as `on_wake` would).
+    pub fn seen_up_to(&self) -> i64 {
+        self.seen_up_to
+    }
+
+    /// Rows the bus reader read for a wake-up at `woken`: `rows` are this recipient's
+    /// messages after `after`, at most `limit`. Taken as a page of a scan from `after` when
+    /// the connection is caught up and had seen everything up to `after`; otherwise (it is
+    /// scanning, or `after` skips something unseen) they are dropped and the wake-up is
+    /// handled as `on_wake` does, by reading storage itself.
+    pub fn on_bus_read(
+        &mut self,
+        after: i64,
+        woken: i64,
+        rows: Vec<PendingMessage>,
+        limit: usize,
+    ) -> Page {
+        if self.scan == Scan::CaughtUp && after <= self.seen_up_to {
+            self.scan = Scan::From(after);
+            self.scan_path = Path::Bus;
+            self.on_fetched(rows, limit)
+        } else {
+            self.on_wake(woken);
+            Page {
+                path: self.scan_path,
+                ..Page::default()
+            }
+        }
+    }
+
     /// The client acknowledged `id`.
     pub fn on_ack(&mut self, id: Uuid) {
         self.in_flight.remove(&id);
@@ -354,6 +390,41 @@ mod tests {
         assert_eq!(d.next_fetch(), Some((0, 10)), "rescan from the start");
         let p = d.on_fetched(vec![msg(6), msg(7), msg(8), msg(9), msg(10)], 10);
         assert_eq!(seqs(&p), [10], "rows in flight or acked are not sent again");
+    }
+
+    #[test]
+    fn a_bus_read_is_a_page_when_caught_up_and_a_wake_up_otherwise() {
+        let mut d = Delivery::new(3, 10);
+        let _ = d.on_fetched(vec![msg(5)], 10);
+        assert_eq!(d.seen_up_to(), 5);
+        // Caught up, and the read starts where the last scan ended: its rows go out.
+        let p = d.on_bus_read(5, 7, vec![msg(6), msg(7)], 8);
+        assert_eq!((seqs(&p), p.path), (vec![6, 7], Path::Bus));
+        assert_eq!((d.next_fetch(), d.seen_up_to()), (None, 7), "caught up");
+        d.on_ack(msg(5).id);
+        // A read that starts past something unseen is only a wake-up: scan from 7.
+        let p = d.on_bus_read(8, 9, vec![msg(9)], 8);
+        assert!(p.to_send.is_empty());
+        assert_eq!(d.next_fetch(), Some((7, 10)));
+        let p = d.on_fetched(vec![msg(8), msg(9)], 10);
+        assert_eq!(seqs(&p), [8], "the window holds 3");
+        assert_eq!(d.next_fetch(), None, "window full");
+        // A read while scanning: the scan reaches it.
+        let p = d.on_bus_read(8, 10, vec![msg(10)], 8);
+        assert!(p.to_send.is_empty());
+        for seq in [6, 7] {
+            d.on_ack(msg(seq).id);
+        }
+        assert_eq!(d.next_fetch(), Some((8, 10)));
+        let p = d.on_fetched(vec![msg(9), msg(10)], 10);
+        assert_eq!(seqs(&p), [9, 10]);
+        // A full read (as many rows as its limit): the connection reads on by itself.
+        for seq in [8, 9, 10] {
+            d.on_ack(msg(seq).id);
+        }
+        let p = d.on_bus_read(10, 11, vec![msg(11), msg(12)], 2);
+        assert_eq!(seqs(&p), [11, 12]);
+        assert_eq!(d.next_fetch(), Some((12, 10)));
     }
 
     #[test]

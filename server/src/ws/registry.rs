@@ -11,13 +11,40 @@ use uuid::Uuid;
 use crate::store::PendingMessage;
 
 /// Live pushes queued per connection before further ones are dropped (they stay in storage
-/// and the connection re-reads them). Items are `Arc`s so an idle connection's channel
-/// (allocated in blocks of 32 slots) stays small.
+/// and the connection re-reads them). Items are a pointer and a tag, so an idle
+/// connection's channel (allocated in blocks of 32 slots) stays small.
 const PUSH_QUEUE: usize = 1024;
+
+/// What a connection is handed live, in the order it was handed.
+#[derive(Debug)]
+pub enum Live {
+    /// A message this instance's writer just stored.
+    Message(Arc<PendingMessage>),
+    /// Rows the bus reader read for a wake-up from another instance.
+    Read(Box<BusRead>),
+}
+
+/// Rows read from storage for a bus wake-up (see `Delivery::on_bus_read`).
+#[derive(Debug)]
+pub struct BusRead {
+    /// The connection they were read for (`Registration::conn_id`): its `seen_up_to`
+    /// chose `after`, so another connection of the user must not take them.
+    pub conn: u64,
+    /// The rows are the recipient's messages after this `seq`...
+    pub after: i64,
+    /// ...at most this many of them.
+    pub limit: usize,
+    /// The lowest position the wake-ups named.
+    pub woken: i64,
+    /// The rows, in `seq` order.
+    pub rows: Vec<PendingMessage>,
+}
 
 struct Entry {
     conn_id: u64,
-    push: mpsc::Sender<Arc<PendingMessage>>,
+    /// The registration generation its token was issued for.
+    generation: u32,
+    push: mpsc::Sender<Live>,
     signals: Arc<Signals>,
     ended: CancellationToken,
 }
@@ -35,6 +62,14 @@ pub struct Signals {
     pub woken_from: AtomicI64,
     /// Wakes the connection to look at `push_dropped` and `woken_from`.
     pub wake: Notify,
+    /// The connection's `Delivery::seen_up_to`, published for the bus reader.
+    pub seen_up_to: AtomicI64,
+    /// True while the connection is caught up (published for the bus reader: rows read
+    /// for a connection that is scanning would be dropped).
+    pub caught_up: AtomicBool,
+    /// True from the bus reader's choice to read for this connection until the
+    /// connection takes the rows (or the read failed): at most one read waits for it.
+    pub read_pending: AtomicBool,
 }
 
 /// `Signals::woken_from` when no wake-up is waiting.
@@ -47,6 +82,9 @@ impl Default for Signals {
             push_dropped: AtomicBool::new(false),
             woken_from: AtomicI64::new(NOT_WOKEN),
             wake: Notify::new(),
+            seen_up_to: AtomicI64::new(0),
+            caught_up: AtomicBool::new(false),
+            read_pending: AtomicBool::new(false),
         }
     }
 }
@@ -61,8 +99,8 @@ pub struct Registration {
     registry: Arc<ConnectionRegistry>,
     user: Uuid,
     conn_id: u64,
-    /// Live messages for this connection.
-    pub pushes: mpsc::Receiver<Arc<PendingMessage>>,
+    /// Live messages and bus reads for this connection.
+    pub pushes: mpsc::Receiver<Live>,
     /// Signals for this connection.
     pub signals: Arc<Signals>,
     /// The connection of the same user this one replaced, if any: cancelled once that
@@ -126,8 +164,9 @@ impl ConnectionRegistry {
         entries.len() < self.max || entries.contains_key(&user)
     }
 
-    /// Registers `user`'s new connection, replacing (and signalling) an older one.
-    pub fn register(self: &Arc<Self>, user: Uuid) -> Result<Registration, Full> {
+    /// Registers `user`'s new connection (its token of registration `generation`),
+    /// replacing (and signalling) an older one.
+    pub fn register(self: &Arc<Self>, user: Uuid, generation: u32) -> Result<Registration, Full> {
         let (push, pushes) = mpsc::channel(PUSH_QUEUE);
         let signals = Arc::new(Signals::default());
         let ended = CancellationToken::new();
@@ -141,6 +180,7 @@ impl ConnectionRegistry {
                 user,
                 Entry {
                     conn_id,
+                    generation,
                     push,
                     signals: signals.clone(),
                     ended: ended.clone(),
@@ -167,10 +207,27 @@ impl ConnectionRegistry {
         self.lock().contains_key(&user)
     }
 
-    /// Closes `user`'s connection, if any (its account was registered on a new device):
-    /// it ends as if replaced (4409), and reconnecting needs a token of the new device.
-    pub fn displace(&self, user: Uuid) {
-        let old = self.lock().remove(&user);
+    /// Closes `user`'s connection if its token is of registration `up_to_generation` or
+    /// older (the account was registered on a new device): it ends as if replaced (4409),
+    /// and reconnecting needs a token of the new device.
+    pub fn displace(&self, user: Uuid, up_to_generation: u32) {
+        self.close_if(user, |entry| entry.generation <= up_to_generation);
+    }
+
+    /// Closes `user`'s connection `conn`, if it is still the one here (the user connected
+    /// on another instance after it): a newer one here stays.
+    pub fn displace_connection(&self, user: Uuid, conn: u64) {
+        self.close_if(user, |entry| entry.conn_id == conn);
+    }
+
+    fn close_if(&self, user: Uuid, applies: impl Fn(&Entry) -> bool) {
+        let old = {
+            let mut entries = self.lock();
+            match entries.get(&user) {
+                Some(entry) if applies(entry) => entries.remove(&user),
+                _ => None,
+            }
+        };
         if let Some(old) = old {
             old.signals.replaced.cancel();
         }
@@ -202,13 +259,62 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Tells `user`'s connection, if here, that another instance stored a message for it at
-    /// mailbox position `seq` (the bus carries ids only: the connection reads it).
-    pub fn wake(&self, user: Uuid, seq: i64) {
-        let signals = self.lock().get(&user).map(|e| e.signals.clone());
+    /// Where a bus read for `user`'s connection here should start for a wake-up at
+    /// `woken` (as `Delivery::on_wake` would read), or `None` if `user` is not connected here.
+    /// Returns the connection and the position, and counts the read as pending for it.
+    /// A connection that is scanning, or already has a read waiting for it, is woken to
+    /// read storage itself instead (`None`), as is none that is not here.
+    pub fn bus_read_start(&self, user: Uuid, woken: i64) -> Option<(u64, i64)> {
+        let (conn, signals) = self
+            .lock()
+            .get(&user)
+            .map(|e| (e.conn_id, e.signals.clone()))?;
+        if !signals.caught_up.load(Ordering::Acquire)
+            || signals.read_pending.swap(true, Ordering::AcqRel)
+        {
+            Self::woken(&signals, woken);
+            return None;
+        }
+        let seen = signals.seen_up_to.load(Ordering::Acquire);
+        Some((conn, woken.saturating_sub(1).min(seen)))
+    }
+
+    /// A bus read chosen by `bus_read_start` will not come (the read failed): `user`'s
+    /// connection `conn`, if still here, reads storage itself.
+    pub fn bus_read_failed(&self, user: Uuid, conn: u64, woken: i64) {
+        let signals = self
+            .lock()
+            .get(&user)
+            .filter(|e| e.conn_id == conn)
+            .map(|e| e.signals.clone());
         if let Some(signals) = signals {
-            signals.woken_from.fetch_min(seq, Ordering::AcqRel);
-            signals.wake.notify_one();
+            signals.read_pending.store(false, Ordering::Release);
+            Self::woken(&signals, woken);
+        }
+    }
+
+    fn woken(signals: &Signals, seq: i64) {
+        signals.woken_from.fetch_min(seq, Ordering::AcqRel);
+        signals.wake.notify_one();
+    }
+
+    /// Hands rows read for a wake-up to `user`'s connection, if it is still the one they
+    /// were read for; when its queue is full it reads storage itself instead.
+    pub fn hand_read(&self, user: Uuid, read: BusRead) {
+        let target = {
+            let entries = self.lock();
+            entries
+                .get(&user)
+                .filter(|e| e.conn_id == read.conn)
+                .map(|e| (e.push.clone(), e.signals.clone()))
+        };
+        if let Some((push, signals)) = target {
+            if let Err(refused) = push.try_send(Live::Read(Box::new(read))) {
+                signals.read_pending.store(false, Ordering::Release);
+                if let Live::Read(read) = refused.into_inner() {
+                    Self::woken(&signals, read.woken);
+                }
+            }
         }
     }
 
@@ -225,10 +331,55 @@ impl ConnectionRegistry {
         let Some((push, signals)) = target else {
             return false;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = push.try_send(message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = push.try_send(Live::Message(message)) {
             signals.push_dropped.store(true, Ordering::Release);
             signals.wake.notify_one();
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_for(conn: u64, woken: i64) -> BusRead {
+        BusRead {
+            conn,
+            after: woken - 1,
+            limit: 8,
+            woken,
+            rows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_connection_has_at_most_one_bus_read_waiting_and_only_its_own() {
+        let registry = Arc::new(ConnectionRegistry::new(10));
+        let user = Uuid::new_v4();
+        let mut first = registry.register(user, 0).expect("room");
+        assert_eq!(
+            registry.bus_read_start(user, 5),
+            None,
+            "scanning: it reads storage itself"
+        );
+        assert_eq!(first.signals.woken_from.load(Ordering::Acquire), 5);
+        first.signals.caught_up.store(true, Ordering::Release);
+        first.signals.seen_up_to.store(3, Ordering::Release);
+        let conn = first.conn_id();
+        assert_eq!(registry.bus_read_start(user, 7), Some((conn, 3)));
+        assert_eq!(
+            registry.bus_read_start(user, 9),
+            None,
+            "a read already waits for it"
+        );
+        registry.hand_read(user, read_for(conn, 7));
+        assert!(matches!(first.pushes.try_recv(), Ok(Live::Read(_))));
+        assert!(first.pushes.try_recv().is_err(), "one read, not two");
+
+        // Rows read for the connection before go to no other.
+        let mut second = registry.register(user, 0).expect("room");
+        registry.hand_read(user, read_for(conn, 9));
+        assert!(second.pushes.try_recv().is_err());
     }
 }

@@ -9,7 +9,9 @@ use privcomm_protocol::ws::ServerFrame;
 use privcomm_server::codes::inbox::CodeInbox;
 use privcomm_server::{Config, ManualClock, RelayServer};
 
-use crate::common::{send_numbered, test_config, Db, Device, Endpoint, TestDb, WsClient};
+use crate::common::{
+    send_and_confirm, send_numbered, test_config, Db, Device, Endpoint, TestDb, WsClient,
+};
 use crate::support::redis_server::RedisServer;
 
 /// Instances of one cluster, their database, Redis and code inbox.
@@ -259,10 +261,9 @@ async fn a_draining_instance_releases_its_users_before_its_bus_stops() {
     let mut on_b = bob.online(b).await;
     let key = format!("privcomm:{{{}}}:at", bob.id());
     assert!(
-        cluster
-            .redis
-            .get(&key)
-            .is_some_and(|holder| holder.starts_with("b.")),
+        cluster.redis.get(&key).is_some_and(|value| value
+            .split_once(' ')
+            .is_some_and(|(_, h)| h.starts_with("b."))),
         "B names itself as Bob's holder"
     );
     let drained = cluster.relays.remove(1);
@@ -340,6 +341,126 @@ async fn delivery_goes_on_by_rescan_while_redis_is_down() {
     bob_ws.expect_silence(Duration::from_millis(300)).await;
     alice_ws.close().await;
     bob_ws.close().await;
+    cluster.finish().await;
+}
+
+/// Bob's channel and presence key.
+fn bob_keys(bob: &Device) -> (String, String) {
+    let channel = format!("privcomm:{{{}}}", bob.id());
+    let presence = format!("{channel}:at");
+    (channel, presence)
+}
+
+/// Waits for the next message on `ws`: the connection is alive and delivering.
+async fn expect_message(ws: &mut WsClient, what: &str) {
+    match ws.frame().await {
+        ServerFrame::EncryptedMessage { id, .. } => ws.ack(id).await,
+        other => panic!("{what}: expected a message, got {other:?}"),
+    }
+}
+
+/// A claim event that arrives late (from a connection older than the one it reaches)
+/// closes nothing; one newer than the connection closes it. Before claims were stamped,
+/// any claim from another instance closed the user's connection here, however old: its
+/// newest one, after which the core does not reconnect (4409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_closes_nothing_and_a_newer_one_closes_the_older_connection() {
+    let cluster = Cluster::start(2, |_| {}).await;
+    let (a, b) = (&cluster.endpoints[0], &cluster.endpoints[1]);
+    let (alice, bob) = (Device::enrol(a, 0).await, Device::enrol(b, 0).await);
+    let mut alice_ws = alice.online(a).await;
+    let mut bob_ws = bob.online(b).await;
+    let (channel, _) = bob_keys(&bob);
+
+    // The claim of a connection long before B's (stamps are microseconds), delivered late.
+    let late = "c gone.0000aaaa/1 1";
+    assert_eq!(cluster.redis.publish(&channel, late), 1, "B listens");
+    send_and_confirm(&mut alice_ws, bob.id(), b"after the late claim").await;
+    expect_message(&mut bob_ws, "a late claim leaves B's connection open").await;
+
+    // A claim an hour from now is newer than B's.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros();
+    let newer = format!("c gone.0000aaaa/2 {}", now + 3_600_000_000);
+    cluster.redis.publish(&channel, &newer);
+    assert_eq!(bob_ws.expect_close().await, Some(4409), "a newer claim");
+    alice_ws.close().await;
+    cluster.finish().await;
+}
+
+/// Registering on a new device closes the old device's connection on every instance;
+/// that displacement, arriving again late, leaves the new device's connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_displacement_leaves_the_new_devices_connection_open() {
+    let cluster = Cluster::start(2, |_| {}).await;
+    let (a, b) = (&cluster.endpoints[0], &cluster.endpoints[1]);
+    let alice = Device::enrol(a, 0).await;
+    let old_bob = Device::enrol(b, 0).await;
+    let mut alice_ws = alice.online(a).await;
+    let mut old_ws = old_bob.online(b).await;
+
+    let mut new_bob = Device::with_number(&old_bob.number, 5);
+    if new_bob.registration_id == old_bob.registration_id {
+        new_bob.registration_id = new_bob.registration_id % 0x3FFF + 1;
+    }
+    new_bob.register(a).await;
+    new_bob.login(a).await;
+    assert_eq!(
+        old_ws.expect_close().await,
+        Some(4409),
+        "registered on A, the old device's connection on B closes"
+    );
+    let mut new_ws = new_bob.online(b).await;
+    let (channel, _) = bob_keys(&old_bob);
+    // Generation 0 (the first registration) is displaced.
+    assert_eq!(cluster.redis.publish(&channel, "d 0"), 1);
+    send_and_confirm(&mut alice_ws, new_bob.id(), b"for the new phone").await;
+    expect_message(&mut new_ws, "the new device's connection stays open").await;
+    alice_ws.close().await;
+    new_ws.close().await;
+    cluster.finish().await;
+}
+
+/// Claims made while Redis is down reach no one: Bob connects to A, then to B, and both
+/// serve. Once Redis is back, the instances settle the claims, and only the connection
+/// made last stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_redis_is_back_a_user_keeps_only_the_connection_made_last() {
+    let cluster = Cluster::start(2, |_| {}).await;
+    let (a, b) = (&cluster.endpoints[0], &cluster.endpoints[1]);
+    let (alice, bob) = (Device::enrol(a, 0).await, Device::enrol(a, 0).await);
+    let mut alice_ws = alice.online(a).await;
+
+    cluster.redis.stop();
+    cluster.wait_for_bus(0, "disconnected").await;
+    cluster.wait_for_bus(1, "disconnected").await;
+    let mut first = bob.online(a).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut second = bob.online(b).await;
+    first.expect_silence(Duration::from_millis(300)).await;
+
+    cluster.redis.start_again();
+    cluster.wait_for_bus(0, "connected").await;
+    cluster.wait_for_bus(1, "connected").await;
+    assert_eq!(
+        first.expect_close().await,
+        Some(4409),
+        "the connection made first closes"
+    );
+    send_and_confirm(&mut alice_ws, bob.id(), b"to the connection made last").await;
+    expect_message(&mut second, "the connection made last stays").await;
+    let (_, presence) = bob_keys(&bob);
+    assert!(
+        cluster
+            .redis
+            .get(&presence)
+            .is_some_and(|value| value.contains(" b.")),
+        "B holds Bob"
+    );
+    alice_ws.close().await;
+    second.close().await;
     cluster.finish().await;
 }
 

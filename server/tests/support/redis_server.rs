@@ -63,16 +63,37 @@ impl RedisServer {
 
     /// `GET key` over a raw connection: the value, or `None` when the key does not exist.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.command(&["GET", key])
+    }
+
+    /// `SPUBLISH channel message`, as another instance would; returns the subscribers
+    /// reached.
+    pub fn publish(&self, channel: &str, message: &str) -> i64 {
+        self.command(&["SPUBLISH", channel, message])
+            .and_then(|n| n.parse().ok())
+            .expect("a count")
+    }
+
+    /// Runs one command over a raw connection: a bulk, integer or simple string reply's
+    /// text, or `None` for a nil reply.
+    fn command(&self, args: &[&str]) -> Option<String> {
         use std::io::{BufRead, BufReader, Read, Write};
         let mut stream =
             std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
         stream.write_all(request.as_bytes()).expect("write");
         let mut reader = BufReader::new(stream);
         let mut header = String::new();
         reader.read_line(&mut header).expect("reply");
-        let len: i64 = header.trim_end().strip_prefix('$')?.parse().ok()?;
+        let header = header.trim_end();
+        if let Some(simple) = header.strip_prefix(':').or(header.strip_prefix('+')) {
+            return Some(simple.to_owned());
+        }
+        let len: i64 = header.strip_prefix('$')?.parse().ok()?;
         let len = usize::try_from(len).ok()?;
         let mut value = vec![0u8; len + 2];
         reader.read_exact(&mut value).expect("value");

@@ -913,6 +913,36 @@ impl Store for PgStore {
         rows.iter().map(pending_from_row).collect()
     }
 
+    async fn pending_messages_of(
+        &self,
+        reads: &[(Uuid, i64)],
+        limit_each: usize,
+    ) -> StoreResult<Vec<PendingMessage>> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        // Each recipient's rows by its own index range scan, as `pending_messages` reads them.
+        let statement = client
+            .prepare_cached(
+                "SELECT p.seq, p.id, p.sender_id, p.recipient_id, p.payload, p.created_at
+                 FROM unnest($1::BYTEA[], $2::BIGINT[]) AS w(recipient_id, after_seq)
+                 CROSS JOIN LATERAL (
+                     SELECT seq, id, sender_id, recipient_id, payload, created_at
+                     FROM pending_messages
+                     WHERE recipient_id = w.recipient_id AND seq > w.after_seq
+                     ORDER BY seq LIMIT $3) p",
+            )
+            .await?;
+        let recipients: Vec<&[u8]> = reads.iter().map(|(r, _)| &r.as_bytes()[..]).collect();
+        let after: Vec<i64> = reads.iter().map(|&(_, a)| a).collect();
+        let limit = i64::try_from(limit_each).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&recipients, &after, &limit])
+            .await?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
     fn parallel_writers(&self) -> usize {
         self.writers
     }
