@@ -259,11 +259,10 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Where a bus read for `user`'s connection here should start for a wake-up at
-    /// `woken` (as `Delivery::on_wake` would read), or `None` if `user` is not connected here.
-    /// Returns the connection and the position, and counts the read as pending for it.
-    /// A connection that is scanning, or already has a read waiting for it, is woken to
-    /// read storage itself instead (`None`), as is none that is not here.
+    /// Chooses a bus read for a wake-up at `woken`: `user`'s connection here and where to
+    /// read from (as `Delivery::on_wake` would), counting the read as pending for it. A
+    /// connection that is scanning, or already has a read waiting for it, is woken to read
+    /// storage itself instead; `None` then, and when `user` is not connected here.
     pub fn bus_read_start(&self, user: Uuid, woken: i64) -> Option<(u64, i64)> {
         let (conn, signals) = self
             .lock()
